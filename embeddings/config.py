@@ -1,0 +1,179 @@
+"""Typed configuration: one pydantic model per section, YAML in `configs/`, `--set a.b=value` overrides.
+
+Unknown keys are rejected with the valid ones listed, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from embeddings.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """How events are read (see embeddings.schema.read_events)."""
+
+    columns: dict[str, str] = Field(default_factory=dict)  # canonical name -> your column name
+    extra_categorical: list[str] = Field(default_factory=list)
+    extra_numeric: list[str] = Field(default_factory=list)
+    mode: Literal["strict", "lenient"] = "strict"  # lenient quarantines bad rows to a file
+    ts_unit: Literal["auto", "s", "ms", "us"] = "auto"  # for numeric epoch timestamps
+    event_default: str | None = None  # fill a missing event column (e.g. "purchase" for order logs)
+    as_of: str | None = None  # ISO time recency is measured against; default: the latest event
+
+
+class FeatureSection(_Section):
+    item_buckets: int = Field(8192, ge=16)  # hashed item ids
+    amount_buckets: int = Field(16, ge=2)
+    max_vocab: int = Field(2000, ge=4)
+    min_count: int = Field(1, ge=1)
+
+
+class ModelConfig(_Section):
+    d_model: int = Field(64, ge=8)
+    n_heads: int = Field(4, ge=1)
+    n_layers: int = Field(2, ge=1)
+    d_ff: int = Field(128, ge=8)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    dim: int = Field(64, ge=2)  # embedding size
+    max_len: int = Field(128, ge=1)  # most recent events per user
+
+
+class TrainerConfig(_Section):
+    max_steps: int = Field(600, ge=1)
+    batch_size: int = Field(128, ge=2)  # users per step; each contributes `views` sub-sequences
+    views: int = Field(2, ge=2)
+    view_mode: Literal["suffix", "coles", "mixed"] = "suffix"
+    event_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(50, ge=0)
+    temperature: float = Field(0.1, gt=0)
+    val_fraction: float = Field(0.05, ge=0.0, lt=0.5)
+    val_every: int = Field(200, ge=1)  # steps between validations
+    seed: int = 0
+    accelerator: str = "auto"  # "cpu", "gpu", "auto"
+    devices: str | int = "auto"
+    precision: str = "32-true"  # "bf16-mixed" on GPUs
+    num_workers: int = Field(0, ge=0)
+    progress: bool = True
+    max_users: int | None = None  # subsample users for training (all users are still embedded)
+
+
+class ClusterConfig(_Section):
+    k: int | None = None  # pin the number of cohorts; None chooses k from the data
+    k_min: int = Field(4, ge=2)
+    k_max: int = Field(16, ge=2)
+    selection: Literal["silhouette", "stability"] = "silhouette"
+    min_cluster_frac: float = Field(0.01, ge=0.0, lt=0.5)  # smaller clusters are merged away
+    sample_size: int = Field(20000, ge=100)  # points used to choose k and fit
+    niter: int = Field(30, ge=1)
+    n_init: int = Field(3, ge=1)
+    seed: int = 0
+    neighbors: int = Field(5, ge=0)  # labelled neighbours returned with each assignment
+    confidence_temperature: float = Field(0.05, gt=0)
+
+
+class NamingConfig(_Section):
+    namer: Literal["stats", "llm", "local"] = "stats"
+    base_url: str | None = None  # OpenAI-compatible endpoint for namer=llm
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    model_dir: str | None = None  # transformers model directory for namer=local
+    timeout_s: float = Field(30.0, gt=0)
+    exemplars: int = Field(4, ge=0, le=10)
+
+
+class Config(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    features: FeatureSection = Field(default_factory=FeatureSection)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    naming: NamingConfig = Field(default_factory=NamingConfig)
+
+
+def _explain(e: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            *parent, key = [str(p) for p in err["loc"]]
+            model: Any = Config
+            for p in parent:
+                model = model.model_fields[p].annotation
+            valid = sorted(model.model_fields)
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean {'.'.join([*parent, close[0]])!r}?" if close else ""
+            lines.append(f"unknown key {loc!r}.{hint} Valid keys here: {', '.join(valid)}.")
+        else:
+            lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r}).")
+    return ConfigError(f"Invalid configuration in {source}: " + " ".join(lines))
+
+
+def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: {p!r} is not a section.")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`["trainer.max_steps=100", "cluster.k=8"]` -> nested dict; values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set trainer.max_steps=200.")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        _set_path(out, key.strip(), value)
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- YAML file (if given) <- --set overrides; validated."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist. See {CONFIG_DIR} for examples.")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Config file {path} is not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"Config file {path} must be a mapping of sections, got {type(raw).__name__}.")
+        source = str(path)
+    if overrides:
+        raw = _merge(raw, parse_overrides(overrides))
+        source += " + --set"
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise _explain(e, source) from None

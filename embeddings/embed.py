@@ -1,0 +1,127 @@
+"""Embedding users with a trained bundle: in memory (`UserEncoder.encode`) or to parquet."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from embeddings.bundle import Bundle, load_bundle
+from embeddings.features import SequenceData
+from embeddings.fsutil import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+class UserEncoder:
+    """Turns event histories into embeddings with a bundle's featurizer and encoder.
+
+    Example:
+        enc = UserEncoder.load("ws/current/encoder")
+        X = enc.encode(events)          # (n_users, dim) float32, rows in enc.last_user_ids order
+    """
+
+    def __init__(self, bundle: Bundle, device: str | None = None) -> None:
+        self.bundle = bundle
+        self.device = device or "cpu"
+        self.encoder = bundle.encoder.to(self.device).eval()
+        self.featurizer = bundle.featurizer
+        self.max_len = bundle.config.max_len
+        self.last_user_ids: np.ndarray = np.zeros(0, dtype=object)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> UserEncoder:
+        return cls(load_bundle(path, device=device or "cpu"), device)
+
+    @property
+    def dim(self) -> int:
+        return self.bundle.config.dim
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    def featurize(self, events: pl.DataFrame, as_of: datetime | None = None) -> SequenceData:
+        return self.featurizer.transform(events, as_of=as_of)
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        sequences: pl.DataFrame | SequenceData,
+        *,
+        as_of: datetime | None = None,
+        batch_size: int = 512,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embed every user: returns (n_users, dim) float32, L2-normalised.
+
+        Rows follow `sequences.user_ids` (for a DataFrame: users sorted by id; also stored in
+        `self.last_user_ids`). Users are batched by similar length so padding stays small; the
+        result for a user does not depend on which other users share its batch.
+        """
+        data = sequences if isinstance(sequences, SequenceData) else self.featurize(sequences, as_of)
+        n = len(data)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        order = np.argsort(np.minimum(data.lengths, self.max_len), kind="stable")
+        it = range(0, n, batch_size)
+        if show_progress:
+            from rich.progress import track
+
+            it = track(it, description="embedding", total=(n + batch_size - 1) // batch_size)
+        for s in it:
+            rows = order[s : s + batch_size]
+            batch = self.featurizer.collate_users(data, rows, self.max_len)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            out[rows] = self.encoder(batch).float().cpu().numpy()
+        self.last_user_ids = data.user_ids
+        return out
+
+
+def embeddings_frame(user_ids: np.ndarray, X: np.ndarray, as_of: datetime | None) -> pl.DataFrame:
+    """`user_id`, `embedding` (fixed-size float32 array), `as_of`."""
+    return pl.DataFrame(
+        {
+            "user_id": pl.Series(user_ids.astype(str), dtype=pl.String),
+            "embedding": pl.Series(X, dtype=pl.Array(pl.Float32, X.shape[1])),
+            "as_of": pl.Series([as_of] * len(user_ids), dtype=pl.Datetime("us")),
+        }
+    )
+
+
+def write_embeddings(path: str | Path, user_ids: np.ndarray, X: np.ndarray, as_of: datetime | None) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        embeddings_frame(user_ids, X, as_of).write_parquet(tmp)
+    return path
+
+
+def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (user_ids (n,) object, X (n, dim) float32 C-contiguous)."""
+    df = pl.read_parquet(path, columns=["user_id", "embedding"])
+    X = np.ascontiguousarray(df.get_column("embedding").to_numpy(), dtype=np.float32)
+    return df.get_column("user_id").to_numpy().astype(object), X
+
+
+def embed_events(
+    encoder: UserEncoder,
+    events: pl.DataFrame,
+    out: str | Path | None = None,
+    *,
+    as_of: datetime | None = None,
+    batch_size: int = 512,
+    show_progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Featurise + encode all users; optionally write `embeddings.parquet`. Returns (user_ids, X)."""
+    t0 = time.perf_counter()
+    data = encoder.featurize(events, as_of)
+    X = encoder.encode(data, batch_size=batch_size, show_progress=show_progress)
+    dt = time.perf_counter() - t0
+    log.info("embedded %d users in %.1fs (%.0f users/s)", len(data), dt, len(data) / max(dt, 1e-9))
+    if out is not None:
+        write_embeddings(out, data.user_ids, X, data.as_of)
+    return data.user_ids, X

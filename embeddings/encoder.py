@@ -1,0 +1,138 @@
+"""EventEncoder: a small pre-LN transformer over a user's recent events -> one unit vector.
+
+Inputs are PaddedBatch dicts from `Featurizer.collate`: per-field tensors (B, T), left-aligned
+(oldest kept event first), padded on the right, plus `lengths` (B,). Positions are counted from
+the most recent event, so "the last event" always has position 0 whatever the history length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class EncoderConfig:
+    """Architecture; saved in the bundle as `config.json` so the model rebuilds itself."""
+
+    cardinalities: dict[str, int] = field(default_factory=dict)  # categorical field -> table size
+    numeric_fields: list[str] = field(default_factory=list)  # float fields fed through a linear layer
+    d_model: int = 64  # width of the transformer
+    n_heads: int = 4
+    n_layers: int = 2
+    d_ff: int = 128  # hidden width of each MLP
+    dropout: float = 0.1
+    dim: int = 64  # output embedding size
+    max_len: int = 128  # events per user kept (the most recent)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model)
+        )
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        h = self.ln1(x)
+        q, k, v = self.qkv(h).split(C, dim=2)
+        # (B, n_heads, T, head_dim)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        # key_mask: (B, 1, 1, T) True where the key is a real event; every row has the summary token
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, d_model)
+        x = x + F.dropout(self.proj(y), self.dropout, self.training)
+        x = x + F.dropout(self.mlp(self.ln2(x)), self.dropout, self.training)
+        return x
+
+
+class EventEncoder(nn.Module):
+    """Field embeddings -> transformer -> [summary token ; masked mean] -> projection -> L2 norm."""
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embeds = nn.ModuleDict(
+            {name: nn.Embedding(n, cfg.d_model, padding_idx=0) for name, n in cfg.cardinalities.items()}
+        )
+        self.numeric = nn.Linear(len(cfg.numeric_fields), cfg.d_model) if cfg.numeric_fields else None
+        self.pos = nn.Embedding(cfg.max_len + 1, cfg.d_model)  # position from the most recent event
+        self.summary = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Sequential(
+            nn.Linear(2 * cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.dim)
+        )
+        self.apply(self._init)
+        nn.init.normal_(self.summary, std=0.02)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Returns (B, dim) L2-normalised embeddings."""
+        lengths = batch["lengths"]
+        ref = next(iter(batch[name] for name in self.cfg.cardinalities))
+        B, T = ref.shape
+        valid = torch.arange(T, device=ref.device)[None, :] < lengths[:, None]  # (B, T)
+        x = torch.zeros(B, T, self.cfg.d_model, device=ref.device)
+        for name, emb in self.embeds.items():
+            x = x + emb(batch[name])  # (B, T, d_model)
+        if self.numeric is not None:
+            num = torch.stack([batch[n].float() for n in self.cfg.numeric_fields], dim=-1)  # (B, T, F)
+            x = x + self.numeric(num)
+        pos = (lengths[:, None] - 1 - torch.arange(T, device=ref.device)[None, :]).clamp(
+            0, self.cfg.max_len - 1
+        )
+        x = x + self.pos(pos + 1)  # position 0 of the table is the summary token's
+        x = x * valid[..., None]
+        s = self.summary.expand(B, 1, -1) + self.pos.weight[0]
+        x = torch.cat([s, x], dim=1)  # (B, 1 + T, d_model)
+        key_mask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=ref.device), valid], dim=1)
+        key_mask = key_mask[:, None, None, :]  # (B, 1, 1, 1 + T)
+        for block in self.blocks:
+            x = block(x, key_mask)
+        x = self.ln_f(x)
+        w = valid.float()[..., None]  # (B, T, 1)
+        mean = (x[:, 1:] * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, d_model)
+        z = self.head(torch.cat([x[:, 0], mean], dim=-1))  # (B, dim)
+        return F.normalize(z, dim=-1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def param_summary(model: EventEncoder) -> str:
+    n = model.num_parameters()
+    return f"{n / 1e6:.2f}M parameters" if n >= 1e5 else f"{n} parameters"
+
+
+def attention_flops(cfg: EncoderConfig, T: int) -> float:
+    """Rough forward FLOPs per sequence, for benchmarks' sanity checks."""
+    per_tok = 2 * (4 * cfg.d_model**2 + 2 * cfg.d_model * cfg.d_ff) + 4 * T * cfg.d_model
+    return float(cfg.n_layers * per_tok * T) + 2 * math.prod((2 * cfg.d_model, cfg.dim))

@@ -1,0 +1,266 @@
+"""Signals: how far a cohort is from the population on each axis, as words and clauses.
+
+Every signal is scored by its deviation: |log(relative)| for recency, frequency/engagement, spend and
+tenure; log(lift) for categories, event types and time of day. `StatsNamer` turns the strongest into
+a name; the LLM namers use them as qualifiers to de-duplicate names.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from embeddings.profile_types import CohortProfile
+
+RATIO = 1.4  # a relative value must be >= 1.4x or <= 1/1.4x the population to count
+LIFT = 1.25  # a category / event / time-of-day share must be 1.25x the population's
+MAX_MODIFIERS = 3
+DAYPARTS = {
+    "night": range(0, 6),
+    "morning": range(6, 12),
+    "afternoon": range(12, 18),
+    "evening": range(18, 24),
+}
+DAYPART_PHRASE = {
+    "night": "at night",
+    "morning": "in the morning",
+    "afternoon": "in the afternoon",
+    "evening": "in the evening",
+}
+DAYPART_WORD = {
+    "night": "night-owl",
+    "morning": "morning",
+    "afternoon": "afternoon",
+    "evening": "evening",
+}
+# Position of each adjective kind in the name ("Lapsed frequent high-spend evening grocery buyers").
+ORDER = {
+    "recency": 0,
+    "tenure": 1,
+    "activity": 2,
+    "value": 3,
+    "weekend": 4,
+    "daypart": 5,
+    "category": 6,
+}
+# Event-type keywords -> behaviour noun, checked in this order ("review" before "view").
+BEHAVIOURS: list[tuple[tuple[str, ...], str]] = [
+    (("return", "refund"), "returners"),
+    (("review", "rating", "rate"), "reviewers"),
+    (("cart", "basket"), "cart builders"),
+    (("wish", "favorite", "favourite", "bookmark"), "wishlisters"),
+    (("search", "query"), "searchers"),
+    (("compare",), "comparers"),
+    (("purchase", "order", "buy", "checkout", "transaction", "payment", "sale"), "buyers"),
+    (("view", "browse", "visit", "impression", "click", "page", "screen"), "browsers"),
+    (("share", "invite", "refer"), "sharers"),
+    (("signup", "sign_up", "register"), "sign-ups"),
+    (("login", "session", "open"), "visitors"),
+]
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One distinguishing fact: the word it puts in a name, how strong it is, and a clause for prose."""
+
+    kind: str
+    word: str
+    strength: float
+    phrase: str
+
+
+def _rel(p: CohortProfile, key: str) -> float | None:
+    v = p.relative.get(key) if isinstance(p.relative, dict) else None
+    if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        return None
+    return min(max(float(v), 0.01), 100.0)
+
+
+def _fmt_x(v: float) -> str:
+    return f"{v:.1f}× the average"
+
+
+def clean_value(value: str, max_words: int = 3) -> str:
+    """A category / event value as words in a sentence: "HOME_GARDEN" -> "home garden"."""
+    text = re.sub(r"[_/|>]+", " ", str(value))
+    text = re.sub(r"\s+", " ", text).strip()
+    if text.isupper() or text.istitle():
+        text = text.lower()
+    return " ".join(text.split()[:max_words])
+
+
+def behaviour_noun(event: str) -> str | None:
+    """Behaviour noun for an event type, or None when no keyword matches."""
+    e = event.lower()
+    for keys, noun in BEHAVIOURS:
+        if any(k in e for k in keys):
+            return noun
+    return None
+
+
+def population_hours(profiles: Sequence[CohortProfile]) -> list[float]:
+    """Size-weighted mean of the cohorts' hour histograms: the population's hour-of-day pattern."""
+    acc = [0.0] * 24
+    for p in profiles:
+        h = _norm(p.hour_hist, 24)
+        w = max(p.size, 0) or 1
+        if h:
+            acc = [a + w * x for a, x in zip(acc, h, strict=True)]
+    return _norm(acc, 24) or [1 / 24] * 24
+
+
+def population_weekend(profiles: Sequence[CohortProfile]) -> float:
+    """Size-weighted share of the population's events on Saturday and Sunday."""
+    num = den = 0.0
+    for p in profiles:
+        h = _norm(p.weekday_hist, 7)
+        if h:
+            w = max(p.size, 0) or 1
+            num += w * (h[5] + h[6])
+            den += w
+    return num / den if den else 2 / 7
+
+
+def _norm(hist: Sequence[float], n: int) -> list[float] | None:
+    if len(hist) != n:
+        return None
+    vals = [
+        float(x) if isinstance(x, (int, float)) and math.isfinite(x) and x > 0 else 0.0
+        for x in hist
+    ]
+    total = sum(vals)
+    return [x / total for x in vals] if total > 0 else None
+
+
+def profile_signals(p: CohortProfile, pop_hours: list[float], pop_weekend: float) -> list[Signal]:
+    """Every signal of a profile, strongest first (ties broken by kind, so the order is deterministic)."""
+    out: list[Signal] = []
+    r = _rel(p, "recency")
+    if r is not None:
+        ago = f"were last active {p.recency_days:.0f} days ago ({_fmt_x(r)})"
+        if r >= 3 and p.recency_days >= 90:
+            out.append(Signal("recency", "dormant", abs(math.log(r)), ago))
+        elif r >= RATIO:
+            out.append(Signal("recency", "lapsed", abs(math.log(r)), ago))
+        elif r <= 1 / RATIO:
+            out.append(Signal("recency", "recent", abs(math.log(r)), ago))
+    t = _rel(p, "tenure")
+    if t is not None and (t >= 2 or t <= 1 / 2):
+        word = "long-time" if t > 1 else "new"
+        out.append(
+            Signal(
+                "tenure",
+                word,
+                abs(math.log(t)),
+                f"have a tenure of {p.tenure_days:.0f} days ({_fmt_x(t)})",
+            )
+        )
+    f, e = _rel(p, "frequency"), _rel(p, "engagement")
+    if 0 < p.frequency <= 1.5:
+        out.append(
+            Signal(
+                "activity", "one-time", max(1.0, abs(math.log(f or 1))), "have a single event each"
+            )
+        )
+    else:
+        best = max(
+            ((abs(math.log(v)), k, v) for k, v in (("frequency", f), ("engagement", e)) if v),
+            default=None,
+        )
+        if best and (best[2] >= RATIO or best[2] <= 1 / RATIO):
+            _, key, v = best
+            amount = (
+                f"{p.frequency:.0f} events"
+                if key == "frequency"
+                else f"{p.engagement:.0f} active days"
+            )
+            word = "frequent" if v > 1 else "occasional"
+            out.append(
+                Signal("activity", word, abs(math.log(v)), f"have {amount} each ({_fmt_x(v)})")
+            )
+    m = _rel(p, "monetary")
+    if m is not None and p.monetary > 0 and (m >= RATIO or m <= 1 / RATIO):
+        word = "high-spend" if m > 1 else "low-spend"
+        out.append(
+            Signal("value", word, abs(math.log(m)), f"spend {p.monetary:,.2f} each ({_fmt_x(m)})")
+        )
+    out.extend(_time_signals(p, pop_hours, pop_weekend))
+    out.extend(_share_signals(p))
+    return sorted(out, key=lambda s: (-round(s.strength, 9), ORDER.get(s.kind, 9), s.word))
+
+
+def _time_signals(p: CohortProfile, pop_hours: list[float], pop_weekend: float) -> list[Signal]:
+    out: list[Signal] = []
+    h = _norm(p.hour_hist, 24)
+    if h:
+        best = None
+        for part, hours in DAYPARTS.items():
+            c, q = sum(h[i] for i in hours), sum(pop_hours[i] for i in hours)
+            if c >= 0.25 and q > 0 and (best is None or c / q > best[0]):
+                best = (c / q, part, c, q)
+        if best and best[0] >= RATIO:
+            lift, part, c, q = best
+            phrase = (
+                f"are most active {DAYPART_PHRASE[part]} ({c:.0%} of events vs {q:.0%} overall)"
+            )
+            out.append(Signal("daypart", DAYPART_WORD[part], math.log(lift), phrase))
+    w = _norm(p.weekday_hist, 7)
+    if w and 0 < pop_weekend < 1:
+        c = w[5] + w[6]
+        if c / pop_weekend >= RATIO:
+            phrase = f"act mostly at weekends ({c:.0%} of events vs {pop_weekend:.0%} overall)"
+            out.append(Signal("weekend", "weekend", math.log(c / pop_weekend), phrase))
+    return out
+
+
+def _share_signals(p: CohortProfile) -> list[Signal]:
+    out: list[Signal] = []
+    cats = [s for s in p.top_categories if s.share >= 0.1 and s.lift > 0]
+    if cats:
+        top = max(cats, key=lambda s: (s.lift, s.share))
+        if top.lift < LIFT:
+            top = max(cats, key=lambda s: s.share)
+        word = clean_value(top.value)
+        phrase = f"focus on {word} ({top.share:.0%} of events, {top.lift:.1f}× the population rate)"
+        # A category everyone shares still names the cohort, but only as a weak signal.
+        strength = math.log(top.lift) if top.lift >= LIFT else 0.01 * top.share
+        if word:
+            out.append(Signal("category", word, strength, phrase))
+    return out
+
+
+def behaviour(p: CohortProfile) -> Signal:
+    """The noun of the name: the event type the cohort over-indexes on, else its most common one."""
+    events = [s for s in p.top_events if s.share >= 0.05]
+    if not events:
+        return Signal("behaviour", "customers", 0.0, "")
+    top = max(events, key=lambda s: (s.lift, s.share))
+    if top.lift < 1.2:
+        top = max(events, key=lambda s: s.share)
+    noun = behaviour_noun(top.value)
+    buys = [s for s in p.top_events if behaviour_noun(s.value) == "buyers"]
+    if noun == "cart builders" and (not buys or max(s.lift for s in buys) < 1):
+        noun = "cart abandoners"
+    if noun is None:
+        noun = f"{clean_value(top.value, 2)} users" if top.lift >= 1.2 else "customers"
+    phrase = f"over-index on {clean_value(top.value)} events ({top.share:.0%} of events, {top.lift:.1f}× the population rate)"
+    return Signal("behaviour", noun, math.log(max(top.lift, 1.0)), phrase)
+
+
+def is_strong(s: Signal) -> bool:
+    """Whether a signal distinguishes the cohort (a category everyone shares does not)."""
+    return s.kind != "category" or s.strength >= math.log(LIFT)
+
+
+def compose(modifiers: Sequence[Signal], noun: str) -> str:
+    """Put adjectives in English order in front of the noun and capitalise: "Lapsed grocery browsers"."""
+    words = [s.word for s in sorted(modifiers, key=lambda s: ORDER.get(s.kind, 9))]
+    if "new" in words and "recent" in words:  # "new" already says recent
+        words.remove("recent")
+    if not any(is_strong(s) for s in modifiers):  # nothing stands out: say so
+        words.insert(0, "mainstream")
+    text = " ".join([*words, noun])
+    first = text.split()[0]
+    return text if any(c.isupper() for c in first[1:]) else text[0].upper() + text[1:]

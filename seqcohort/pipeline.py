@@ -1,0 +1,279 @@
+"""End-to-end pipeline: events -> encoder -> embeddings -> cohorts -> names -> published version.
+
+Each step is a plain function so the CLI, tests and notebooks call the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from embeddings.cluster import SphericalKMeans
+from embeddings.cohorts import Assigner, Cohort, CohortSet, write_assignments
+from embeddings.config import Config
+from embeddings.embed import UserEncoder, read_embeddings, write_embeddings
+from embeddings.errors import WorkspaceError
+from embeddings.index import VectorIndex
+from embeddings.naming import Overrides, make_namer
+from embeddings.profile import compute_profiles
+from embeddings.profile_types import CohortName
+from embeddings.schema import ColumnMap, read_events
+from embeddings.workspace import Workspace
+
+log = logging.getLogger("seqcohort")
+
+
+@dataclass
+class RunResult:
+    version_dir: Path
+    cohorts: CohortSet
+    timings: dict[str, float] = field(default_factory=dict)
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    n_users: int = 0
+    n_events: int = 0
+
+
+def column_map(cfg: Config, maps: list[str] | tuple[str, ...] = ()) -> ColumnMap:
+    pairs = [f"{k}={v}" for k, v in cfg.data.columns.items()] + list(maps)
+    cm = ColumnMap.from_pairs(pairs)
+    cm.extra_categorical = list(cfg.data.extra_categorical)
+    cm.extra_numeric = list(cfg.data.extra_numeric)
+    return cm
+
+
+def load_events(path: str | Path, cfg: Config, maps: list[str] | tuple[str, ...] = ()) -> pl.DataFrame:
+    """Read and validate events (strict: raise; lenient: quarantine and report)."""
+    df, report = read_events(
+        path,
+        column_map(cfg, maps),
+        mode=cfg.data.mode,
+        ts_unit=cfg.data.ts_unit,
+        event_default=cfg.data.event_default,
+    )
+    log.info(
+        "read %d events of %d users from %s%s", df.height, df.get_column("user_id").n_unique(), path,
+        f" ({report.n_rejected} rows quarantined to {report.quarantine_path})" if report.n_rejected else "",
+    )
+    return df
+
+
+def resolve_as_of(cfg: Config, events: pl.DataFrame) -> datetime:
+    if cfg.data.as_of:
+        return datetime.fromisoformat(cfg.data.as_of).replace(tzinfo=None)
+    return events.get_column("ts").max()  # type: ignore[return-value]
+
+
+def fit_clusters(cfg: Config, X: np.ndarray) -> SphericalKMeans:
+    c = cfg.cluster
+    return SphericalKMeans(
+        c.k, k_min=c.k_min, k_max=c.k_max, selection=c.selection, min_cluster_frac=c.min_cluster_frac,
+        sample_size=c.sample_size, niter=c.niter, n_init=c.n_init, seed=c.seed,
+        confidence_temperature=c.confidence_temperature,
+    ).fit(X)
+
+
+def build_namer(cfg: Config, workspace: Workspace | None):
+    n = cfg.naming
+    cache = (workspace.root / "naming_cache") if workspace is not None else None
+    if n.namer == "llm":
+        return make_namer("llm", base_url=n.base_url, model=n.model, api_key_env=n.api_key_env,
+                          timeout_s=n.timeout_s, cache_dir=cache)
+    if n.namer == "local":
+        return make_namer("local", model_dir=n.model_dir, cache_dir=cache)
+    return make_namer("stats")
+
+
+def name_cohorts(cohorts: list[Cohort], namer: Any, workspace: Workspace | None) -> None:
+    """Run the namer over all cohorts (in view of each other), then apply human overrides."""
+    names = namer.name([c.profile for c in cohorts])
+    if workspace is not None:
+        ov = Overrides(workspace.root)
+        names = ov.apply([c.id for c in cohorts], names)
+        pinned = set(ov.pinned_ids()) if hasattr(ov, "pinned_ids") else set()
+    else:
+        pinned = set()
+    for c, n in zip(cohorts, names, strict=True):
+        c.apply_name(n)
+        c.pinned = c.id in pinned
+
+
+def build_cohort_set(
+    cfg: Config,
+    events: pl.DataFrame,
+    user_ids: np.ndarray,
+    X: np.ndarray,
+    km: SphericalKMeans,
+    as_of: datetime,
+    model_version: str,
+    workspace: Workspace | None,
+) -> tuple[CohortSet, np.ndarray, np.ndarray]:
+    """Profiles + names for a fitted clustering. Returns (cohort set, cohort ids, confidences)."""
+    labels, conf = km.predict_confidence(X)
+    assignments = pl.DataFrame({"user_id": user_ids.astype(str), "cohort_id": labels})
+    profiles = compute_profiles(
+        events, assignments, as_of, user_ids=user_ids, X=X, centroids=km.centroids_,
+        n_exemplars=cfg.naming.exemplars,
+    )
+    assert km.centroids_ is not None
+    cohorts = [
+        Cohort(id=p.cohort_id, name=f"Cohort {p.cohort_id}", description="", size=p.size,
+               centroid=km.centroids_[p.cohort_id].tolist(), profile=p)
+        for p in profiles
+    ]
+    name_cohorts(cohorts, build_namer(cfg, workspace), workspace)
+    cs = CohortSet(
+        cohorts, model_version, as_of.isoformat(), cfg.cluster.confidence_temperature,
+        meta={"k_scores": {str(k): v for k, v in getattr(km, "scores_", {}).items()}, "k": km.k_},
+    )
+    return cs, labels, conf
+
+
+def write_cluster_outputs(
+    out: Path, cs: CohortSet, user_ids: np.ndarray, X: np.ndarray, labels: np.ndarray, conf: np.ndarray
+) -> None:
+    write_assignments(out / "assignments.parquet", user_ids, labels, conf)
+    VectorIndex().fit(X, user_ids).save(out / "index")
+    cs.save(out / "cohorts.json")
+
+
+def run(
+    events_path: str | Path,
+    workspace: str | Path,
+    cfg: Config,
+    maps: list[str] | tuple[str, ...] = (),
+    events: pl.DataFrame | None = None,
+) -> RunResult:
+    """train -> embed -> cluster -> name, published atomically as the workspace's new `current`."""
+    from training.train import train  # Lightning is imported only when training
+
+    ws = Workspace(workspace)
+    ws.cleanup_staging()
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if events is None:
+        events = load_events(events_path, cfg, maps)
+    as_of = resolve_as_of(cfg, events)
+    t["load"] = time.perf_counter() - t0
+    with ws.new_version({"events": str(events_path), "as_of": as_of.isoformat(), "config": cfg.model_dump(),
+                         "steps": ["train", "embed", "cluster", "name"]}) as out:
+        t0 = time.perf_counter()
+        result = train(cfg, events, out / "encoder", as_of=as_of)
+        t["train"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        enc = UserEncoder(result.bundle)
+        data = enc.featurize(events, as_of)
+        X = enc.encode(data)
+        write_embeddings(out / "embeddings.parquet", data.user_ids, X, as_of)
+        t["embed"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        km = fit_clusters(cfg, X)
+        t["cluster"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cs, labels, conf = build_cohort_set(cfg, events, data.user_ids, X, km, as_of, enc.version, ws)
+        write_cluster_outputs(out, cs, data.user_ids, X, labels, conf)
+        t["name"] = time.perf_counter() - t0
+    return RunResult(ws.current(), cs, t, result.metrics, len(data), events.height)
+
+
+def recluster(workspace: str | Path, cfg: Config, events: pl.DataFrame | None = None) -> RunResult:
+    """Re-cluster (and re-name) the current version's embeddings; publishes a new version."""
+    ws = Workspace(workspace)
+    cur = ws.current()
+    user_ids, X = read_embeddings(cur / "embeddings.parquet")
+    meta = _version_meta(cur)
+    if events is None:
+        events = load_events(meta["events"], cfg)
+    as_of = datetime.fromisoformat(meta["as_of"])
+    enc_version = UserEncoder.load(cur / "encoder").version
+    with ws.new_version({**meta, "steps": ["cluster", "name"]}) as out:
+        shutil.copytree(cur / "encoder", out / "encoder")
+        shutil.copy2(cur / "embeddings.parquet", out / "embeddings.parquet")
+        km = fit_clusters(cfg, X)
+        cs, labels, conf = build_cohort_set(cfg, events, user_ids, X, km, as_of, enc_version, ws)
+        write_cluster_outputs(out, cs, user_ids, X, labels, conf)
+    return RunResult(ws.current(), cs, n_users=len(user_ids), n_events=events.height)
+
+
+def rename(workspace: str | Path, cfg: Config, *, run_namer: bool = True) -> CohortSet:
+    """Re-name current's cohorts (no re-embedding or re-clustering); publishes a new version.
+
+    With run_namer=False only the human overrides are (re)applied to the existing names.
+    """
+    ws = Workspace(workspace)
+    cur = ws.current()
+    cs = CohortSet.load(cur / "cohorts.json")
+    if run_namer:
+        name_cohorts(cs.cohorts, build_namer(cfg, ws), ws)
+    else:
+        name_cohorts(cs.cohorts, _KeepNames(cs.cohorts), ws)
+    with ws.new_version({**_version_meta(cur), "steps": ["name" if run_namer else "overrides"]}) as out:
+        shutil.copytree(cur / "encoder", out / "encoder")
+        for f in ("embeddings.parquet", "assignments.parquet", "index.faiss", "index.ids.json"):
+            if (cur / f).exists():
+                shutil.copy2(cur / f, out / f)
+        cs.save(out / "cohorts.json")
+    return cs
+
+
+def apply_overrides_only(workspace: str | Path, cfg: Config) -> CohortSet:
+    return rename(workspace, cfg, run_namer=False)
+
+
+class _KeepNames:
+    """A namer that returns the names cohorts already have (used to re-apply overrides only)."""
+
+    def __init__(self, cohorts: list[Cohort]) -> None:
+        self.names = {c.id: CohortName(c.name, c.description, c.suggested_action, c.namer, c.fallback_reason)
+                      for c in cohorts}
+
+    def name(self, profiles: list[Any]) -> list[CohortName]:
+        return [self.names[p.cohort_id] for p in profiles]
+
+
+def _version_meta(cur: Path) -> dict[str, Any]:
+    import json
+
+    p = cur / "version.json"
+    if not p.is_file():
+        raise WorkspaceError(f"{p} is missing; the workspace version is incomplete.")
+    d = json.loads(p.read_text())
+    return {k: d[k] for k in ("events", "as_of", "config") if k in d}
+
+
+def load_assigner(workspace: str | Path, n_neighbors: int = 5) -> tuple[UserEncoder, Assigner]:
+    """Encoder + assigner over the workspace's current version (what `assign` and serving use)."""
+    cur = Workspace(workspace).current()
+    enc = UserEncoder.load(cur / "encoder")
+    cs = CohortSet.load(cur / "cohorts.json")
+    index = VectorIndex.load(cur / "index")
+    a = pl.read_parquet(cur / "assignments.parquet", columns=["user_id", "cohort_id"])
+    lab = dict(zip(a["user_id"].to_list(), a["cohort_id"].to_list(), strict=True))
+    return enc, Assigner(cs, index, lab, n_neighbors)
+
+
+def assign_events(
+    workspace: str | Path, events: pl.DataFrame, as_of: datetime | None = None
+) -> pl.DataFrame:
+    """Assign users in `events` to current cohorts: user_id, cohort_id, cohort_name, confidence, neighbors."""
+    enc, assigner = load_assigner(workspace)
+    data = enc.featurize(events, as_of)
+    X = enc.encode(data)
+    res = assigner.assign(X)
+    return pl.DataFrame(
+        {
+            "user_id": data.user_ids.astype(str),
+            "cohort_id": [r.cohort_id for r in res],
+            "cohort_name": [r.cohort_name for r in res],
+            "confidence": pl.Series([r.confidence for r in res], dtype=pl.Float32),
+            "neighbors": [r.neighbors for r in res],
+            "model_version": [enc.version] * len(res),
+        }
+    )

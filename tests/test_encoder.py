@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from embeddings.bundle import load_bundle, save_bundle
+from embeddings.embed import UserEncoder, read_embeddings, write_embeddings
+from embeddings.encoder import EncoderConfig, EventEncoder
+from embeddings.errors import BundleError
+from embeddings.features import Featurizer
+
+
+@pytest.fixture(scope="module")
+def model_and_data(tiny_events):
+    f = Featurizer().fit(tiny_events)
+    cfg = EncoderConfig(cardinalities=f.cardinalities, numeric_fields=f.numeric_fields, d_model=32,
+                        n_heads=2, n_layers=1, d_ff=64, dim=16, max_len=32)
+    torch.manual_seed(0)
+    return EventEncoder(cfg).eval(), f, f.transform(tiny_events)
+
+
+def test_output_shape_and_norm(model_and_data):
+    enc, f, data = model_and_data
+    batch = f.collate_users(data, np.arange(10), 32)
+    z = enc(batch)
+    assert z.shape == (10, 16)
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(10))
+
+
+def test_padding_does_not_change_the_result(model_and_data):
+    enc, f, data = model_and_data
+    short = int(np.argmin(data.lengths))
+    alone = enc(f.collate_users(data, np.array([short]), 32))
+    longest = int(np.argmax(data.lengths))
+    padded = enc(f.collate_users(data, np.array([short, longest]), 32))[0:1]
+    torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-5)
+
+
+def test_training_mode_dropout_changes_output(model_and_data):
+    enc, f, data = model_and_data
+    m = copy.deepcopy(enc).train()
+    b = f.collate_users(data, np.arange(4), 32)
+    assert not torch.allclose(m(b), m(b))
+
+
+def test_bundle_round_trip_is_exact(tmp_path, model_and_data, tiny_events):
+    enc, f, data = model_and_data
+    b = save_bundle(tmp_path / "bundle", enc, f, data_fingerprint="x", metrics={"m": 1.0})
+    assert len(b.version) == 12
+    loaded = load_bundle(tmp_path / "bundle")
+    assert loaded.version == b.version
+    u1 = UserEncoder(b).encode(data)
+    u2 = UserEncoder(loaded).encode(data)
+    np.testing.assert_array_equal(u1, u2)
+    assert not list(tmp_path.glob(".bundle*")), "no temp leftovers"
+    assert not list((tmp_path / "bundle").glob("*.pt")), "no pickles"
+
+
+def test_bundle_errors(tmp_path, model_and_data):
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nope")
+    enc, f, _ = model_and_data
+    save_bundle(tmp_path / "b", enc, f)
+    (tmp_path / "b" / "featurizer.json").unlink()
+    with pytest.raises(BundleError, match="missing"):
+        load_bundle(tmp_path / "b")
+
+
+def test_encode_batch_equals_one_by_one(model_and_data):
+    enc, f, data = model_and_data
+    from embeddings.bundle import Bundle
+
+    ue = UserEncoder(Bundle(enc, f, {}))
+    X = ue.encode(data, batch_size=7)
+    for i in (0, 5, 17):
+        xi = ue.encode(data.subset(np.array([i])))
+        np.testing.assert_allclose(xi[0], X[i], atol=1e-5)
+
+
+def test_embeddings_parquet_round_trip(tmp_path, model_and_data):
+    enc, f, data = model_and_data
+    X = np.random.default_rng(0).normal(size=(len(data), 16)).astype(np.float32)
+    p = write_embeddings(tmp_path / "e.parquet", data.user_ids, X, data.as_of)
+    ids, Y = read_embeddings(p)
+    assert list(ids) == list(data.user_ids)
+    np.testing.assert_array_equal(X, Y)
+    import polars as pl
+
+    dt = pl.read_parquet(p).schema["embedding"]
+    assert dt == pl.Array(pl.Float32, 16)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+import pytest
+
+from embeddings.errors import SchemaError
+from embeddings.features import FIRST_GAP, MISSING, N_SPECIAL, OOV, Featurizer, stable_hash_bucket
+
+
+def test_fit_transform_shapes_and_ids(tiny_events):
+    f = Featurizer().fit(tiny_events)
+    data = f.transform(tiny_events)
+    assert len(data) == tiny_events["user_id"].n_unique()
+    assert data.offsets[-1] == tiny_events.height
+    assert (data.lengths >= 1).all()
+    ev = data.fields["event"]
+    assert ev.min() >= N_SPECIAL  # every training event type is in the vocabulary
+    # null categories map to MISSING, not OOV
+    n_null = tiny_events["category"].null_count()
+    assert (data.fields["category"] == MISSING).sum() == n_null
+    # non-purchase rows have no amount -> MISSING bucket and value 0
+    no_amt = tiny_events["amount"].is_null().to_numpy()
+    assert (data.fields["amount_bucket"][no_amt] == MISSING).all()
+    assert np.all(data.fields["amount_value"][no_amt] == 0)
+    assert data.fields["gap"][data.offsets[:-1]].tolist() == [FIRST_GAP] * len(data)
+
+
+def test_unknown_values_map_to_oov_and_never_break(tiny_events):
+    f = Featurizer().fit(tiny_events)
+    new = tiny_events.head(3).with_columns(
+        event=pl.lit("never_seen"), item=pl.lit("brand-new-item"), category=pl.lit("new-cat"),
+        amount=pl.Series([float("nan"), float("inf"), -5.0]),
+    )
+    d = f.transform(new)
+    assert set(d.fields["event"].tolist()) == {OOV}
+    assert set(d.fields["category"].tolist()) == {OOV}
+    assert np.isfinite(d.fields["amount_value"]).all()
+    assert d.fields["amount_bucket"][0] == MISSING  # NaN -> missing
+    assert d.fields["item"][0] >= N_SPECIAL
+
+
+def test_hash_buckets_are_stable():
+    s = pl.Series(["a", "b", None, "a"])
+    out = stable_hash_bucket(s, 1000).to_list()
+    assert out[0] == out[3] and out[2] == MISSING
+    # crc32("a") % 1000 + 3 — fixed forever, bundles depend on it
+    assert out[0] == 3904355907 % 1000 + N_SPECIAL
+
+
+def test_events_after_as_of_are_an_error(tiny_events):
+    f = Featurizer().fit(tiny_events)
+    with pytest.raises(SchemaError, match="later than as_of"):
+        f.transform(tiny_events, as_of=datetime(2020, 1, 1))
+
+
+def test_json_round_trip(tiny_events):
+    f = Featurizer().fit(tiny_events)
+    g = Featurizer.from_dict(json.loads(f.to_json()))
+    a, b = f.transform(tiny_events), g.transform(tiny_events)
+    for k in a.fields:
+        np.testing.assert_array_equal(a.fields[k], b.fields[k])
+
+
+def test_collate_keeps_last_max_len_and_pads(tiny_events):
+    f = Featurizer().fit(tiny_events)
+    data = f.transform(tiny_events)
+    rows = np.arange(len(data))
+    batch = f.collate_users(data, rows, max_len=8)
+    lens = batch["lengths"].numpy()
+    np.testing.assert_array_equal(lens, np.minimum(data.lengths, 8))
+    B, T = batch["event"].shape
+    assert B == len(data) and T == 8
+    # the last event of user 0 sits at position len-1
+    i = 0
+    last = data.fields["event"][data.offsets[i + 1] - 1]
+    assert batch["event"][i, lens[i] - 1].item() == last
+    assert (batch["event"][i, lens[i]:] == 0).all()
+    assert batch["gap"][i, 0].item() == FIRST_GAP
+
+
+def test_subset(tiny_events):
+    f = Featurizer().fit(tiny_events)
+    data = f.transform(tiny_events)
+    sub = data.subset(np.array([2, 0]))
+    assert list(sub.user_ids) == [data.user_ids[2], data.user_ids[0]]
+    np.testing.assert_array_equal(
+        sub.fields["event"][: sub.lengths[0]], data.fields["event"][data.offsets[2] : data.offsets[3]]
+    )

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from embeddings.cluster import SphericalKMeans, match_centroids
+from embeddings.errors import NotFittedError
+from embeddings.index import VectorIndex, l2_normalize
+
+
+def blobs(n_per=(300, 200, 120, 60, 30), dim=16, spread=0.15, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = l2_normalize(rng.normal(size=(len(n_per), dim)))
+    X, y = [], []
+    for i, n in enumerate(n_per):
+        X.append(centers[i] + spread * rng.normal(size=(n, dim)) / np.sqrt(dim))
+        y += [i] * n
+    return l2_normalize(np.vstack(X)), np.array(y)
+
+
+def test_flat_index_matches_brute_force(tmp_path):
+    X, _ = blobs()
+    ids = np.array([f"u{i}" for i in range(len(X))], dtype=object)
+    idx = VectorIndex("flat").fit(X, ids)
+    Q = X[:20] + 0.01
+    sims, pos = idx.search(Q, 5)
+    brute = l2_normalize(Q) @ X.T
+    np.testing.assert_array_equal(pos, np.argsort(-brute, axis=1)[:, :5])
+    np.testing.assert_allclose(sims, np.sort(brute, axis=1)[:, ::-1][:, :5], atol=1e-5)
+    idx.save(tmp_path / "index")
+    again = VectorIndex.load(tmp_path / "index")
+    assert again.search_ids(Q, 3)[1] == idx.search_ids(Q, 3)[1]
+
+
+def test_hnsw_recall():
+    X, _ = blobs((2000,), dim=32, spread=1.0)
+    ids = np.arange(len(X)).astype(str)
+    exact = VectorIndex("flat").fit(X, ids).search(X[:100], 10)[1]
+    approx = VectorIndex("hnsw").fit(X, ids).search(X[:100], 10)[1]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=True)])
+    assert recall > 0.9
+
+
+def test_kmeans_finds_k_and_recovers_blobs():
+    X, y = blobs()
+    km = SphericalKMeans(k_min=2, k_max=9, min_cluster_frac=0.01).fit(X)
+    assert km.k_ == 5
+    assert adjusted_rand_score(y, km.labels_) > 0.95
+    # ids ordered by size, largest first
+    sizes = np.bincount(km.labels_)
+    assert list(sizes) == sorted(sizes, reverse=True)
+    assert np.array_equal(km.predict(X), km.labels_)
+
+
+def test_tiny_clusters_are_merged_and_everyone_gets_a_cohort():
+    X, _ = blobs((500, 400, 5))
+    km = SphericalKMeans(k=3, min_cluster_frac=0.02).fit(X)
+    assert km.k_ == 2
+    assert len(km.labels_) == len(X) and km.labels_.min() >= 0
+
+
+def test_confidence_in_unit_interval_and_batch_equals_single():
+    X, _ = blobs()
+    km = SphericalKMeans(k=5).fit(X)
+    lab, conf = km.predict_confidence(X)
+    assert ((conf > 0) & (conf <= 1)).all()
+    for i in (0, 100, 700):
+        l1, c1 = km.predict_confidence(X[i])
+        assert l1[0] == lab[i] and abs(c1[0] - conf[i]) < 1e-6
+
+
+def test_unfitted_is_a_clear_error():
+    with pytest.raises(NotFittedError, match="fit"):
+        SphericalKMeans().predict(np.zeros((1, 3)))
+
+
+def test_match_centroids_recovers_permutation():
+    X, _ = blobs()
+    old = SphericalKMeans(k=5).fit(X).centroids_
+    perm = np.array([3, 0, 4, 1, 2])
+    mapping = match_centroids(old, old[perm] + 0.01)
+    assert mapping == {i: int(perm[i]) for i in range(5)}

@@ -1,0 +1,480 @@
+"""Tests for embeddings.schema: formats, mapping, timestamps, error messages, lenient mode."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from embeddings.errors import SchemaError
+from embeddings.schema import (
+    CANONICAL,
+    REQUIRED,
+    ColumnMap,
+    LoadReport,
+    read_events,
+    validate_events,
+)
+
+BASIC = pl.DataFrame(
+    {
+        "user_id": ["b", "a", "b", "a"],
+        "ts": ["2024-03-05 10:00:00", "2024-03-05 09:00:00", "2024-03-04 08:00:00", "2024-03-06"],
+        "event": ["view", "buy", "view", "view"],
+        "amount": ["1.5", "2", None, "0"],
+    }
+)
+
+
+def _write_csv(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _check_canonical(df: pl.DataFrame, n: int) -> None:
+    assert df.height == n
+    assert list(df.columns[:7]) == list(CANONICAL)
+    for name, dtype in CANONICAL.items():
+        assert df.schema[name] == dtype, name
+
+
+# --- formats ------------------------------------------------------------------------------------
+
+
+def test_parquet(tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    BASIC.write_parquet(path)
+    df, report = read_events(path)
+    _check_canonical(df, 4)
+    assert report == LoadReport(str(path), 4, 4, 0, None, {})
+
+
+def test_csv(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    BASIC.write_csv(path)
+    df, _ = read_events(path)
+    _check_canonical(df, 4)
+    assert df["amount"].to_list() == [2.0, 0.0, None, 1.5]
+
+
+def test_csv_gz(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv.gz"
+    path.write_bytes(gzip.compress(BASIC.write_csv().encode()))
+    _check_canonical(read_events(path)[0], 4)
+
+
+@pytest.mark.parametrize("name", ["events.jsonl", "events.ndjson", "events.jsonl.gz"])
+def test_jsonl(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    data = BASIC.write_ndjson().encode()
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    _check_canonical(read_events(path)[0], 4)
+
+
+def test_jsonl_type_changes_late(tmp_path: Path) -> None:
+    # A field that is numeric for the first thousands of lines, then text, must not break reading.
+    path = tmp_path / "events.jsonl"
+    line = '{"user_id": 1, "ts": 1700000000, "event": "view", "item": 5}\n'
+    path.write_text(
+        line * 3000 + '{"user_id": "x", "ts": 1700000001, "event": "view", "item": "s"}\n'
+    )
+    df, _ = read_events(path)
+    assert df.height == 3001 and df["item"].to_list()[-1] == "s"
+
+
+def test_parquet_directory(tmp_path: Path) -> None:
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    BASIC.head(2).write_parquet(folder / "part-0.parquet")
+    BASIC.tail(2).write_parquet(folder / "part-1.parquet")
+    df, report = read_events(folder)
+    _check_canonical(df, 4)
+    assert report.n_rows_in == 4
+
+
+# --- file-level errors --------------------------------------------------------------------------
+
+
+def test_wrong_file_type(tmp_path: Path) -> None:
+    path = tmp_path / "events.xlsx"
+    path.write_bytes(b"PK\x03\x04")
+    with pytest.raises(SchemaError, match=r"events\.xlsx.*unsupported.*\.parquet.*\.csv"):
+        read_events(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SchemaError, match=r"nope\.csv: no such file"):
+        read_events(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize("text", ["", "user_id,ts,event\n"])
+def test_empty_file(tmp_path: Path, text: str) -> None:
+    path = _write_csv(tmp_path / "empty.csv", text)
+    with pytest.raises(
+        SchemaError, match=r"empty\.csv: the file is empty or has a header but no data"
+    ):
+        read_events(path)
+
+
+def test_empty_parquet_directory(tmp_path: Path) -> None:
+    with pytest.raises(SchemaError, match="no .parquet files"):
+        read_events(tmp_path)
+
+
+def test_missing_required_column_suggests_mapping(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "retail.csv", "CustomerID,ts,event\n1,2024-01-01,view\n")
+    with pytest.raises(SchemaError) as err:
+        read_events(path)
+    msg = str(err.value)
+    assert "retail.csv" in msg and "'user_id' not found" in msg
+    assert "Columns found: 'CustomerID', 'ts', 'event'" in msg
+    assert "Did you mean 'CustomerID'?" in msg and "--map user_id=<column>" in msg
+
+
+def test_missing_column_close_match(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "e.csv", "user_id,tstamp,event\n1,2024-01-01,view\n")
+    with pytest.raises(SchemaError, match=r"Did you mean 'tstamp'\?.*--map ts=<column>"):
+        read_events(path)
+
+
+def test_semicolon_csv_names_columns(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "semi.csv", "user_id;ts;event\n1;2024-01-01;view\n")
+    with pytest.raises(
+        SchemaError, match=r"semi\.csv.*Columns found: 'user_id;ts;event'.*';'-separated"
+    ):
+        read_events(path)
+
+
+def test_mapped_optional_column_must_exist(tmp_path: Path) -> None:
+    path = tmp_path / "e.parquet"
+    BASIC.write_parquet(path)
+    with pytest.raises(SchemaError, match=r"column 'Price' \(mapped to 'amount'\) not found"):
+        read_events(path, ColumnMap(amount="Price"))
+
+
+def test_missing_event_column_hints_event_default(tmp_path: Path) -> None:
+    path = tmp_path / "tx.parquet"
+    BASIC.drop("event").write_parquet(path)
+    with pytest.raises(SchemaError, match="event_default='purchase'"):
+        read_events(path)
+    df, _ = read_events(path, event_default="purchase")
+    assert df["event"].unique().to_list() == ["purchase"]
+
+
+# --- row-level errors (strict) ------------------------------------------------------------------
+
+BAD_CASES = [
+    # (column, values for that column in rows 1..4, expected message fragments)
+    (
+        "ts",
+        ["2024-01-01", "yesterday", "2024-13-45", "2024-01-02"],
+        [
+            "2 of 4 rows have a missing or unparseable timestamp in column 'ts'",
+            "row 2: 'yesterday', row 3: '2024-13-45'",
+            "ISO-8601",
+        ],
+    ),
+    (
+        "user_id",
+        ["u1", "", "u3", None],
+        [
+            "2 of 4 rows have an empty user id in column 'user_id'",
+            "row 2: (empty), row 4: (empty)",
+            "--map user_id=<column>",
+        ],
+    ),
+    (
+        "event",
+        ["view", None, "view", "view"],
+        [
+            "1 of 4 rows has an empty event type in column 'event'",
+            "row 2: (empty)",
+            "event_default",
+        ],
+    ),
+    (
+        "amount",
+        ["1.5", "12,50", "abc", ""],
+        [
+            "2 of 4 rows have a value that is not a number in column 'amount'",
+            "row 2: '12,50', row 3: 'abc'",
+            "'.' as the decimal separator",
+        ],
+    ),
+    (
+        "amount",
+        ["nan", "1", "inf", "-Infinity"],
+        [
+            "3 of 4 rows have NaN or infinity in column 'amount'",
+            "row 1: 'nan', row 3: 'inf', row 4:",
+            "replace NaN/inf",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("column", "values", "fragments"), BAD_CASES)
+def test_strict_errors_name_file_column_rows_and_fix(
+    tmp_path: Path, column: str, values: list[str | None], fragments: list[str]
+) -> None:
+    frame = pl.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3", "u4"],
+            "ts": ["2024-01-01"] * 4,
+            "event": ["view"] * 4,
+            "amount": ["1"] * 4,
+        }
+    ).with_columns(pl.Series(column, values, dtype=pl.String))
+    path = tmp_path / "bad.csv"
+    frame.write_csv(path)
+    with pytest.raises(SchemaError) as err:
+        read_events(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: ")
+    for fragment in fragments:
+        assert fragment in msg
+    assert "Fix:" in msg and "mode='lenient'" in msg and "\n" not in msg
+
+
+def test_nonfinite_native_float_amount() -> None:
+    frame = BASIC.with_columns(pl.Series("amount", [1.0, float("nan"), float("inf"), None]))
+    with pytest.raises(
+        SchemaError, match=r"<dataframe>: 2 of 4 rows have NaN or infinity.*row 2: 'NaN'"
+    ):
+        validate_events(frame)
+
+
+def test_error_on_mapped_column_names_both(tmp_path: Path) -> None:
+    path = _write_csv(
+        tmp_path / "r.csv",
+        "CustomerID,InvoiceDate,event\n1,12/01/2010 8:26,view\n2,2010-12-01,view\n",
+    )
+    with pytest.raises(
+        SchemaError, match=r"column 'InvoiceDate' \(mapped to 'ts'\) - row 1: '12/01/2010 8:26'"
+    ):
+        read_events(path, ColumnMap.from_pairs(["user_id=CustomerID", "ts=InvoiceDate"]))
+
+
+# --- lenient mode -------------------------------------------------------------------------------
+
+
+def test_lenient_quarantines_with_reasons(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _write_csv(
+        tmp_path / "events.csv",
+        "user_id,ts,event,amount,note\n"
+        "a,2024-01-01,view,1,ok\n"
+        ",2024-01-02,view,2,no user\n"
+        "b,someday,view,3,bad ts\n"
+        "c,2024-01-03,,12;50,no event and bad amount\n"
+        "a,2024-01-04,buy,4.5,ok\n",
+    )
+    with caplog.at_level(logging.WARNING, logger="embeddings.schema"):
+        df, report = read_events(path, mode="lenient")
+    assert df["user_id"].to_list() == ["a", "a"]
+    assert report.n_rows_in == 5 and report.n_rows_out == 2 and report.n_rejected == 3
+    assert report.n_rows_out + report.n_rejected == report.n_rows_in
+    assert report.reasons == {
+        "missing_user_id": 1,
+        "bad_timestamp": 1,
+        "missing_event": 1,
+        "non_numeric_amount": 1,
+    }
+    assert report.quarantine_path == str(tmp_path / "events.quarantine.parquet")
+    q = pl.read_parquet(report.quarantine_path)
+    assert q.columns == ["_row", "user_id", "ts", "event", "amount", "note", "_reason"]
+    assert q["_row"].to_list() == [2, 3, 4]
+    assert q["_reason"].to_list() == [
+        "missing_user_id",
+        "bad_timestamp",
+        "missing_event; non_numeric_amount",
+    ]
+    assert q["ts"][1] == "someday" and q["note"][2] == "no event and bad amount"
+    assert all(dtype == pl.String for dtype in q.select(pl.exclude("_row")).dtypes)
+    assert "quarantined 3 of 5 rows" in caplog.text and str(report.quarantine_path) in caplog.text
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_lenient_custom_quarantine_path(tmp_path: Path) -> None:
+    frame = BASIC.with_columns(pl.Series("ts", ["x", "2024-01-01", "2024-01-02", "2024-01-03"]))
+    target = tmp_path / "sub" / "bad_rows.parquet"
+    df, report = validate_events(frame, mode="lenient", quarantine_path=target)
+    assert (df.height, report.n_rejected, report.quarantine_path) == (3, 1, str(target))
+    assert pl.read_parquet(target)["_reason"].to_list() == ["bad_timestamp"]
+
+
+def test_lenient_all_rows_rejected_is_an_error(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "e.csv", "user_id,ts,event\na,never,view\nb,nope,view\n")
+    with pytest.raises(SchemaError, match=r"Every row was rejected.*e\.quarantine\.parquet"):
+        read_events(path, mode="lenient")
+    assert (tmp_path / "e.quarantine.parquet").exists()
+
+
+# --- mapping ------------------------------------------------------------------------------------
+
+
+def test_column_map_from_pairs(tmp_path: Path) -> None:
+    cmap = ColumnMap.from_pairs(
+        [
+            "user_id=CustomerID",
+            "ts = InvoiceDate",
+            "amount=Price",
+            "item=",
+            "extra_categorical=Country",
+            "extra_numeric=Quantity,Discount",
+        ]
+    )
+    assert (cmap.user_id, cmap.ts, cmap.amount, cmap.item) == (
+        "CustomerID",
+        "InvoiceDate",
+        "Price",
+        None,
+    )
+    assert cmap.extra_categorical == ["Country"] and cmap.extra_numeric == ["Quantity", "Discount"]
+    path = _write_csv(
+        tmp_path / "retail.csv",
+        "CustomerID,InvoiceDate,Price,Country,Quantity,Discount,event,item\n"
+        "17850,2010-12-01 08:26:00,2.55,United Kingdom,6,0,buy,X1\n",
+    )
+    df, _ = read_events(path, cmap)
+    assert df.columns == [*CANONICAL, "Country", "Quantity", "Discount"]
+    assert df.row(0) == (
+        "17850",
+        datetime(2010, 12, 1, 8, 26),
+        "buy",
+        None,
+        None,
+        2.55,
+        None,
+        "United Kingdom",
+        6.0,
+        0.0,
+    )
+
+
+def test_column_map_unknown_name() -> None:
+    with pytest.raises(
+        SchemaError,
+        match=r"Unknown canonical column 'userid'.*Did you mean 'user_id'.*Valid names: user_id, ts, event",
+    ):
+        ColumnMap.from_pairs(["userid=CustomerID"])
+    with pytest.raises(SchemaError, match="not of the form canonical=column"):
+        ColumnMap.from_pairs(["CustomerID"])
+
+
+def test_extra_columns_types_and_absent_optionals() -> None:
+    frame = BASIC.with_columns(
+        pl.Series("store", [1, 2, 3, 4]), pl.Series("qty", ["1", "2", "3", "4"])
+    )
+    df, _ = validate_events(frame, ColumnMap(extra_categorical=["store"], extra_numeric=["qty"]))
+    assert df.schema["store"] == pl.String and df.schema["qty"] == pl.Float64
+    assert df["item"].null_count() == df["text"].null_count() == 4
+    with pytest.raises(SchemaError, match="clashes"):
+        validate_events(frame, ColumnMap(extra_numeric=["amount"]))
+
+
+def test_numeric_user_ids_become_strings() -> None:
+    frame = pl.DataFrame(
+        {"user_id": [123.0, 7.0, 1.5], "ts": ["2024-01-01"] * 3, "event": ["v"] * 3}
+    )
+    df, _ = validate_events(frame)
+    assert sorted(df["user_id"].to_list()) == ["1.5", "123", "7"]
+    text_ids = frame.with_columns(pl.Series("user_id", ["123.0", " 7 ", "0042"]))
+    assert sorted(validate_events(text_ids)[0]["user_id"].to_list()) == ["0042", "123", "7"]
+    ints = frame.with_columns(pl.Series("user_id", [5, 6, 7]))
+    assert validate_events(ints)[0]["user_id"].to_list() == ["5", "6", "7"]
+
+
+# --- timestamps ---------------------------------------------------------------------------------
+
+UTC_1430 = datetime(2024, 3, 5, 14, 30)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-03-05T14:30:00Z", UTC_1430),
+        ("2024-03-05T14:30:00.250Z", datetime(2024, 3, 5, 14, 30, 0, 250000)),
+        ("2024-03-05 14:30:00", UTC_1430),
+        ("2024-03-05T14:30", UTC_1430),
+        ("2024-03-05 16:30:00+02:00", UTC_1430),
+        ("2024-03-05T09:30:00-0500", UTC_1430),
+        ("2024-03-05T16:30:00 +02", UTC_1430),
+        ("2024-03-05 14:30:00 UTC", UTC_1430),
+        ("2024-03-05", datetime(2024, 3, 5)),
+        ("19970101", datetime(1997, 1, 1)),
+        ("1709649000", UTC_1430),
+        ("1709649000000", UTC_1430),
+        ("1709649000.5", datetime(2024, 3, 5, 14, 30, 0, 500000)),
+    ],
+)
+def test_timestamp_strings(text: str, expected: datetime) -> None:
+    frame = pl.DataFrame({"user_id": ["u"], "ts": [text], "event": ["v"]})
+    assert validate_events(frame)[0]["ts"].to_list() == [expected]
+
+
+def test_mixed_timestamp_forms_in_one_column() -> None:
+    values = ["2024-03-05 14:30:00"] * 50 + ["2024-03-05T15:30:00+01:00", "1709649000", "19970101"]
+    frame = pl.DataFrame(
+        {
+            "user_id": [str(i) for i in range(len(values))],
+            "ts": values,
+            "event": ["v"] * len(values),
+        }
+    )
+    out = validate_events(frame)[0].sort(pl.col("user_id").cast(pl.Int64))
+    assert out["ts"].to_list() == [UTC_1430] * 52 + [datetime(1997, 1, 1)]
+
+
+@pytest.mark.parametrize(
+    ("values", "unit", "expected"),
+    [
+        ([1709649000], "auto", UTC_1430),
+        ([1709649000000], "auto", UTC_1430),
+        ([1709649000000000], "auto", UTC_1430),
+        ([1709649000.0], "auto", UTC_1430),
+        ([19970101], "auto", datetime(1997, 1, 1)),
+        ([1709649000000], "ms", UTC_1430),
+        ([1709649000], "s", UTC_1430),
+        ([19970101], "s", datetime(1970, 8, 20, 3, 15, 1)),
+    ],
+)
+def test_numeric_timestamps(values: list[float], unit: str, expected: datetime) -> None:
+    frame = pl.DataFrame({"user_id": ["u"], "ts": values, "event": ["v"]})
+    assert validate_events(frame, ts_unit=unit)[0]["ts"].to_list() == [expected]  # type: ignore[arg-type]
+
+
+def test_native_datetimes_and_dates() -> None:
+    aware = pl.DataFrame({"user_id": ["u"], "ts": [datetime(2024, 3, 5, 15, 30)], "event": ["v"]})
+    aware = aware.with_columns(
+        pl.col("ts").dt.replace_time_zone("Europe/Berlin").dt.cast_time_unit("ns")
+    )
+    assert validate_events(aware)[0]["ts"].to_list() == [UTC_1430]
+    utc = aware.with_columns(pl.lit(datetime(2024, 3, 5, 14, 30, tzinfo=timezone.utc)).alias("ts"))
+    assert validate_events(utc)[0]["ts"].to_list() == [UTC_1430]
+    dates = aware.with_columns(pl.lit(date(2024, 3, 5)).alias("ts"))
+    out = validate_events(dates)[0]
+    assert out["ts"].to_list() == [datetime(2024, 3, 5)] and out.schema["ts"] == pl.Datetime("us")
+
+
+# --- ordering -----------------------------------------------------------------------------------
+
+
+def test_sorted_by_user_then_time_stable_for_ties() -> None:
+    frame = pl.DataFrame(
+        {
+            "user_id": ["b", "a", "b", "a", "a"],
+            "ts": ["2024-01-02", "2024-01-03", "2024-01-01", "2024-01-01", "2024-01-01"],
+            "event": ["b2", "a3", "b1", "a1-first", "a1-second"],
+        }
+    )
+    df, _ = validate_events(frame)
+    assert df["event"].to_list() == ["a1-first", "a1-second", "a3", "b1", "b2"]
+
+
+def test_required_is_the_documented_triple() -> None:
+    assert REQUIRED == ("user_id", "ts", "event")
+    assert set(REQUIRED) <= set(CANONICAL)

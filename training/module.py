@@ -1,0 +1,68 @@
+"""LightningModule: owns the contrastive loss, metrics and optimizer; never mutates the encoder's design."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from embeddings.encoder import EventEncoder
+from training.losses import multiview_infonce, view_retrieval_accuracy
+
+
+class ContrastiveModule(L.LightningModule):
+    def __init__(
+        self,
+        encoder: EventEncoder,
+        *,
+        views: int = 2,
+        lr: float = 2e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 50,
+        max_steps: int = 600,
+        temperature: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder"])
+        self.encoder = encoder
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encoder(batch)
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        z = self.encoder(batch).float()
+        loss = multiview_infonce(z, self.hparams.views, self.hparams.temperature)
+        acc = view_retrieval_accuracy(z, self.hparams.views)
+        bs = z.shape[0] // self.hparams.views
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs)
+        self.log(f"{stage}/view_acc", acc, prog_bar=stage == "val", batch_size=bs)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self):  # type: ignore[override]
+        decay, no_decay = [], []
+        for name, p in self.encoder.named_parameters():
+            (no_decay if p.ndim < 2 or "embeds" in name or name.startswith("pos") else decay).append(p)
+        opt = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+        )
+        warm, total = self.hparams.warmup_steps, max(self.hparams.max_steps, 1)
+
+        def schedule(step: int) -> float:
+            if step < warm:
+                return (step + 1) / max(warm, 1)
+            progress = min((step - warm) / max(total - warm, 1), 1.0)
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,63 @@
+"""Sub-sequence views of a user's history for contrastive training.
+
+Views of one user are positives for each other; views of other users in the batch are negatives.
+
+- "suffix": each view is the most recent ℓ events (ℓ log-uniform in [1, n]) with random event
+  dropout that never removes the most recent event. Recency survives, and short views teach the
+  encoder to place a 1-3 event live session where the user's full history lies (cold start).
+- "coles": CoLES random contiguous slices anywhere in the history (ℓ uniform in [min, n]).
+- "mixed": each view picks one of the two at random.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def suffix_view(start: int, end: int, max_len: int, dropout: float, rng: np.random.Generator) -> np.ndarray:
+    n = min(end - start, max_len)
+    ell = int(np.clip(np.round(np.exp(rng.uniform(0.0, np.log(n + 0.999)))), 1, n))
+    idx = np.arange(end - ell, end)
+    if dropout > 0 and ell > 2:
+        keep = rng.random(ell) >= dropout
+        keep[-1] = True
+        idx = idx[keep]
+    return idx
+
+
+def coles_view(
+    start: int, end: int, max_len: int, dropout: float, rng: np.random.Generator, min_frac: float = 0.3
+) -> np.ndarray:
+    n = end - start
+    lo = max(1, int(np.ceil(min_frac * min(n, max_len))))
+    ell = int(rng.integers(lo, min(n, max_len) + 1))
+    s = start + int(rng.integers(0, n - ell + 1))
+    idx = np.arange(s, s + ell)
+    if dropout > 0 and ell > 2:
+        idx = idx[rng.random(ell) >= dropout] if ell > 2 else idx
+        if len(idx) == 0:
+            idx = np.arange(s + ell - 1, s + ell)
+    return idx
+
+
+def sample_views(
+    offsets: np.ndarray,
+    rows: np.ndarray,
+    n_views: int,
+    max_len: int,
+    mode: str,
+    dropout: float,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    """Returns len(rows) * n_views index arrays, view-major per user: [u0v0, u0v1, u1v0, ...]."""
+    out: list[np.ndarray] = []
+    for r in rows:
+        s, e = int(offsets[r]), int(offsets[r + 1])
+        for _ in range(n_views):
+            m = mode if mode != "mixed" else ("suffix" if rng.random() < 0.5 else "coles")
+            out.append(
+                suffix_view(s, e, max_len, dropout, rng)
+                if m == "suffix"
+                else coles_view(s, e, max_len, dropout, rng)
+            )
+    return out

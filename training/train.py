@@ -1,0 +1,129 @@
+"""`train(cfg, events, bundle_dir) -> TrainResult`: a plain function; the CLI only wraps it."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import polars as pl
+import torch
+
+from embeddings.bundle import Bundle, save_bundle
+from embeddings.config import Config
+from embeddings.encoder import EncoderConfig, EventEncoder
+from embeddings.features import Featurizer, FeaturizerConfig, data_fingerprint
+from training.datamodule import SequenceDataModule
+from training.module import ContrastiveModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    bundle: Bundle
+    bundle_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    sequences_per_s: float = 0.0  # training views processed per second
+
+
+def build_encoder(cfg: Config, featurizer: Featurizer) -> EventEncoder:
+    m = cfg.model
+    return EventEncoder(
+        EncoderConfig(
+            cardinalities=featurizer.cardinalities,
+            numeric_fields=featurizer.numeric_fields,
+            d_model=m.d_model,
+            n_heads=m.n_heads,
+            n_layers=m.n_layers,
+            d_ff=m.d_ff,
+            dropout=m.dropout,
+            dim=m.dim,
+            max_len=m.max_len,
+        )
+    )
+
+
+def fit_featurizer(cfg: Config, events: pl.DataFrame) -> Featurizer:
+    f = cfg.features
+    return Featurizer(
+        FeaturizerConfig(
+            item_buckets=f.item_buckets,
+            amount_buckets=f.amount_buckets,
+            max_vocab=f.max_vocab,
+            min_count=f.min_count,
+            extra_categorical=list(cfg.data.extra_categorical),
+            extra_numeric=list(cfg.data.extra_numeric),
+        )
+    ).fit(events)
+
+
+def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=None) -> TrainResult:
+    """Fit the featurizer, train the encoder contrastively, save a bundle at `bundle_dir`."""
+    t0 = time.perf_counter()
+    tc = cfg.trainer
+    L.seed_everything(tc.seed, workers=True, verbose=False)
+    if cfg.model.d_model % cfg.model.n_heads:
+        from embeddings.errors import ConfigError
+
+        raise ConfigError(
+            f"model.d_model={cfg.model.d_model} must be divisible by model.n_heads={cfg.model.n_heads}."
+        )
+    featurizer = fit_featurizer(cfg, events)
+    data = featurizer.transform(events, as_of=as_of)
+    encoder = build_encoder(cfg, featurizer)
+    log.info("training encoder (%d parameters) on %d users", encoder.num_parameters(), len(data))
+    dm = SequenceDataModule(data, featurizer, tc, cfg.model.max_len)
+    module = ContrastiveModule(
+        encoder,
+        views=tc.views,
+        lr=tc.lr,
+        weight_decay=tc.weight_decay,
+        warmup_steps=tc.warmup_steps,
+        max_steps=tc.max_steps,
+        temperature=tc.temperature,
+    )
+    has_val = len(dm.val_rows) > 0
+    trainer = L.Trainer(
+        accelerator=tc.accelerator,
+        devices=tc.devices,
+        precision=tc.precision,  # type: ignore[arg-type]
+        max_steps=tc.max_steps,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=tc.progress,
+        enable_model_summary=False,
+        limit_val_batches=1.0 if has_val else 0,
+        val_check_interval=min(tc.val_every, tc.max_steps) if has_val else None,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        gradient_clip_val=1.0,
+        deterministic=False,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*number of training batches.*")
+        trainer.fit(module, datamodule=dm)
+    if has_val:
+        trainer.validate(module, datamodule=dm, verbose=False)
+    seconds = time.perf_counter() - t0
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    metrics["steps"] = float(trainer.global_step)
+    seqs = trainer.global_step * min(tc.batch_size, len(dm.train_rows)) * tc.views
+    metrics["train_seconds"] = seconds
+    encoder = module.encoder.cpu().eval()
+    bundle = save_bundle(
+        bundle_dir,
+        encoder,
+        featurizer,
+        data_fingerprint=data_fingerprint(events),
+        metrics=metrics,
+        extra={"n_users": len(data), "trainer": tc.model_dump()},
+    )
+    log.info("bundle %s saved to %s (%.1fs)", bundle.version, bundle_dir, seconds)
+    return TrainResult(bundle, Path(bundle_dir), metrics, seconds, seqs / max(seconds, 1e-9))
