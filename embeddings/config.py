@@ -54,8 +54,10 @@ class TrainerConfig(_Section):
     max_steps: int = Field(600, ge=1)
     batch_size: int = Field(128, ge=2)  # users per step; each contributes `views` sub-sequences
     views: int = Field(2, ge=2)
-    view_mode: Literal["suffix", "coles", "mixed"] = "suffix"
+    view_mode: Literal["suffix", "coles", "split", "mixed"] = "coles"
     event_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    item_dropout: float = Field(0.0, ge=0.0, le=1.0)  # hide item ids in views: learn behaviour, not items
+    length_buckets: int = Field(4, ge=1)  # views per step are padded in this many length groups
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(50, ge=0)

@@ -56,9 +56,9 @@ class Block(nn.Module):
         # (B, n_heads, T, head_dim)
         q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
         # key_mask: (B, 1, 1, T) True where the key is a real event; every row has the summary token
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        # no attention-probability dropout: on CPU it materialises a (B, H, T, T) mask and
+        # dominated step time; residual dropout below regularises enough
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, d_model)
         x = x + F.dropout(self.proj(y), self.dropout, self.training)
         x = x + F.dropout(self.mlp(self.ln2(x)), self.dropout, self.training)

@@ -31,6 +31,8 @@ N_SPECIAL = 3
 GAP_BUCKETS = 26  # log2 buckets of seconds since the previous event (2^24 s ~ 194 days) + "first event"
 RECENCY_BUCKETS = 28  # log2 buckets of seconds before as_of (2^27 s ~ 4 years)
 FIRST_GAP = GAP_BUCKETS - 1  # bucket of a sequence's first event (no previous event known)
+SESSION_GAP_S = 1800.0  # a new session starts after 30 minutes without events
+SESSION_POS = 32  # position of an event inside its session, clipped (funnel order: search -> cart -> buy)
 
 
 @dataclass
@@ -155,6 +157,7 @@ class Featurizer:
         card["amount_bucket"] = 2 * self.config.amount_buckets + N_SPECIAL
         card["gap"] = GAP_BUCKETS
         card["recency"] = RECENCY_BUCKETS
+        card["session_pos"] = SESSION_POS + 1
         card["hour"] = 24 + 1
         card["weekday"] = 7 + 1
         return card
@@ -223,6 +226,9 @@ class Featurizer:
         gap_s[1:] = (ts_us[1:] - ts_us[:-1]) / 1e6
         gap_b = np.clip(np.floor(np.log2(np.maximum(gap_s, 0) + 1.0)), 0, GAP_BUCKETS - 2)
         cols["gap"] = np.where(new_user, FIRST_GAP, gap_b).astype(np.int64)
+        new_session = new_user | (gap_s > SESSION_GAP_S)
+        session_start = np.maximum.accumulate(np.where(new_session, np.arange(len(uid)), 0))
+        cols["session_pos"] = np.minimum(np.arange(len(uid)) - session_start, SESSION_POS - 1) + 1
         as_of_us = int(pl.Series([as_of]).cast(pl.Datetime("us")).cast(pl.Int64)[0])
         rec_s = np.maximum(as_of_us - ts_us, 0) / 1e6
         cols["recency"] = np.clip(

@@ -32,7 +32,7 @@ class ViewCollator:
         self.data, self.featurizer, self.cfg, self.max_len = data, featurizer, cfg, max_len
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, rows: list[int]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[int]) -> dict[str, object]:
         views = sample_views(
             self.data.offsets,
             np.asarray(rows),
@@ -42,7 +42,29 @@ class ViewCollator:
             self.cfg.event_dropout,
             self.rng,
         )
-        return self.featurizer.collate(self.data, views, self.max_len)
+        batch = bucketed_batch(self.featurizer, self.data, views, self.max_len, self.cfg.length_buckets)
+        if self.cfg.item_dropout > 0:
+            for b in batch["buckets"]:  # type: ignore[union-attr]
+                hide = torch.from_numpy(self.rng.random(tuple(b["item"].shape)) < self.cfg.item_dropout)
+                b["item"] = torch.where(hide & (b["item"] > 0), torch.ones_like(b["item"]), b["item"])
+        return batch
+
+
+def bucketed_batch(
+    featurizer: Featurizer, data: SequenceData, views: list[np.ndarray], max_len: int, n_buckets: int
+) -> dict[str, object]:
+    """Views sorted by length into `n_buckets` PaddedBatches, each padded only to its own max.
+
+    View lengths vary from 1 to max_len, so one padded batch would spend most compute on padding.
+    `order` holds the view index of every row of the concatenated buckets.
+    """
+    lengths = np.array([len(v) for v in views])
+    order = np.argsort(lengths, kind="stable")
+    chunks = [c for c in np.array_split(order, max(1, min(n_buckets, len(views)))) if len(c)]
+    return {
+        "buckets": [featurizer.collate(data, [views[i] for i in c], max_len) for c in chunks],
+        "order": torch.from_numpy(np.concatenate(chunks)),
+    }
 
 
 class SequenceDataModule(L.LightningDataModule):
@@ -91,7 +113,7 @@ class _FreshCollator(ViewCollator):
         super().__init__(data, featurizer, cfg, max_len, seed=cfg.seed + 1)
         self._first_rows: list[int] | None = None
 
-    def __call__(self, rows: list[int]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: list[int]) -> dict[str, object]:
         if self._first_rows is None or rows[:4] == self._first_rows:
             self._first_rows = rows[:4]
             self.rng = np.random.default_rng(self.cfg.seed + 1)

@@ -27,11 +27,15 @@ class ContrastiveModule(L.LightningModule):
         self.save_hyperparameters(ignore=["encoder"])
         self.encoder = encoder
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.encoder(batch)
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Embeddings (N, dim) of a bucketed view batch, in original view order."""
+        z = torch.cat([self.encoder(b) for b in batch["buckets"]], dim=0)
+        out = torch.empty_like(z)
+        out[batch["order"]] = z
+        return out
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        z = self.encoder(batch).float()
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        z = self(batch).float()
         loss = multiview_infonce(z, self.hparams.views, self.hparams.temperature)
         acc = view_retrieval_accuracy(z, self.hparams.views)
         bs = z.shape[0] // self.hparams.views
@@ -39,10 +43,10 @@ class ContrastiveModule(L.LightningModule):
         self.log(f"{stage}/view_acc", acc, prog_bar=stage == "val", batch_size=bs)
         return loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._step(batch, "val")
 
     def configure_optimizers(self):  # type: ignore[override]

@@ -6,7 +6,8 @@ Views of one user are positives for each other; views of other users in the batc
   dropout that never removes the most recent event. Recency survives, and short views teach the
   encoder to place a 1-3 event live session where the user's full history lies (cold start).
 - "coles": CoLES random contiguous slices anywhere in the history (ℓ uniform in [min, n]).
-- "mixed": each view picks one of the two at random.
+- "split": one random window dealt out into disjoint views: no event appears in two views.
+- "mixed": each view picks suffix or coles at random.
 """
 
 from __future__ import annotations
@@ -40,6 +41,19 @@ def coles_view(
     return idx
 
 
+def split_views(
+    start: int, end: int, n_views: int, max_len: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Disjoint views: a random window of up to n_views * max_len events dealt out at random."""
+    n = end - start
+    w = min(n, n_views * max_len)
+    s = start + int(rng.integers(0, n - w + 1))
+    owner = rng.integers(0, n_views, size=w)
+    views = [np.arange(s, s + w)[owner == v] for v in range(n_views)]
+    # a one-event user still needs a view per slot: reuse the window rather than leave one empty
+    return [v if len(v) else np.arange(s, s + w)[-1:] for v in views]
+
+
 def sample_views(
     offsets: np.ndarray,
     rows: np.ndarray,
@@ -53,6 +67,9 @@ def sample_views(
     out: list[np.ndarray] = []
     for r in rows:
         s, e = int(offsets[r]), int(offsets[r + 1])
+        if mode == "split":
+            out.extend(split_views(s, e, n_views, max_len, rng))
+            continue
         for _ in range(n_views):
             m = mode if mode != "mixed" else ("suffix" if rng.random() < 0.5 else "coles")
             out.append(
