@@ -36,6 +36,8 @@ class SphericalKMeans:
         k_min: int = 4,
         k_max: int = 16,
         selection: str = "silhouette",
+        method: str = "merge",
+        micro_clusters: int = 48,
         min_cluster_frac: float = 0.01,
         sample_size: int = 20000,
         niter: int = 30,
@@ -44,6 +46,7 @@ class SphericalKMeans:
         confidence_temperature: float = 0.05,
     ) -> None:
         self.k, self.k_min, self.k_max, self.selection = k, k_min, k_max, selection
+        self.method, self.micro_clusters = method, micro_clusters
         self.min_cluster_frac, self.sample_size = min_cluster_frac, sample_size
         self.niter, self.n_init, self.seed = niter, n_init, seed
         self.confidence_temperature = confidence_temperature
@@ -87,17 +90,10 @@ class SphericalKMeans:
         rng = np.random.default_rng(self.seed)
         Xs = X[rng.choice(n, self.sample_size, replace=False)] if n > self.sample_size else X
         self.scores_: dict[int, float] = {}
-        if self.k is not None:
-            k = min(self.k, n)
+        if self.method == "merge" and len(Xs) >= 4 * self.micro_clusters:
+            centroids = self._fit_merge(Xs, rng)
         else:
-            hi = min(self.k_max, max(2, len(Xs) // 20))
-            lo = min(self.k_min, hi)
-            for kk in range(lo, hi + 1):
-                self.scores_[kk] = self._score(Xs, kk, rng)
-            k = max(self.scores_, key=lambda kk: (round(self.scores_[kk], 3), -kk))
-            log.info("chose k=%d by %s (%s)", k, self.selection,
-                     ", ".join(f"{kk}:{s:.3f}" for kk, s in self.scores_.items()))
-        centroids = self._kmeans(Xs, k, self.seed) if k > 1 else l2_normalize(Xs.mean(0))
+            centroids = self._fit_kmeans(Xs, rng)
         centroids, labels = self._merge_tiny(X, centroids)
         sizes = np.bincount(labels, minlength=len(centroids))
         order = np.argsort(-sizes, kind="stable")
@@ -107,6 +103,53 @@ class SphericalKMeans:
         self.labels_ = remap[labels]
         self.k_ = len(self.centroids_)
         return self
+
+    def _candidates(self, n: int) -> range:
+        hi = min(self.k_max, max(2, n // 20))
+        return range(min(self.k_min, hi), hi + 1)
+
+    def _fit_kmeans(self, Xs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.k is not None:
+            k = min(self.k, len(Xs))
+        else:
+            for kk in self._candidates(len(Xs)):
+                self.scores_[kk] = self._score(Xs, kk, rng)
+            k = self._best_k()
+        return self._kmeans(Xs, k, self.seed) if k > 1 else l2_normalize(Xs.mean(0))
+
+    def _fit_merge(self, Xs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Over-cluster with k-means, then merge micro-clusters by average cosine linkage.
+
+        Behavioural groups in embedding space are rarely spherical or equal in size; plain
+        k-means splits large groups and merges small neighbouring ones. Micro-clusters follow
+        the shape, and average linkage joins them into the k groups.
+        """
+        from sklearn.cluster import AgglomerativeClustering
+
+        micro = self._kmeans(Xs, self.micro_clusters, self.seed)
+        micro_labels = _nearest(Xs, micro)
+        ks = [min(self.k, self.micro_clusters)] if self.k is not None else list(self._candidates(len(Xs)))
+        tree = AgglomerativeClustering(linkage="average", metric="cosine", compute_full_tree=True)
+        best: dict[int, np.ndarray] = {}
+        for kk in ks:
+            merged = tree.set_params(n_clusters=kk).fit_predict(micro)
+            cents = l2_normalize(np.stack([Xs[merged[micro_labels] == j].mean(0) for j in range(kk)]))
+            best[kk] = cents
+            if self.k is None:
+                labels = _nearest(Xs, cents)
+                m = min(len(Xs), 4000)
+                self.scores_[kk] = (
+                    float(silhouette_score(Xs, labels, metric="cosine", sample_size=m, random_state=self.seed))
+                    if len(np.unique(labels)) > 1 else -1.0
+                )
+        k = ks[0] if self.k is not None else self._best_k()
+        return best[k]
+
+    def _best_k(self) -> int:
+        k = max(self.scores_, key=lambda kk: (round(self.scores_[kk], 3), -kk))
+        log.info("chose k=%d by %s (%s)", k, self.selection,
+                 ", ".join(f"{kk}:{s:.3f}" for kk, s in self.scores_.items()))
+        return k
 
     def _merge_tiny(self, X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Drop clusters under min_cluster_frac one at a time, reassigning their users."""

@@ -5,6 +5,7 @@ Unknown keys are rejected with the valid ones listed, so a typo never silently d
 
 from __future__ import annotations
 
+import datetime
 import difflib
 from pathlib import Path
 from typing import Any, Literal
@@ -56,12 +57,12 @@ class TrainerConfig(_Section):
     views: int = Field(2, ge=2)
     view_mode: Literal["suffix", "coles", "split", "mixed"] = "coles"
     event_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    item_dropout: float = Field(0.0, ge=0.0, le=1.0)  # hide item ids in views: learn behaviour, not items
+    item_dropout: float = Field(0.5, ge=0.0, le=1.0)  # hide item ids in views: learn behaviour, not items
     length_buckets: int = Field(4, ge=1)  # views per step are padded in this many length groups
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(50, ge=0)
-    temperature: float = Field(0.1, gt=0)
+    temperature: float = Field(0.3, gt=0)  # higher = smoother space, better-separated behaviour groups
     val_fraction: float = Field(0.05, ge=0.0, lt=0.5)
     val_every: int = Field(200, ge=1)  # steps between validations
     seed: int = 0
@@ -77,7 +78,9 @@ class ClusterConfig(_Section):
     k: int | None = None  # pin the number of cohorts; None chooses k from the data
     k_min: int = Field(4, ge=2)
     k_max: int = Field(16, ge=2)
-    selection: Literal["silhouette", "stability"] = "silhouette"
+    selection: Literal["silhouette", "stability"] = "silhouette"  # how k is chosen (method=kmeans)
+    method: Literal["merge", "kmeans"] = "merge"  # merge: k-means micro-clusters joined by average linkage
+    micro_clusters: int = Field(48, ge=4)
     min_cluster_frac: float = Field(0.01, ge=0.0, lt=0.5)  # smaller clusters are merged away
     sample_size: int = Field(20000, ge=100)  # points used to choose k and fit
     niter: int = Field(30, ge=1)
@@ -150,6 +153,17 @@ def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _dates_to_str(obj: Any) -> Any:
+    """YAML turns 2026-01-01 into a date; config keeps timestamps as ISO strings."""
+    if isinstance(obj, dict):
+        return {k: _dates_to_str(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_dates_to_str(v) for v in obj]
+    if isinstance(obj, (datetime.date, datetime.datetime)):
+        return obj.isoformat()
+    return obj
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
@@ -176,6 +190,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raw = _merge(raw, parse_overrides(overrides))
         source += " + --set"
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(_dates_to_str(raw))
     except ValidationError as e:
         raise _explain(e, source) from None

@@ -153,6 +153,7 @@ class Featurizer:
         self._check_fitted()
         assert self.vocabs_ is not None
         card = {c: len(v) + N_SPECIAL for c, v in self.vocabs_.items()}
+        card["prev_event"] = card["event"]
         card["item"] = self.config.item_buckets + N_SPECIAL
         card["amount_bucket"] = 2 * self.config.amount_buckets + N_SPECIAL
         card["gap"] = GAP_BUCKETS
@@ -202,6 +203,9 @@ class Featurizer:
             )
             ids = pl.when(s.is_null()).then(MISSING).otherwise(ids.fill_null(OOV))
             cols[col] = pl.select(ids).to_series().to_numpy().astype(np.int64)
+        # the previous event's type within the user: local order (search -> cart vs cart -> search)
+        prev = np.roll(cols["event"], 1)
+        cols["prev_event"] = np.where(np.r_[True, df.get_column("user_id").to_numpy()[1:] != df.get_column("user_id").to_numpy()[:-1]], MISSING, prev)
         cols["item"] = (
             stable_hash_bucket(df.get_column("item").cast(pl.String), self.config.item_buckets)
             .to_numpy()

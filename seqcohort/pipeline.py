@@ -74,7 +74,8 @@ def resolve_as_of(cfg: Config, events: pl.DataFrame) -> datetime:
 def fit_clusters(cfg: Config, X: np.ndarray) -> SphericalKMeans:
     c = cfg.cluster
     return SphericalKMeans(
-        c.k, k_min=c.k_min, k_max=c.k_max, selection=c.selection, min_cluster_frac=c.min_cluster_frac,
+        c.k, k_min=c.k_min, k_max=c.k_max, selection=c.selection, method=c.method,
+        micro_clusters=c.micro_clusters, min_cluster_frac=c.min_cluster_frac,
         sample_size=c.sample_size, niter=c.niter, n_init=c.n_init, seed=c.seed,
         confidence_temperature=c.confidence_temperature,
     ).fit(X)

@@ -1,0 +1,5 @@
+"""`python -m seqcohort` == the `seqcohort` command."""
+
+from seqcohort.cli import main
+
+main()

@@ -1,0 +1,134 @@
+"""End-to-end through the real CLI: run, cohorts, assign, export, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+import seqcohort.commands  # noqa: F401  (registers subcommands on `cli`)
+from seqcohort.cli import cli
+from seqcohort.cli import main as _register  # noqa: F401
+from tests.conftest import TINY_SETS
+
+SETS = [a for s in TINY_SETS for a in ("--set", s)]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_cohorts_table_and_json(trained_workspace):
+    r = invoke("cohorts", "--workspace", str(trained_workspace))
+    assert r.exit_code == 0 and "name" in r.output
+    r = invoke("cohorts", "--workspace", str(trained_workspace), "--json")
+    d = json.loads(r.output)
+    names = [c["name"] for c in d["cohorts"]]
+    assert len(names) == len(set(names)) >= 2
+    assert sum(c["size"] for c in d["cohorts"]) == 800
+
+
+def test_workspace_layout(trained_workspace):
+    cur = trained_workspace / "current"
+    for f in ("encoder/model.safetensors", "encoder/manifest.json", "embeddings.parquet",
+              "assignments.parquet", "cohorts.json", "index.faiss"):
+        assert (cur / f).exists(), f
+    emb = pl.read_parquet(cur / "embeddings.parquet")
+    assert isinstance(emb.schema["embedding"], pl.Array)
+    a = pl.read_parquet(cur / "assignments.parquet")
+    assert a.columns[:3] == ["user_id", "cohort_id", "confidence"]
+    assert a.height == 800 and a["cohort_id"].null_count() == 0
+    assert a["confidence"].min() >= 0 and a["confidence"].max() <= 1
+
+
+def test_assign_new_users_one_event_and_batch_equals_single(trained_workspace, synth_small, tmp_path):
+    ev = synth_small.events
+    users = ev["user_id"].unique().sort().head(6).to_list()
+    new = ev.filter(pl.col("user_id").is_in(users)).group_by("user_id").tail(1)  # ONE event each
+    new.write_parquet(tmp_path / "new.parquet")
+    out = tmp_path / "assigned.parquet"
+    r = invoke("assign", "--events", str(tmp_path / "new.parquet"), "--out", str(out),
+               "--workspace", str(trained_workspace), "--as-of", "2026-01-01")
+    assert r.exit_code == 0, r.output
+    batch = pl.read_parquet(out).sort("user_id")
+    assert batch.height == 6
+    for u in users[:3]:
+        one = tmp_path / f"{u}.parquet"
+        new.filter(pl.col("user_id") == u).write_parquet(one)
+        invoke("assign", "--events", str(one), "--out", str(tmp_path / "o.parquet"),
+               "--workspace", str(trained_workspace), "--as-of", "2026-01-01")
+        single = pl.read_parquet(tmp_path / "o.parquet")
+        row = batch.filter(pl.col("user_id") == u)
+        assert single["cohort_id"][0] == row["cohort_id"][0]
+        assert abs(single["confidence"][0] - row["confidence"][0]) < 1e-4
+
+
+def test_export_one_step(trained_workspace, tmp_path):
+    r = invoke("export", "--workspace", str(trained_workspace), "--out", str(tmp_path / "m.csv"), "--cohort", "0")
+    assert r.exit_code == 0, r.output
+    df = pl.read_csv(tmp_path / "m.csv")
+    assert df.columns == ["user_id", "cohort_id", "cohort_name", "confidence"]
+    assert set(df["cohort_id"].to_list()) == {0} and df.height > 0
+
+
+def test_rename_override_survives_renaming(trained_workspace, tmp_path):
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(trained_workspace, ws, symlinks=True)
+    r = invoke("cohorts", "--workspace", str(ws), "rename", "1", "VIP night shoppers")
+    assert r.exit_code == 0, r.output
+    r = invoke("name", "--workspace", str(ws), "--namer", "stats")
+    assert r.exit_code == 0, r.output
+    d = json.loads((ws / "current" / "cohorts.json").read_text())
+    assert [c["name"] for c in d["cohorts"] if c["id"] == 1] == ["VIP night shoppers"]
+    r = invoke("cohorts", "--workspace", str(ws), "rename", "99", "x")
+    assert r.exit_code == 2 and "valid ids" in r.output
+
+
+@pytest.mark.parametrize(
+    "name,content,needle",
+    [
+        ("missing_col.csv", "customer,ts,event\nu1,2025-01-01,view\n", "user_id"),
+        ("bad_ts.csv", "user_id,ts,event\nu1,yesterday,view\nu2,2025-01-01,view\n", "ts"),
+        ("null_user.csv", "user_id,ts,event\n,2025-01-01,view\nu2,2025-01-01,view\n", "user_id"),
+        ("bad_amount.csv", "user_id,ts,event,amount\nu1,2025-01-01,buy,12;50\nu1,2025-01-02,buy,abc\n", "amount"),
+        ("empty.csv", "", "empty"),
+        ("events.xlsx", "not really excel", "xlsx"),
+    ],
+)
+def test_bad_input_is_one_clear_paragraph_exit_2_no_workspace(tmp_path, name, content, needle):
+    p = tmp_path / name
+    p.write_text(content)
+    ws = tmp_path / "ws"
+    r = CliRunner().invoke(cli, ["run", "--events", str(p), "--workspace", str(ws), *SETS])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    assert needle.lower() in r.output.lower() and name in r.output
+    assert not (ws / "current").exists()
+
+
+def test_unknown_config_key_exit_2(tmp_path):
+    r = CliRunner().invoke(cli, ["run", "--events", "x.parquet", "--set", "trainer.nope=1"])
+    assert r.exit_code == 2 and "Valid keys" in r.output
+
+
+@pytest.mark.slow
+def test_real_subprocess_run_and_cohorts(tmp_path, synth_files):
+    """The installed entry point, as a user runs it: run -> cohorts, and a bad file -> exit 2."""
+    ws = tmp_path / "ws"
+    cmd = [sys.executable, "-m", "seqcohort", "-q", "run", "--events", str(synth_files["events"]),
+           "--workspace", str(ws), *SETS]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (ws / "current" / "cohorts.json").is_file()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"user_id": "u1", "event": "view"}\n')
+    p = subprocess.run([sys.executable, "-m", "seqcohort", "run", "--events", str(bad), "--workspace",
+                        str(tmp_path / "ws2")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr + p.stdout
+    assert not (tmp_path / "ws2" / "current").exists()

@@ -1,0 +1,365 @@
+"""Goal-aware training: the contrastive encoder plus a propensity head trained with BCE on goal labels.
+
+Labels come from the log itself (`embeddings.goals.make_labels`): for each cut-off c the encoder
+sees the user's history up to c (featurised with as_of=c) and the label says whether the goal
+happened in (c, c + horizon]. Cut-offs end at `as_of - horizon`, so no label peeks past as_of.
+
+    loss = multiview InfoNCE(views)  +  bce_weight * BCE(head(encoder(history@c)), label)
+
+The head is a Linear layer on the L2-normalised embedding, so the embedding space itself is
+shaped by both losses (intent becomes a direction in it). After training, the head's logits are
+calibrated with Platt scaling on users held out from the BCE loss.
+
+Bundle layout: the usual encoder bundle (model.safetensors holds only encoder weights, so
+`embeddings.bundle.load_bundle` is unchanged) plus `propensity.safetensors` (head weights) and
+`propensity.json` (goal, calibration, metrics; also copied into manifest.json["propensity"]).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+
+from embeddings.bundle import Bundle, load_bundle, save_bundle
+from embeddings.config import Config
+from embeddings.errors import BundleError, ConfigError
+from embeddings.features import Featurizer, SequenceData, data_fingerprint
+from embeddings.fsutil import atomic_write_json
+from embeddings.goals import Goal, events_before, latest_cutoff, make_labels
+from training.datamodule import SequenceDataModule, ViewCollator, _Users
+from training.module import ContrastiveModule
+from training.train import TrainResult, build_encoder, fit_featurizer
+
+log = logging.getLogger(__name__)
+
+HEAD_FILE = "propensity.safetensors"
+META_FILE = "propensity.json"
+FORMAT = "seqcohort.propensity/1"
+
+
+# ----------------------------------------------------------------------------- labelled data
+
+
+@dataclass
+class LabelledSequences:
+    """Histories at each cut-off with their labels; row i of `data` is (user_ids[i], cutoffs[i])."""
+
+    data: SequenceData
+    y: np.ndarray  # (n,) float32 0/1
+    user_ids: np.ndarray  # (n,) object
+    cutoffs: np.ndarray  # (n,) datetime64
+
+
+def _concat(parts: list[SequenceData]) -> SequenceData:
+    offsets, fields, shift = [np.zeros(1, dtype=np.int64)], {k: [] for k in parts[0].fields}, 0
+    for p in parts:
+        offsets.append(p.offsets[1:] + shift)
+        shift += int(p.offsets[-1])
+        for k, v in p.fields.items():
+            fields[k].append(v)
+    return SequenceData(
+        np.concatenate([p.user_ids for p in parts]), np.concatenate(offsets),
+        {k: np.concatenate(v) for k, v in fields.items()}, None,
+    )
+
+
+def label_cutoffs(events: pl.DataFrame, goal: Goal, as_of: datetime | None, n_cutoffs: int,
+                  stride: timedelta | None = None) -> pl.DataFrame:
+    """make_labels with the last cut-off at min(as_of, max ts) - horizon (no label peeks past as_of)."""
+    last = latest_cutoff(events, goal)
+    if as_of is not None:
+        last = min(last, as_of - goal.horizon)
+    return make_labels(events, goal, n_cutoffs=n_cutoffs, stride=stride, last_cutoff=last)
+
+
+def labelled_sequences(featurizer: Featurizer, events: pl.DataFrame, labels: pl.DataFrame) -> LabelledSequences:
+    """Featurise each user's history at each label cut-off (as_of = the cut-off)."""
+    parts, ys, cuts = [], [], []
+    for (cutoff,), lab in labels.group_by(["cutoff"], maintain_order=True):
+        data = featurizer.transform(events_before(events, cutoff), as_of=cutoff)
+        y = pl.DataFrame({"user_id": data.user_ids.astype(str)}).join(
+            lab.select("user_id", "label"), on="user_id", how="left", maintain_order="left"
+        )["label"].fill_null(0).to_numpy()
+        parts.append(data)
+        ys.append(y.astype(np.float32))
+        cuts.append(np.full(len(data), np.datetime64(cutoff, "us")))
+    all_data = _concat(parts)
+    return LabelledSequences(all_data, np.concatenate(ys), all_data.user_ids, np.concatenate(cuts))
+
+
+def holdout_mask(user_ids: np.ndarray, fraction: float) -> np.ndarray:
+    """Stable per-user split (CRC32 of the id): True for users held out for calibration."""
+    h = np.array([zlib.crc32(str(u).encode()) for u in user_ids], dtype=np.int64)
+    return (h % 10_000) < int(fraction * 10_000)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class PropensityModule(ContrastiveModule):
+    """ContrastiveModule + a Linear propensity head on the embedding; loss = InfoNCE + w * BCE."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Linear, *, bce_weight: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(encoder, **kwargs)  # type: ignore[arg-type]
+        self.save_hyperparameters(ignore=["encoder", "head"])
+        self.head = head
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:  # type: ignore[override]
+        from training.losses import multiview_infonce
+
+        z = self(batch["views"]).float()
+        nce = multiview_infonce(z, self.hparams.views, self.hparams.temperature)
+        logits = self.head(self.encoder(batch["sup"]).float()).squeeze(-1)  # (B,)
+        bce = F.binary_cross_entropy_with_logits(logits, batch["y"])
+        loss = nce + self.hparams.bce_weight * bce
+        bs = batch["y"].shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs)
+        self.log(f"{stage}/nce", nce, batch_size=bs)
+        self.log(f"{stage}/bce", bce, prog_bar=True, batch_size=bs)
+        return loss
+
+    def configure_optimizers(self):  # type: ignore[override]
+        conf = super().configure_optimizers()
+        opt = conf["optimizer"]
+        schedule = conf["lr_scheduler"]["scheduler"].lr_lambdas[0]
+        opt.add_param_group({"params": list(self.head.parameters()), "weight_decay": 0.0,
+                             "lr": self.hparams.lr})
+        conf["lr_scheduler"]["scheduler"] = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return conf
+
+
+class _GoalCollator:
+    """Contrastive views of the batch's users + a random batch of labelled (user, cut-off) histories."""
+
+    def __init__(self, views: ViewCollator, labelled: LabelledSequences, rows: np.ndarray, n: int,
+                 featurizer: Featurizer, max_len: int, seed: int) -> None:
+        self.views, self.labelled, self.rows, self.n = views, labelled, rows, n
+        self.featurizer, self.max_len = featurizer, max_len
+        self.rng = np.random.default_rng(seed + 7)
+
+    def __call__(self, rows: list[int]) -> dict[str, Any]:
+        pick = self.rows[self.rng.integers(0, len(self.rows), size=self.n)]
+        sup = self.featurizer.collate_users(self.labelled.data, pick, self.max_len)
+        return {"views": self.views(rows), "sup": sup, "y": torch.from_numpy(self.labelled.y[pick])}
+
+
+# ----------------------------------------------------------------------------- calibration + I/O
+
+
+@torch.inference_mode()
+def _logits(encoder: nn.Module, head: nn.Linear, featurizer: Featurizer, data: SequenceData,
+            max_len: int, batch_size: int = 512) -> np.ndarray:
+    encoder.eval()
+    out = np.empty(len(data), dtype=np.float64)
+    order = np.argsort(data.lengths, kind="stable")
+    for s in range(0, len(data), batch_size):
+        rows = order[s : s + batch_size]
+        z = encoder(featurizer.collate_users(data, rows, max_len)).float()
+        out[rows] = head(z).squeeze(-1).double().numpy()
+    return out
+
+
+def fit_platt(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """p = sigmoid(a * logit + b), fitted by (nearly unregularised) logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(np.unique(y)) < 2:
+        rate = float(np.clip(y.mean(), 1e-4, 1 - 1e-4)) if len(y) else 0.5
+        return {"a": 0.0, "b": float(np.log(rate / (1 - rate)))}
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(logits[:, None], y.astype(int))
+    return {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+@dataclass
+class PropensityHead:
+    """A fitted head: raw logit = X @ weight + bias on embeddings X; calibrated with Platt a, b."""
+
+    weight: np.ndarray  # (dim,)
+    bias: float
+    a: float
+    b: float
+    meta: dict[str, Any]
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(X, dtype=np.float64) @ self.weight + self.bias
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (n,) float64 from embeddings (n, dim)."""
+        return _sigmoid(self.a * self.logits(X) + self.b)
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path) -> PropensityHead:
+        d = Path(bundle_dir)
+        if not (d / HEAD_FILE).is_file() or not (d / META_FILE).is_file():
+            raise BundleError(
+                f"Bundle {d} has no propensity head ({HEAD_FILE}, {META_FILE}); train it with a goal "
+                "(`seqcohort run --goal purchase --horizon 90d`)."
+            )
+        meta = json.loads((d / META_FILE).read_text())
+        if meta.get("format") != FORMAT:
+            raise BundleError(f"{d / META_FILE} has format {meta.get('format')!r}; expected {FORMAT}.")
+        w = load_file(str(d / HEAD_FILE))
+        cal = meta["calibration"]
+        return cls(w["weight"].double().numpy().reshape(-1), float(w["bias"].double().numpy().reshape(-1)[0]),
+                   float(cal["a"]), float(cal["b"]), meta)
+
+
+def predict_propensity(bundle: str | Path | Bundle, sequences: SequenceData | pl.DataFrame,
+                       *, bundle_dir: str | Path | None = None, as_of: datetime | None = None) -> np.ndarray:
+    """Calibrated goal probability per user of `sequences`: (n_users,) float64, rows in user order.
+
+    `bundle` is a bundle directory (or a loaded Bundle together with `bundle_dir`, where the head lives).
+    """
+    from embeddings.embed import UserEncoder
+
+    if isinstance(bundle, Bundle):
+        if bundle_dir is None:
+            raise BundleError("predict_propensity(Bundle, ...) needs bundle_dir= (where propensity.json lies).")
+        b, d = bundle, Path(bundle_dir)
+    else:
+        d = Path(bundle)
+        b = load_bundle(d)
+    head = PropensityHead.load(d)
+    X = UserEncoder(b).encode(sequences, as_of=as_of)
+    return head.predict(X)
+
+
+def intent_space(X: np.ndarray, head: PropensityHead, weight: float = 1.0) -> np.ndarray:
+    """Embeddings with the standardised propensity logit appended (`weight` = its share), re-normalised.
+
+    Clustering this space groups users by behaviour *and* intent: `weight` 0 is behaviour only.
+    """
+    logit = head.a * head.logits(X) + head.b
+    s = (logit - logit.mean()) / max(float(logit.std()), 1e-9)
+    Z = np.hstack([np.asarray(X, dtype=np.float64), weight * s[:, None]])
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True).clip(min=1e-12)
+    return np.ascontiguousarray(Z, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def train_goal_aware(
+    cfg: Config,
+    events: pl.DataFrame,
+    goal: Goal,
+    bundle_dir: str | Path,
+    as_of: datetime | None = None,
+    *,
+    bce_weight: float = 1.0,
+    n_cutoffs: int = 4,
+    stride: timedelta | None = None,
+    calib_fraction: float = 0.2,
+) -> TrainResult:
+    """Train encoder + propensity head jointly; save the bundle with the calibrated head."""
+    t0 = time.perf_counter()
+    tc = cfg.trainer
+    L.seed_everything(tc.seed, workers=True, verbose=False)
+    if cfg.model.d_model % cfg.model.n_heads:
+        raise ConfigError(f"model.d_model={cfg.model.d_model} must be divisible by model.n_heads={cfg.model.n_heads}.")
+    labels = label_cutoffs(events, goal, as_of, n_cutoffs, stride)
+    featurizer = fit_featurizer(cfg, events)
+    data = featurizer.transform(events, as_of=as_of)
+    lab = labelled_sequences(featurizer, events, labels)
+    held = holdout_mask(lab.user_ids, calib_fraction)
+    train_rows = np.flatnonzero(~held)
+    if len(train_rows) == 0 or len(np.unique(lab.y[train_rows])) < 2:
+        raise ConfigError(
+            f"Goal {goal.describe()!r}: the {len(labels)} labelled (user, cut-off) pairs have only one "
+            "class; pick a goal that sometimes happens (and sometimes not) within the horizon."
+        )
+    encoder = build_encoder(cfg, featurizer)
+    head = nn.Linear(cfg.model.dim, 1)
+    rate = float(lab.y[train_rows].mean())
+    nn.init.zeros_(head.weight)
+    nn.init.constant_(head.bias, float(np.log(rate / (1 - rate))))  # start at the base rate
+    log.info("goal-aware training: %s; %d labelled pairs over %d cut-offs (rate %.3f), %d held out",
+             goal.describe(), len(lab.y), labels["cutoff"].n_unique(), lab.y.mean(), int(held.sum()))
+
+    dm = SequenceDataModule(data, featurizer, tc, cfg.model.max_len)
+    # no contrastive validation here: the held-out users' labels are the check that matters
+    dm.train_rows = np.sort(np.concatenate([dm.train_rows, dm.val_rows]))
+    dm.val_rows = np.zeros(0, dtype=np.int64)
+    n_users = min(tc.batch_size, len(dm.train_rows))
+    collate = _GoalCollator(ViewCollator(data, featurizer, tc, cfg.model.max_len, tc.seed), lab, train_rows,
+                            n_users, featurizer, cfg.model.max_len, tc.seed)
+    loader = DataLoader(_Users(dm.train_rows), batch_size=n_users, shuffle=True,
+                        drop_last=len(dm.train_rows) >= tc.batch_size,
+                        generator=torch.Generator().manual_seed(tc.seed), collate_fn=collate)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*is an instance of `nn.Module`.*")
+        module = PropensityModule(encoder, head, bce_weight=bce_weight, views=tc.views, lr=tc.lr,
+                                  weight_decay=tc.weight_decay, warmup_steps=tc.warmup_steps,
+                                  max_steps=tc.max_steps, temperature=tc.temperature)
+    trainer = L.Trainer(
+        accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,  # type: ignore[arg-type]
+        max_steps=tc.max_steps, max_epochs=-1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=tc.progress, enable_model_summary=False, limit_val_batches=0,
+        num_sanity_val_steps=0, gradient_clip_val=1.0, deterministic=False,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*number of training batches.*")
+        warnings.filterwarnings("ignore", ".*defined a `validation_step`.*")
+        trainer.fit(module, train_dataloaders=loader)
+    seconds = time.perf_counter() - t0
+    encoder, head = module.encoder.cpu().eval(), module.head.cpu().eval()
+
+    # Calibrate on the held-out users' labelled histories; report how well the raw head ranks them.
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    metrics.update(steps=float(trainer.global_step), train_seconds=seconds)
+    hrows = np.flatnonzero(held)
+    cal_data = lab.data.subset(hrows)
+    raw = _logits(encoder, head, featurizer, cal_data, cfg.model.max_len)
+    y_cal = lab.y[hrows]
+    platt = fit_platt(raw, y_cal)
+    if len(np.unique(y_cal)) == 2:
+        from sklearn.metrics import roc_auc_score
+
+        p = _sigmoid(platt["a"] * raw + platt["b"])
+        metrics.update(calib_auc=float(roc_auc_score(y_cal, raw)), calib_brier=float(np.mean((p - y_cal) ** 2)))
+    meta = {
+        "format": FORMAT,
+        "goal": {"event": goal.event, "kind": goal.kind, "horizon_days": goal.horizon / timedelta(days=1),
+                 "text": goal.describe()},
+        "head": {"type": "linear", "in_dim": cfg.model.dim, "file": HEAD_FILE},
+        "calibration": {"method": "platt", **platt, "n": int(len(hrows)), "positive_rate": float(y_cal.mean())
+                        if len(y_cal) else None},
+        "bce_weight": bce_weight,
+        "cutoffs": sorted(str(c) for c in labels["cutoff"].unique().to_list()),
+        "n_labels": int(len(lab.y)),
+        "label_rate": float(lab.y.mean()),
+        "metrics": {k: metrics[k] for k in ("calib_auc", "calib_brier") if k in metrics},
+    }
+    bundle = save_bundle(
+        bundle_dir, encoder, featurizer, data_fingerprint=data_fingerprint(events), metrics=metrics,
+        extra={"n_users": len(data), "trainer": tc.model_dump(), "propensity": meta},
+    )
+    bdir = Path(bundle_dir)
+    save_file({"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()},
+              str(bdir / HEAD_FILE))
+    atomic_write_json(bdir / META_FILE, meta)
+    seqs = trainer.global_step * n_users * (tc.views + 1)
+    log.info("goal-aware bundle %s saved to %s (%.1fs; calibration AUC %s)", bundle.version, bdir, seconds,
+             metrics.get("calib_auc"))
+    return TrainResult(bundle, bdir, metrics, seconds, seqs / max(seconds, 1e-9))
