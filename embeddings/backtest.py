@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -280,6 +280,23 @@ def _targeting_row(
 # ----------------------------------------------------------------------------- driver
 
 
+def _window_labels(events: pl.DataFrame, goal: Goal, cutoff: datetime) -> pl.DataFrame:
+    """make_labels at one cut-off on a log that ends at cutoff + horizon (its last event may be earlier).
+
+    make_labels rejects such a cut-off because it cannot know that the log is complete up to
+    cutoff + horizon; here the caller does (the log is everything up to the backtest cut-off).
+    """
+    target = pl.col("event") == goal.event if goal.event is not None else pl.lit(True)
+    hits = events.filter((pl.col("ts") > cutoff) & (pl.col("ts") <= cutoff + goal.horizon) & target)
+    hit = pl.col("user_id").is_in(hits["user_id"].unique().implode())
+    return (
+        events_before(events, cutoff).select("user_id").unique()
+        .with_columns(cutoff=pl.lit(cutoff, dtype=pl.Datetime("us")),
+                      label=(hit if goal.kind == "event" else ~hit).cast(pl.Int8))
+        .sort("user_id")
+    )
+
+
 def _past_rates(segments: np.ndarray, user_ids: np.ndarray, past_labels: pl.DataFrame) -> dict[str, float | None]:
     frame = pl.DataFrame({"user_id": user_ids.astype(str), "segment": segments.astype(str)})
     rates = goal_rate_by_segment(frame, past_labels)
@@ -297,6 +314,7 @@ def run_backtest(
     n_boot: int = 1000,
     seed: int = 0,
     label_events: pl.DataFrame | None = None,
+    rank_window: timedelta | None = None,
 ) -> BacktestReport:
     """Score a pipeline run on the events up to `cutoff` against the following `goal.horizon`.
 
@@ -306,6 +324,8 @@ def run_backtest(
         budget: the share of all users (with history at the cut-off) a campaign may target.
         label_events: events the goal is read from, when they differ from `events` (e.g. every
             purchase type folded into "purchase"); default `events`.
+        rank_window: the window before the cut-off whose goal rate ranks the segments; default the
+            horizon (shorten it when the log does not reach one horizon back from the cut-off).
     """
     if not 0 < budget <= 1:
         raise ConfigError(f"budget must be in (0, 1], got {budget}.")
@@ -321,14 +341,16 @@ def run_backtest(
     if hist.is_empty():
         raise SchemaError(f"No events at or before the cut-off {cutoff}.")
     labels = make_labels(label_events, goal, cutoffs=[cutoff]).select("user_id", "label")
-    past_cut = cutoff - goal.horizon
+    past_goal = goal if rank_window is None else replace(goal, horizon=rank_window)
+    past_cut = cutoff - past_goal.horizon
     label_hist = events_before(label_events, cutoff)
     if past_cut < label_hist["ts"].min():  # type: ignore[operator]
         raise ConfigError(
-            f"The data starts at {label_hist['ts'].min()}: less than one horizon ({goal.horizon}) "
-            f"before the cut-off {cutoff}, so segments cannot be ranked by their past goal rate."
+            f"The data starts at {label_hist['ts'].min()}: less than {past_goal.horizon} before the "
+            f"cut-off {cutoff}, so segments cannot be ranked by their past goal rate; pass a shorter "
+            "rank_window."
         )
-    past_labels = make_labels(label_hist, goal, cutoffs=[past_cut])
+    past_labels = _window_labels(label_hist, past_goal, past_cut)
 
     snap = producer if isinstance(producer, Snapshot) else producer(hist, cutoff)
     monetary = goal.event if goal.event is not None and (hist["event"] == goal.event).any() else None
@@ -373,5 +395,6 @@ def run_backtest(
     return BacktestReport(
         goal=goal.describe(), cutoff=cutoff.isoformat(), horizon_days=goal.horizon / timedelta(days=1),
         budget=budget, n_users=n, n_positive=int(y.sum()), base_rate=float(y.mean()), probe=probe,
-        targeting=rows, calibration=cal, info=dict(snap.info),
+        targeting=rows, calibration=cal,
+        info={**snap.info, "rank_window_days": past_goal.horizon / timedelta(days=1)},
     )

@@ -57,12 +57,13 @@ class TrainerConfig(_Section):
     views: int = Field(2, ge=2)
     view_mode: Literal["suffix", "coles", "split", "mixed"] = "coles"
     event_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    item_dropout: float = Field(0.5, ge=0.0, le=1.0)  # hide item ids in views: learn behaviour, not items
+    short_view_prob: float = Field(0.2, ge=0.0, le=1.0)  # share of 1-3 event views (cold-start training)
+    item_dropout: float = Field(0.8, ge=0.0, le=1.0)  # hide item ids in views: learn behaviour, not items
     length_buckets: int = Field(4, ge=1)  # views per step are padded in this many length groups
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(50, ge=0)
-    temperature: float = Field(0.3, gt=0)  # higher = smoother space, better-separated behaviour groups
+    temperature: float = Field(0.5, gt=0)  # higher = smoother space, better-separated behaviour groups
     val_fraction: float = Field(0.05, ge=0.0, lt=0.5)
     val_every: int = Field(200, ge=1)  # steps between validations
     seed: int = 0
@@ -81,6 +82,8 @@ class ClusterConfig(_Section):
     selection: Literal["silhouette", "stability"] = "silhouette"  # how k is chosen (method=kmeans)
     method: Literal["merge", "kmeans"] = "merge"  # merge: k-means micro-clusters joined by average linkage
     micro_clusters: int = Field(48, ge=4)
+    min_events_to_fit: int = Field(4, ge=1)  # users with fewer events are assigned, not used to fit
+
     min_cluster_frac: float = Field(0.01, ge=0.0, lt=0.5)  # smaller clusters are merged away
     sample_size: int = Field(20000, ge=100)  # points used to choose k and fit
     niter: int = Field(30, ge=1)

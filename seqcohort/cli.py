@@ -112,19 +112,27 @@ def synth(users: int, out: str, seed: int, short_share: float) -> None:
 
 @cli.command()
 @click.option("--events", required=True, type=click.Path(), help="Events file (parquet/csv/jsonl).")
+@click.option("--goal", default=None, help="Goal-aware cohorts: an event type (e.g. purchase), 'churn' or "
+              "'churn:<event>'; adds a calibrated propensity per user and an expected goal rate per cohort.")
+@click.option("--horizon", default="90d", show_default=True, help="Goal horizon, e.g. 30d, 12w, 3m.")
 @workspace_option
 @map_option
 @config_options
 @handle_errors
-def run(events: str, workspace: str, maps: tuple[str, ...], config_path: str | None, sets: tuple[str, ...]) -> None:
+def run(events: str, goal: str | None, horizon: str, workspace: str, maps: tuple[str, ...],
+        config_path: str | None, sets: tuple[str, ...]) -> None:
     """Train -> embed -> cluster -> name; publish a new version as the workspace's `current`."""
+    from embeddings.goals import parse_goal
     from seqcohort import pipeline
     from seqcohort.report import print_cohorts, print_run_summary
 
     cfg = _cfg(config_path, sets)
-    res = pipeline.run(events, workspace, cfg, maps)
+    res = pipeline.run(events, workspace, cfg, maps, goal=parse_goal(goal, horizon) if goal else None)
     print_run_summary(console, res)
     print_cohorts(console, res.cohorts)
+    for c in res.cohorts.cohorts if goal else []:
+        g = c.profile.extra.get("goal", {})
+        console.print(f"  cohort {c.id:>3}  {c.name}: expected {g.get('goal')} rate {g.get('expected_rate', 0):.1%}")
 
 
 @cli.command()
@@ -222,7 +230,7 @@ def assign(events: str, out: str, as_of: str | None, workspace: str, maps: tuple
 
 
 def main() -> None:
-    from seqcohort import commands  # noqa: F401  (registers the remaining commands)
+    from seqcohort import commands, evaluate_cmd, serve_cmd  # noqa: F401  (registers the remaining commands)
 
     cli(prog_name="seqcohort")
 

@@ -154,12 +154,15 @@ def demo(workspace: str, users: int, seed: int, do_serve: bool, port: int, confi
     res = pipeline.run(paths["events"], workspace, cfg)
     print_run_summary(console, res)
     print_cohorts(console, res.cohorts)
-    from sklearn.metrics import adjusted_rand_score
+    from seqcohort.report import archetype_agreement
 
-    a = pl.read_parquet(res.version_dir / "assignments.parquet").join(data.truth, on="user_id")
-    ari = adjusted_rand_score(a["archetype"].to_list(), a["cohort_id"].to_list())
-    console.print(f"agreement with the planted archetypes: adjusted Rand index {ari:.3f} "
-                  f"(total {time.perf_counter() - t0:.0f}s)")
+    agree = archetype_agreement(pl.read_parquet(res.version_dir / "assignments.parquet"), data.truth)
+    console.print(
+        f"agreement with the planted archetypes: adjusted Rand index {agree['ari']:.3f} "
+        f"(users with 4+ events: {agree['ari_long']:.3f}); short-history users (1-3 events) in their "
+        f"archetype's main cohort: {agree['short_accuracy']:.0%} (chance {agree['short_chance']:.0%}). "
+        f"Total {time.perf_counter() - t0:.0f}s"
+    )
     if do_serve:
         console.print("[bold]3/3[/] serving")
         from seqcohort.serve_cmd import serve_workspace

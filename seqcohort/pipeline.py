@@ -71,8 +71,17 @@ def resolve_as_of(cfg: Config, events: pl.DataFrame) -> datetime:
     return events.get_column("ts").max()  # type: ignore[return-value]
 
 
-def fit_clusters(cfg: Config, X: np.ndarray) -> SphericalKMeans:
+def fit_clusters(cfg: Config, X: np.ndarray, lengths: np.ndarray | None = None) -> SphericalKMeans:
+    """Fit cohorts on users with enough history; everyone is assigned afterwards.
+
+    Users with 1-3 events all look alike and would otherwise form a "new users" cohort of their
+    own; fitting without them keeps cohorts behavioural, and they join the nearest one.
+    """
     c = cfg.cluster
+    if lengths is not None:
+        enough = lengths >= c.min_events_to_fit
+        if enough.sum() >= max(0.5 * len(X), 2 * c.k_max):
+            X = X[enough]
     return SphericalKMeans(
         c.k, k_min=c.k_min, k_max=c.k_max, selection=c.selection, method=c.method,
         micro_clusters=c.micro_clusters, min_cluster_frac=c.min_cluster_frac,
@@ -151,8 +160,14 @@ def run(
     cfg: Config,
     maps: list[str] | tuple[str, ...] = (),
     events: pl.DataFrame | None = None,
+    goal: Any = None,
 ) -> RunResult:
-    """train -> embed -> cluster -> name, published atomically as the workspace's new `current`."""
+    """train -> embed -> cluster -> name, published atomically as the workspace's new `current`.
+
+    With a `goal` (embeddings.goals.Goal) the encoder is trained goal-aware (contrastive + propensity
+    head): assignments get a calibrated `propensity` column and each cohort its expected goal rate
+    in `profile.extra["goal"]`.
+    """
     from training.train import train  # Lightning is imported only when training
 
     ws = Workspace(workspace)
@@ -166,7 +181,12 @@ def run(
     with ws.new_version({"events": str(events_path), "as_of": as_of.isoformat(), "config": cfg.model_dump(),
                          "steps": ["train", "embed", "cluster", "name"]}) as out:
         t0 = time.perf_counter()
-        result = train(cfg, events, out / "encoder", as_of=as_of)
+        if goal is None:
+            result = train(cfg, events, out / "encoder", as_of=as_of)
+        else:
+            from training.propensity import train_goal_aware
+
+            result = train_goal_aware(cfg, events, goal, out / "encoder", as_of=as_of)
         t["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         enc = UserEncoder(result.bundle)
@@ -175,11 +195,18 @@ def run(
         write_embeddings(out / "embeddings.parquet", data.user_ids, X, as_of)
         t["embed"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        km = fit_clusters(cfg, X)
+        km = fit_clusters(cfg, X, data.lengths)
         t["cluster"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         cs, labels, conf = build_cohort_set(cfg, events, data.user_ids, X, km, as_of, enc.version, ws)
+        if goal is not None:
+            from training.propensity import PropensityHead, add_goal_outputs, add_propensity_column
+
+            propensity = PropensityHead.load(out / "encoder").predict(X)
+            add_goal_outputs(cs, labels, propensity, goal)
         write_cluster_outputs(out, cs, data.user_ids, X, labels, conf)
+        if goal is not None:
+            add_propensity_column(out / "assignments.parquet", data.user_ids, propensity)
         t["name"] = time.perf_counter() - t0
     return RunResult(ws.current(), cs, t, result.metrics, len(data), events.height)
 
@@ -197,7 +224,10 @@ def recluster(workspace: str | Path, cfg: Config, events: pl.DataFrame | None = 
     with ws.new_version({**meta, "steps": ["cluster", "name"]}) as out:
         shutil.copytree(cur / "encoder", out / "encoder")
         shutil.copy2(cur / "embeddings.parquet", out / "embeddings.parquet")
-        km = fit_clusters(cfg, X)
+        counts = events.group_by("user_id").len()
+        lengths = (pl.DataFrame({"user_id": user_ids.astype(str)})
+                   .join(counts, on="user_id", how="left", maintain_order="left")["len"].fill_null(0).to_numpy())
+        km = fit_clusters(cfg, X, lengths)
         cs, labels, conf = build_cohort_set(cfg, events, user_ids, X, km, as_of, enc_version, ws)
         write_cluster_outputs(out, cs, user_ids, X, labels, conf)
     return RunResult(ws.current(), cs, n_users=len(user_ids), n_events=events.height)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import polars as pl
 from rich.console import Console
 from rich.table import Table
 
@@ -18,20 +19,23 @@ def cohort_table(cs: CohortSet, title: str | None = None) -> Table:
     t = Table(title=title or f"cohorts (model {cs.model_version}, as of {cs.as_of[:10]})", show_lines=False)
     for col, kw in [("id", {"justify": "right"}), ("name", {"style": "bold"}), ("users", {"justify": "right"}),
                     ("share", {"justify": "right"}), ("recency", {"justify": "right"}),
-                    ("freq", {"justify": "right"}), ("spend", {"justify": "right"}), ("top categories", {}),
-                    ("description", {"max_width": 60})]:
+                    ("freq", {"justify": "right"}), ("spend", {"justify": "right"}), ("top categories", {})]:
         t.add_column(col, **kw)
     for c in cs.cohorts:
         p = c.profile
         cats = ", ".join(s.value for s in p.top_categories[:2]) or "–"
         t.add_row(str(c.id), c.name + (" 📌" if c.pinned else ""), f"{c.size:,}", f"{p.share:.1%}",
                   f"{p.recency_days:.0f}d", _rel(p.relative.get("frequency", float("nan"))),
-                  _rel(p.relative.get("monetary", float("nan"))), cats, c.description)
+                  _rel(p.relative.get("monetary", float("nan"))), cats)
     return t
 
 
 def print_cohorts(console: Console, cs: CohortSet) -> None:
+    """The table (recency in days; frequency and spend relative to the population), then descriptions."""
     console.print(cohort_table(cs))
+    for c in cs.cohorts:
+        action = f" [dim]→ {c.suggested_action}[/]" if c.suggested_action else ""
+        console.print(f"[bold]{c.id:>3}. {c.name}[/]: {c.description}{action}", highlight=False)
 
 
 def print_run_summary(console: Console, res: Any) -> None:
@@ -40,3 +44,27 @@ def print_run_summary(console: Console, res: Any) -> None:
     acc = f", validation view accuracy {m['val/view_acc']:.2f}" if "val/view_acc" in m else ""
     console.print(f"[green]published[/] {res.version_dir} — {res.n_users:,} users, {res.n_events:,} events, "
                   f"{len(res.cohorts.cohorts)} cohorts{acc}\n  {t}")
+
+
+def archetype_agreement(assignments: pl.DataFrame, truth: pl.DataFrame) -> dict[str, float]:
+    """How well cohorts recover planted archetypes (synthetic data with a truth table).
+
+    ari: adjusted Rand index over all users; ari_long: users with 4+ events; short_accuracy: share
+    of short-history users placed in the cohort holding most long-history users of their
+    archetype; short_chance: the same if short users were placed by cohort size at random.
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    a = assignments.join(truth, on="user_id")
+    long = a.filter(~pl.col("short_history"))
+    short = a.filter(pl.col("short_history"))
+    main = (long.group_by("archetype", "cohort_id").len().sort("len", descending=True)
+            .group_by("archetype", maintain_order=True).first().select("archetype", main="cohort_id"))
+    s = short.join(main, on="archetype", how="left")
+    shares = a.group_by("cohort_id").len()["len"].to_numpy() / a.height
+    return {
+        "ari": float(adjusted_rand_score(a["archetype"], a["cohort_id"])),
+        "ari_long": float(adjusted_rand_score(long["archetype"], long["cohort_id"])),
+        "short_accuracy": float((s["cohort_id"] == s["main"]).mean()) if s.height else float("nan"),
+        "short_chance": float((shares**2).sum()),
+    }

@@ -41,6 +41,7 @@ class ViewCollator:
             self.cfg.view_mode,
             self.cfg.event_dropout,
             self.rng,
+            self.cfg.short_view_prob,
         )
         batch = bucketed_batch(self.featurizer, self.data, views, self.max_len, self.cfg.length_buckets)
         if self.cfg.item_dropout > 0:

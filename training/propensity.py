@@ -363,3 +363,33 @@ def train_goal_aware(
     log.info("goal-aware bundle %s saved to %s (%.1fs; calibration AUC %s)", bundle.version, bdir, seconds,
              metrics.get("calib_auc"))
     return TrainResult(bundle, bdir, metrics, seconds, seqs / max(seconds, 1e-9))
+
+
+# ----------------------------------------------------------------------------- pipeline outputs
+
+
+def add_goal_outputs(cohort_set: Any, labels: np.ndarray, propensity: np.ndarray, goal: Goal) -> None:
+    """Each cohort's expected goal rate (mean calibrated propensity) -> profile.extra["goal"]."""
+    overall = float(np.mean(propensity)) if len(propensity) else float("nan")
+    for c in cohort_set.cohorts:
+        p = propensity[np.asarray(labels) == c.id]
+        rate = float(p.mean()) if len(p) else float("nan")
+        c.profile.extra["goal"] = {
+            "goal": goal.describe(),
+            "expected_rate": rate,
+            "relative": rate / overall if overall > 0 else None,
+            "propensity_p10": float(np.quantile(p, 0.1)) if len(p) else None,
+            "propensity_p90": float(np.quantile(p, 0.9)) if len(p) else None,
+        }
+
+
+def add_propensity_column(path: str | Path, user_ids: np.ndarray, propensity: np.ndarray) -> None:
+    """Add a Float32 `propensity` column to an assignments.parquet (joined on user_id), atomically."""
+    from embeddings.fsutil import atomic_path
+
+    a = pl.read_parquet(path)
+    p = pl.DataFrame({"user_id": pl.Series(np.asarray(user_ids).astype(str), dtype=pl.String),
+                      "propensity": pl.Series(propensity, dtype=pl.Float32)})
+    out = a.drop("propensity", strict=False).join(p, on="user_id", how="left", maintain_order="left")
+    with atomic_path(path) as tmp:
+        out.write_parquet(tmp)

@@ -27,9 +27,24 @@ def suffix_view(start: int, end: int, max_len: int, dropout: float, rng: np.rand
 
 
 def coles_view(
-    start: int, end: int, max_len: int, dropout: float, rng: np.random.Generator, min_frac: float = 0.3
+    start: int,
+    end: int,
+    max_len: int,
+    dropout: float,
+    rng: np.random.Generator,
+    min_frac: float = 0.3,
+    short_prob: float = 0.0,
 ) -> np.ndarray:
+    """A random contiguous slice; with probability `short_prob` only 1-3 events long.
+
+    Short slices teach the encoder to place a user's few-event session near their full history,
+    which is what cold-start assignment of live sessions relies on.
+    """
     n = end - start
+    if short_prob > 0 and n > 3 and rng.random() < short_prob:
+        ell = int(rng.integers(1, 4))
+        s = start + int(rng.integers(0, n - ell + 1))
+        return np.arange(s, s + ell)
     lo = max(1, int(np.ceil(min_frac * min(n, max_len))))
     ell = int(rng.integers(lo, min(n, max_len) + 1))
     s = start + int(rng.integers(0, n - ell + 1))
@@ -62,6 +77,7 @@ def sample_views(
     mode: str,
     dropout: float,
     rng: np.random.Generator,
+    short_prob: float = 0.0,
 ) -> list[np.ndarray]:
     """Returns len(rows) * n_views index arrays, view-major per user: [u0v0, u0v1, u1v0, ...]."""
     out: list[np.ndarray] = []
@@ -75,6 +91,6 @@ def sample_views(
             out.append(
                 suffix_view(s, e, max_len, dropout, rng)
                 if m == "suffix"
-                else coles_view(s, e, max_len, dropout, rng)
+                else coles_view(s, e, max_len, dropout, rng, short_prob=short_prob)
             )
     return out

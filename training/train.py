@@ -31,6 +31,13 @@ class TrainResult:
     sequences_per_s: float = 0.0  # training views processed per second
 
 
+def _quiet_lightning() -> None:
+    """Lightning logs banners (accelerator, tips) at INFO on import; keep them for --verbose only."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def build_encoder(cfg: Config, featurizer: Featurizer) -> EventEncoder:
     m = cfg.model
     return EventEncoder(
@@ -66,6 +73,7 @@ def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=No
     """Fit the featurizer, train the encoder contrastively, save a bundle at `bundle_dir`."""
     t0 = time.perf_counter()
     tc = cfg.trainer
+    _quiet_lightning()
     L.seed_everything(tc.seed, workers=True, verbose=False)
     if cfg.model.d_model % cfg.model.n_heads:
         from embeddings.errors import ConfigError

@@ -1,0 +1,129 @@
+"""Backtest library: ranking rules, selection at a budget, metrics, and a full run on a fixed Snapshot."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from embeddings.backtest import (
+    RFM,
+    Snapshot,
+    calibration,
+    probe_auc,
+    rank_by_score,
+    rank_by_segments,
+    run_backtest,
+    select_top,
+)
+from embeddings.errors import ConfigError
+from embeddings.goals import parse_goal
+from tests.conftest import make_events
+
+CUTOFF = datetime(2025, 4, 1)
+
+
+def test_rank_by_segments_orders_by_rate_then_marketer_order_then_seeded_random() -> None:
+    seg = np.array(["Lost", "Champions", "At Risk", "Champions", "Lost", "X", "At Risk"])
+    rates = {"Lost": 0.5, "Champions": 0.5, "At Risk": 0.9, "X": None}
+    order = rank_by_segments(seg, rates, tie_order=["Champions", "At Risk", "Lost"], seed=1)
+    ranked = [seg[i] for i in order]
+    assert ranked == ["At Risk", "At Risk", "Champions", "Champions", "Lost", "Lost", "X"]
+    assert np.array_equal(order, rank_by_segments(seg, rates, tie_order=["Champions", "At Risk", "Lost"], seed=1))
+    # without a tie order, equal rates are ordered by a fixed-seed shuffle, the same every time
+    a = rank_by_segments(seg, {"Lost": 0.5, "Champions": 0.5, "At Risk": 0.5, "X": 0.5}, seed=3)
+    b = rank_by_segments(seg, {"Lost": 0.5, "Champions": 0.5, "At Risk": 0.5, "X": 0.5}, seed=3)
+    assert np.array_equal(a, b)
+    assert sorted(a.tolist()) == list(range(len(seg)))
+
+
+def test_select_top_takes_ceil_of_budget_and_part_of_the_last_segment() -> None:
+    seg = np.array(["a"] * 6 + ["b"] * 4)
+    order = rank_by_segments(seg, {"a": 0.1, "b": 0.9}, seed=0)
+    sel = select_top(order, len(seg), 0.5)
+    assert sel.sum() == 5
+    assert sel[6:].all() and sel[:6].sum() == 1  # all of b, then one random user of a
+    assert select_top(order, 10, 0.21).sum() == 3
+    assert np.array_equal(rank_by_score(np.array([0.1, 0.9, 0.5])), [1, 2, 0])
+
+
+def test_calibration_and_probe_metrics() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=5000)
+    y = (rng.uniform(size=5000) < p).astype(int)
+    c = calibration(p, y)
+    assert c["ece"] < 0.03 and c["brier"] < c["brier_base"]
+    assert sum(b["n"] for b in c["reliability"]) == 5000
+    assert c["auc"] == pytest.approx(5 / 6, abs=0.02)  # AUC of y ~ Bernoulli(p), p ~ U(0, 1)
+    X = np.c_[y + rng.normal(0, 0.5, 5000), rng.normal(size=5000)]
+    assert probe_auc(X, y)["auc"] > 0.8
+    assert probe_auc(rng.normal(size=(5000, 2)), y)["auc"] == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def events() -> pl.DataFrame:
+    return make_events(300, seed=1)
+
+
+def _oracle_snapshot(events: pl.DataFrame, cutoff: datetime, goal) -> tuple[Snapshot, dict[str, int]]:
+    from embeddings.goals import make_labels
+
+    lab = make_labels(events, goal, cutoffs=[cutoff])
+    y = dict(zip(lab["user_id"].to_list(), lab["label"].to_list(), strict=True))
+    uids = np.array(sorted(y), dtype=object)
+    yy = np.array([y[u] for u in uids], dtype=float)
+    rng = np.random.default_rng(0)
+    return Snapshot(
+        user_ids=uids,
+        embeddings={"oracle": np.c_[yy + rng.normal(0, 0.3, len(uids)), rng.normal(size=len(uids))]},
+        segmentations={"oracle_cohorts": np.where(yy > 0, "buyers", "others")},
+        propensity=np.clip(0.8 * yy + 0.1, 0, 1),
+    ), y
+
+
+def test_run_backtest_scores_an_oracle_above_rfm_and_renders(events: pl.DataFrame) -> None:
+    goal = parse_goal("purchase", "30d")
+    snap, y = _oracle_snapshot(events, CUTOFF, goal)
+    rep = run_backtest(events, CUTOFF, goal, snap, n_boot=100)
+    assert rep.n_users == len(y) and rep.n_positive == sum(y.values())
+    assert rep.probe["embeddings:oracle"]["auc"] > 0.9
+    assert set(rep.probe) == {"rfm_features", "embeddings:oracle", "embeddings:oracle+rfm"}
+    rows = {r.method: r for r in rep.targeting}
+    assert list(rows) == [RFM, "oracle_cohorts", "propensity_score"]
+    budget_n = int(np.ceil(0.2 * rep.n_users))
+    assert all(r.n_selected == budget_n for r in rows.values())
+    assert rows["propensity_score"].precision == 1.0  # the budget is below the base rate
+    assert rows[RFM].vs_rfm is None and rows["propensity_score"].vs_rfm > 0
+    lo, hi = rows["propensity_score"].vs_rfm_ci
+    assert lo <= rows["propensity_score"].vs_rfm <= hi
+    assert rep.calibration is not None and rep.calibration["auc"] == 1.0
+    json.dumps(rep.to_dict(), default=str)
+    assert "precision vs RFM" in rep.to_table() and "| rfm_segments |" in rep.to_markdown()
+
+
+def test_producer_only_sees_events_up_to_the_cutoff(events: pl.DataFrame) -> None:
+    goal = parse_goal("purchase", "30d")
+    seen: dict[str, object] = {}
+
+    def producer(hist: pl.DataFrame, cutoff: datetime) -> Snapshot:
+        seen["max_ts"], seen["cutoff"] = hist["ts"].max(), cutoff
+        snap, _ = _oracle_snapshot(events, CUTOFF, goal)
+        return snap
+
+    run_backtest(events, CUTOFF, goal, producer, n_boot=20)
+    assert seen["max_ts"] <= CUTOFF and seen["cutoff"] == CUTOFF
+
+
+def test_run_backtest_rejects_cutoffs_without_a_full_horizon_or_history(events: pl.DataFrame) -> None:
+    goal = parse_goal("purchase", "30d")
+    late = events["ts"].max() - timedelta(days=10)
+    with pytest.raises(ConfigError, match="horizon"):
+        run_backtest(events, late, goal, Snapshot(np.zeros(0, dtype=object)))
+    early = events["ts"].min() + timedelta(days=5)
+    with pytest.raises(ConfigError, match="rank"):
+        run_backtest(events, early, goal, Snapshot(np.zeros(0, dtype=object)))
+    with pytest.raises(ConfigError, match="budget"):
+        run_backtest(events, CUTOFF, goal, Snapshot(np.zeros(0, dtype=object)), budget=0)
