@@ -49,6 +49,7 @@ class ModelConfig(_Section):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     dim: int = Field(64, ge=2)  # embedding size
     max_len: int = Field(128, ge=1)  # most recent events per user
+    context: bool = True  # feed whole-history aggregates (count, recency, spend…) to the summary token
 
 
 class TrainerConfig(_Section):

@@ -29,6 +29,7 @@ class EncoderConfig:
     dropout: float = 0.1
     dim: int = 64  # output embedding size
     max_len: int = 128  # events per user kept (the most recent)
+    n_context: int = 0  # whole-history aggregate features added to the summary token
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +78,7 @@ class EventEncoder(nn.Module):
         self.numeric = nn.Linear(len(cfg.numeric_fields), cfg.d_model) if cfg.numeric_fields else None
         self.pos = nn.Embedding(cfg.max_len + 1, cfg.d_model)  # position from the most recent event
         self.summary = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
+        self.context = nn.Linear(cfg.n_context, cfg.d_model) if cfg.n_context else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Sequential(
@@ -111,7 +113,9 @@ class EventEncoder(nn.Module):
         )
         x = x + self.pos(pos + 1)  # position 0 of the table is the summary token's
         x = x * valid[..., None]
-        s = self.summary.expand(B, 1, -1) + self.pos.weight[0]
+        s = self.summary.expand(B, 1, -1) + self.pos.weight[0]  # (B, 1, d_model)
+        if self.context is not None:
+            s = s + self.context(batch["context"].float())[:, None, :]
         x = torch.cat([s, x], dim=1)  # (B, 1 + T, d_model)
         key_mask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=ref.device), valid], dim=1)
         key_mask = key_mask[:, None, None, :]  # (B, 1, 1, 1 + T)

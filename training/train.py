@@ -15,7 +15,7 @@ import torch
 from embeddings.bundle import Bundle, save_bundle
 from embeddings.config import Config
 from embeddings.encoder import EncoderConfig, EventEncoder
-from embeddings.features import Featurizer, FeaturizerConfig, data_fingerprint
+from embeddings.features import N_CONTEXT, Featurizer, FeaturizerConfig, data_fingerprint
 from training.datamodule import SequenceDataModule
 from training.module import ContrastiveModule
 
@@ -51,6 +51,7 @@ def build_encoder(cfg: Config, featurizer: Featurizer) -> EventEncoder:
             dropout=m.dropout,
             dim=m.dim,
             max_len=m.max_len,
+            n_context=N_CONTEXT if m.context else 0,
         )
     )
 
