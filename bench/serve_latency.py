@@ -118,10 +118,13 @@ async def chaos(url: str, bodies: list[dict], seconds: float = 12.0, kill_at: fl
         ray.kill(ray.get_actor(names[0]["name"], namespace=names[0]["namespace"]), no_restart=True)
         return time.perf_counter()
 
-    n = int(seconds * 150)
+    n = int(seconds * 40)
     load = asyncio.create_task(_timed_load(url, bodies, 8, n))
     t_kill = await killer()
-    lat_t, errors = await load
+    try:
+        lat_t, errors = await asyncio.wait_for(load, timeout=seconds + 120)
+    except asyncio.TimeoutError:
+        return f"chaos: the load did not finish within {seconds + 120:.0f}s after killing the Encoder replica"
     after = [(t, d) for t, d in lat_t if t + d >= t_kill]
     slow = [t + d for t, d in after if d > 0.2]
     recovery = (max(slow) - t_kill) if slow else 0.0
@@ -136,7 +139,7 @@ async def _timed_load(url: str, bodies: list[dict], concurrency: int, n: int):
 
     out: list[tuple[float, float]] = []
     errors, next_i = 0, 0
-    async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+    async with httpx.AsyncClient(base_url=url, timeout=20) as c:
         async def worker() -> None:
             nonlocal next_i, errors
             while next_i < n:

@@ -49,7 +49,10 @@ class ModelConfig(_Section):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     dim: int = Field(64, ge=2)  # embedding size
     max_len: int = Field(128, ge=1)  # most recent events per user
-    context: bool = True  # feed whole-history aggregates (count, recency, spend…) to the summary token
+    # feed whole-history aggregates (count, recency, spend…) to the summary token. Off by default:
+    # identical across a user's views, they become a shortcut for the contrastive task and the
+    # behaviour signal collapses (archetype ARI 0.87 -> 0.27 on synthetic data, 2,000 users)
+    context: bool = False
 
 
 class TrainerConfig(_Section):

@@ -123,7 +123,7 @@ class Ingress:
                 if attempt == self.args.retries:
                     raise HTTPException(503, f"model replica unavailable, retry shortly ({type(e).__name__})") from e
                 log.warning("replica failed (%s); retrying (%d)", type(e).__name__, attempt + 1)
-                await asyncio.sleep(0.05 * 2**attempt)
+                await asyncio.sleep(0.1 * 2**attempt)  # 0.1 .. 1.6 s: time for Serve to replace it
 
     # ------------------------------------------------------------------ helpers
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)

@@ -60,21 +60,24 @@ class AppArgs(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     encoder: EncoderTunables = Field(default_factory=EncoderTunables)
     assigner: AssignerTunables = Field(default_factory=AssignerTunables)
-    retries: int = Field(3, ge=0, le=10)  # ingress retries of a call whose replica died
+    retries: int = Field(5, ge=0, le=10)  # ingress retries (0.1 s doubling) of a call whose replica died
     # Per-deployment options (num_replicas, ray_actor_options, ...) passed to `.options()`;
     # the serve YAML's `deployments:` section overrides these the Ray way.
     ingress_options: dict[str, Any] = Field(
         default_factory=lambda: {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25},
                                  "max_ongoing_requests": 256,
-                                 "graceful_shutdown_timeout_s": 2})
+                                 "graceful_shutdown_timeout_s": 2,
+                                 "health_check_period_s": 2, "health_check_timeout_s": 10})
     encoder_options: dict[str, Any] = Field(
         default_factory=lambda: {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.5},
                                  "max_ongoing_requests": 256,
-                                 "graceful_shutdown_timeout_s": 2})
+                                 "graceful_shutdown_timeout_s": 2,
+                                 "health_check_period_s": 2, "health_check_timeout_s": 10})
     assigner_options: dict[str, Any] = Field(
         default_factory=lambda: {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25},
                                  "max_ongoing_requests": 256,
-                                 "graceful_shutdown_timeout_s": 2})
+                                 "graceful_shutdown_timeout_s": 2,
+                                 "health_check_period_s": 2, "health_check_timeout_s": 10})
 
     def resolved_keys(self) -> tuple[str | None, str | None]:
         """(read key, admin key): explicit config first, then the environment; '' means unset."""

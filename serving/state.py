@@ -8,6 +8,7 @@ made just before a swap) still gets a consistent answer.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -158,15 +159,24 @@ def _dt(us: int):
 
 
 def _concat(parts: list[SequenceData]) -> SequenceData:
+    """Stack featurised user sets; per-user arrays (user_ids, context, ...) are concatenated too."""
     offs, base = [np.zeros(1, dtype=np.int64)], 0
     for p in parts:
         offs.append(p.offsets[1:] + base)
         base += int(p.offsets[-1])
-    return SequenceData(
-        np.concatenate([p.user_ids for p in parts]),
-        np.concatenate(offs).astype(np.int64),
-        {k: np.concatenate([p.fields[k] for p in parts]) for k in parts[0].fields},
-        parts[0].as_of,
+    extra: dict[str, Any] = {}
+    for f in dataclasses.fields(parts[0]):
+        if f.name in ("user_ids", "offsets", "fields", "as_of"):
+            continue
+        vals = [getattr(p, f.name) for p in parts]
+        if all(isinstance(v, np.ndarray) and len(v) == len(p) for v, p in zip(vals, parts, strict=True)):
+            extra[f.name] = np.concatenate(vals)
+    return dataclasses.replace(
+        parts[0],
+        user_ids=np.concatenate([p.user_ids for p in parts]),
+        offsets=np.concatenate(offs).astype(np.int64),
+        fields={k: np.concatenate([p.fields[k] for p in parts]) for k in parts[0].fields},
+        **extra,
     )
 
 

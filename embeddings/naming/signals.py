@@ -35,6 +35,7 @@ DAYPART_WORD = {
     "afternoon": "afternoon",
     "evening": "evening",
 }
+EARLY_MORNING_WORD = "early-bird"  # a morning cohort whose activity is over by 10:00
 # Position of each adjective kind in the name ("Lapsed frequent high-spend evening grocery buyers").
 ORDER = {
     "recency": 0,
@@ -140,6 +141,8 @@ def profile_signals(p: CohortProfile, pop_hours: list[float], pop_weekend: float
     r = _rel(p, "recency")
     if r is not None:
         ago = f"were last active {p.recency_days:.0f} days ago ({_fmt_x(r)})"
+        if r >= RATIO:
+            ago += " and have not come back"
         if r >= 3 and p.recency_days >= 90:
             out.append(Signal("recency", "dormant", abs(math.log(r)), ago))
         elif r >= RATIO:
@@ -183,8 +186,9 @@ def profile_signals(p: CohortProfile, pop_hours: list[float], pop_weekend: float
     m = _rel(p, "monetary")
     if m is not None and p.monetary > 0 and (m >= RATIO or m <= 1 / RATIO):
         word = "high-spend" if m > 1 else "low-spend"
+        how = "a lot" if m > 1 else "little"
         out.append(
-            Signal("value", word, abs(math.log(m)), f"spend {p.monetary:,.2f} each ({_fmt_x(m)})")
+            Signal("value", word, abs(math.log(m)), f"spend {how}, {p.monetary:,.2f} each ({_fmt_x(m)})")
         )
     out.extend(_time_signals(p, pop_hours, pop_weekend))
     out.extend(_share_signals(p))
@@ -202,10 +206,15 @@ def _time_signals(p: CohortProfile, pop_hours: list[float], pop_weekend: float) 
                 best = (c / q, part, c, q)
         if best and best[0] >= RATIO:
             lift, part, c, q = best
-            phrase = (
-                f"are most active {DAYPART_PHRASE[part]} ({c:.0%} of events vs {q:.0%} overall)"
-            )
-            out.append(Signal("daypart", DAYPART_WORD[part], math.log(lift), phrase))
+            when, word = DAYPART_PHRASE[part], DAYPART_WORD[part]
+            window = hour_window(h)  # only a tight window is worth stating in clock times
+            if window is not None and window[0] % 24 in hours and (window[1] - 1) % 24 in hours:
+                start, end = window
+                if part == "morning" and end <= 10:
+                    when, word = "early in the morning", EARLY_MORNING_WORD
+                when += f", between {start:02d}:00 and {end % 24:02d}:00"
+            phrase = f"are most active {when} ({c:.0%} of events vs {q:.0%} overall)"
+            out.append(Signal("daypart", word, math.log(lift), phrase))
     w = _norm(p.weekday_hist, 7)
     if w and 0 < pop_weekend < 1:
         c = w[5] + w[6]
@@ -223,11 +232,104 @@ def _share_signals(p: CohortProfile) -> list[Signal]:
         if top.lift < LIFT:
             top = max(cats, key=lambda s: s.share)
         word = clean_value(top.value)
-        phrase = f"focus on {word} ({top.share:.0%} of events, {top.lift:.1f}× the population rate)"
+        # Name the cohort's main categories together ("home, fashion and garden"), as people would.
+        main = [top] + [s for s in cats if s is not top][: 2]
+        main = sorted(main, key=lambda s: -s.share)
+        words = [clean_value(s.value) for s in main]
+        listed = ", ".join(words[:-1]) + (" and " if len(words) > 1 else "") + words[-1]
+        shares = ", ".join(f"{s.share:.0%}" for s in main)
+        phrase = (
+            f"focus on {listed} ({shares} of events; {word} at {top.lift:.1f}× the population rate)"
+        )
         # A category everyone shares still names the cohort, but only as a weak signal.
         strength = math.log(top.lift) if top.lift >= LIFT else 0.01 * top.share
         if word:
             out.append(Signal("category", word, strength, phrase))
+    return out
+
+
+def hour_window(hist: Sequence[float], mass: float = 0.6, max_hours: int = 5) -> tuple[int, int] | None:
+    """Shortest run of hours (circular) holding `mass` of the events: (first hour, hour after the last)."""
+    h = _norm(hist, 24)
+    if not h:
+        return None
+    for length in range(1, max_hours + 1):
+        sums = [(sum(h[(s + i) % 24] for i in range(length)), s) for s in range(24)]
+        total, start = max(sums, key=lambda x: (x[0], -x[1]))
+        if total >= mass:
+            return start, start + length
+    return None
+
+
+# Verb phrases for the behaviour nouns: what the cohort *does*, in plain words.
+BEHAVIOUR_VERBS = {
+    "returners": "send many purchases back",
+    "reviewers": "write reviews",
+    "cart builders": "fill carts",
+    "cart abandoners": "add to cart but rarely buy",
+    "wishlisters": "fill wishlists",
+    "searchers": "search and compare a lot",
+    "comparers": "compare products",
+    "buyers": "buy often",
+    "browsers": "browse many pages",
+    "sharers": "share and invite others",
+    "sign-ups": "sign up",
+    "visitors": "visit often",
+}
+# Rare event types (rarely in a profile's top events) that say a lot about a cohort when they recur.
+RARE_EVENTS: list[tuple[tuple[str, ...], str]] = [
+    (("return", "refund"), "send many purchases back"),
+    (("review", "rating"), "write reviews"),
+    (("coupon", "voucher", "promo"), "use coupons"),
+    (("wish", "favorite", "favourite"), "add to wishlists"),
+]
+
+
+def exemplar_event_clauses(profiles: Sequence[CohortProfile], min_count: int = 3, lift: float = 3.0) -> list[list[str]]:
+    """Per profile, clauses for rare event types its exemplars show far more often than all exemplars do."""
+    counts: list[dict[str, int]] = []
+    for p in profiles:
+        c: dict[str, int] = {}
+        for ex in p.exemplars:
+            for ev in ex.events:
+                for keys, clause in RARE_EVENTS:
+                    if any(k in str(ev.event).lower() for k in keys):
+                        c[clause] = c.get(clause, 0) + 1
+                        break
+        c["*"] = sum(len(ex.events) for ex in p.exemplars)
+        counts.append(c)
+    total = sum(c["*"] for c in counts)
+    out = []
+    for c in counts:
+        clauses = []
+        for _, clause in RARE_EVENTS:
+            n, pooled = c.get(clause, 0), sum(x.get(clause, 0) for x in counts)
+            if n >= min_count and c["*"] and pooled and (n / c["*"]) >= lift * (pooled / total):
+                clauses.append(clause)
+        out.append(clauses)
+    return out
+
+
+def buying_clauses(p: CohortProfile, skip_price: bool = False) -> list[str]:
+    """How the cohort buys: rarely or often, cheap or pricey (from event lifts, spend and frequency)."""
+    out: list[str] = []
+    buys = [s for s in p.top_events if behaviour_noun(s.value) == "buyers"]
+    carts = [s for s in p.top_events if behaviour_noun(s.value) == "cart builders"]
+    buy_lift = max((s.lift for s in buys), default=None)
+    if buy_lift is not None and buy_lift <= 0.5:
+        out.append("rarely buy")
+    elif buy_lift is None and len(p.top_events) >= 5 and carts and max(s.lift for s in carts) <= 0.5:
+        out.append("rarely buy")
+    elif buy_lift is not None and buy_lift >= 1.8:
+        out.append("buy often")
+    m, f = _rel(p, "monetary"), _rel(p, "frequency")
+    returns = any(behaviour_noun(s.value) == "returners" for s in p.top_events)
+    if buy_lift and m and f and p.monetary > 0 and not returns and not skip_price:
+        price = m / (f * buy_lift)  # spend per purchase event, relative to the population
+        if price >= 2.0:
+            out.append(f"pay high prices (about {price:.1f}× the average per purchase)")
+        elif price <= 0.6:
+            out.append(f"buy cheap items (about {price:.1f}× the average per purchase)")
     return out
 
 
@@ -245,7 +347,8 @@ def behaviour(p: CohortProfile) -> Signal:
         noun = "cart abandoners"
     if noun is None:
         noun = f"{clean_value(top.value, 2)} users" if top.lift >= 1.2 else "customers"
-    phrase = f"over-index on {clean_value(top.value)} events ({top.share:.0%} of events, {top.lift:.1f}× the population rate)"
+    verb = BEHAVIOUR_VERBS.get(noun, f"over-index on {clean_value(top.value)} events")
+    phrase = f"{verb} ({clean_value(top.value)} is {top.share:.0%} of their events, {top.lift:.1f}× the population rate)"
     return Signal("behaviour", noun, math.log(max(top.lift, 1.0)), phrase)
 
 

@@ -18,8 +18,10 @@ from embeddings.naming.signals import (
     MAX_MODIFIERS,
     Signal,
     behaviour,
+    buying_clauses,
     clean_value,
     compose,
+    exemplar_event_clauses,
     is_strong,
     population_hours,
     population_weekend,
@@ -28,6 +30,7 @@ from embeddings.naming.signals import (
 from embeddings.profile_types import CohortName, CohortProfile
 
 logger = logging.getLogger(__name__)
+MAX_DESCRIPTION_CHARS = 400  # what the LLM namers' outputs are held to (validate.py)
 
 
 class StatsNamer:
@@ -38,6 +41,7 @@ class StatsNamer:
     def name(self, profiles: Sequence[CohortProfile]) -> list[CohortName]:
         """Name every profile; identical inputs give identical names."""
         hours, weekend = population_hours(profiles), population_weekend(profiles)
+        rare = exemplar_event_clauses(profiles)
         taken: set[str] = set()
         out: list[CohortName | None] = [None] * len(profiles)
         for i in sorted(range(len(profiles)), key=lambda i: profiles[i].cohort_id):
@@ -51,7 +55,7 @@ class StatsNamer:
             taken.add(name_key(name))
             out[i] = CohortName(
                 name=name,
-                description=self._describe(p, sigs, noun),
+                description=self._describe(p, sigs, noun, rare[i]),
                 suggested_action=self._action(sigs, noun.word),
                 namer=self.namer_tag,
             )
@@ -123,10 +127,21 @@ class StatsNamer:
         return name
 
     @staticmethod
-    def _describe(p: CohortProfile, sigs: list[Signal], noun: Signal) -> str:
+    def _describe(
+        p: CohortProfile, sigs: list[Signal], noun: Signal, rare: Sequence[str] = ()
+    ) -> str:
+        """One sentence: the strongest signals, then what the cohort does (behaviour, buying, rare events)."""
         strong = [s.phrase for s in sigs if is_strong(s) and s.phrase][:3]
         if noun.phrase and noun.strength >= math.log(1.2):
             strong.append(noun.phrase)
+        said = " ".join(strong)
+        # Net spend per purchase is meaningless when purchases are sent back: no price clause then.
+        returns = any("back" in c for c in rare)
+        for clause in [*rare, *buying_clauses(p, skip_price=returns)]:
+            key = clause.split(" (")[0]
+            if key not in said and key.split()[-1] not in said and len(strong) < 6:
+                strong.append(clause)
+                said += " " + clause
         share = f"{p.share:.0%}" if p.share >= 0.01 else "under 1%"
         if not strong:
             tail = (
@@ -135,8 +150,12 @@ class StatsNamer:
                 else ""
             )
             return f"{share} of users whose recency, activity, spend and timing are close to the population's{tail}."
-        body = ", ".join(strong[:-1]) + (" and " if len(strong) > 1 else "") + strong[-1]
-        return f"{share} of users who {body}."
+        while True:
+            body = ", ".join(strong[:-1]) + (" and " if len(strong) > 1 else "") + strong[-1]
+            text = f"{share} of users who {body}."
+            if len(text) <= MAX_DESCRIPTION_CHARS or len(strong) == 1:
+                return text
+            strong = strong[:-1]
 
     @staticmethod
     def _action(sigs: list[Signal], noun: str) -> str:
@@ -166,6 +185,6 @@ class StatsNamer:
         if "weekend" in words:
             action += "; schedule sends for the weekend"
         elif "daypart" in words:
-            part = next(k for k, v in DAYPART_WORD.items() if v == words["daypart"])
+            part = next((k for k, v in DAYPART_WORD.items() if v == words["daypart"]), "morning")
             action += f"; schedule sends {DAYPART_PHRASE[part]}"
         return action
