@@ -117,7 +117,9 @@ def markdown(rows: list[Row], info: dict) -> str:
         f"({len(covered)} are the majority of some cohort); namer `{info['namer']}`; {n} cohorts. "
         "Each cohort's \"name. description\" and each archetype's one-line description are embedded with "
         "all-MiniLM-L6-v2; a hit is a cohort whose most similar archetype description is the archetype most "
-        f"of its members belong to. Target: >= {TARGET:.0%}.", "",
+        f"of its members belong to. Target: >= {TARGET:.0%}."
+        + (" Reused workspace: encoder and clusters from an earlier run of this script without --reuse "
+           "(same users and seed), re-named with the current namer." if info.get("reused") else ""), "",
         "| namer | cohorts | faithfulness (top-1) | top-2 | top-1 weighted by users | mean purity |",
         "|---|---|---|---|---|---|",
         f"| {info['namer']} | {n} | **{acc:.0%}** ({sum(r.hit for r in rows)}/{n}) | {top2:.0%} | {wacc:.0%} | "
@@ -188,7 +190,8 @@ def main() -> None:
     rows = score(cs.cohorts, archetypes, majority)
     t_sim = time.perf_counter() - t0
     namers = sorted({getattr(c, "namer", None) or cfg.naming.namer for c in cs.cohorts})
-    info = {"users": n_users, "seed": seed, "n_archetypes": len(archetypes), "namer": "+".join(map(str, namers))}
+    info = {"users": n_users, "seed": seed, "n_archetypes": len(archetypes), "namer": "+".join(map(str, namers)),
+            "reused": args.reuse}
     md = markdown(rows, info)
     print(md)
     print(f"pipeline {t_pipe:.0f}s, similarity {t_sim:.0f}s")

@@ -108,6 +108,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def direct_ingress_url() -> str | None:
+    """The ingress replica's own HTTP port (Serve's direct ingress, on in throughput-optimised mode)."""
+    import httpx
+
+    for port in range(30000, 30010):  # RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT upwards
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).json() == {"status": "ok"}:
+                return f"http://127.0.0.1:{port}"
+        except Exception:
+            continue
+    return None
+
+
 async def chaos(url: str, bodies: list[dict], seconds: float = 12.0, kill_at: float = 3.0) -> str:
     """Kill the Encoder replica under concurrency-8 load; report failures and recovery time."""
     import ray
@@ -183,9 +196,15 @@ def main() -> None:
     url = start_app(a.workspace, "127.0.0.1", free_port())
     try:
         asyncio.run(http_load(url, bodies, 8, 300))  # warm-up
-        for c in a.concurrency:
-            lat, rps, err = asyncio.run(http_load(url, bodies, c, a.requests))
-            rows.append(("HTTP (Ray Serve)", c, *pct(lat), rps, err))
+        targets = [("HTTP via Serve proxy", url)]
+        direct = None if a.no_throughput_optimized else direct_ingress_url()
+        if direct:
+            targets.append(("HTTP direct ingress", direct))
+        for label, u in targets:
+            asyncio.run(http_load(u, bodies, 8, 200))  # warm-up
+            for c in a.concurrency:
+                lat, rps, err = asyncio.run(http_load(u, bodies, c, a.requests))
+                rows.append((label, c, *pct(lat), rps, err))
         chaos_line = asyncio.run(chaos(url, bodies)) if a.chaos else ""
     finally:
         stop_app()

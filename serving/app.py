@@ -145,7 +145,10 @@ class Ingress:
 
     async def _embed_assign(self, sessions: list[dict[str, Any]]) -> dict[str, Any]:
         req = {"sessions": sessions}
-        return await self._call(lambda: self.assigner.assign.remote(self.encoder.embed.remote(req)))
+        # two plain calls, not a chained DeploymentResponse: chaining goes through the object store,
+        # which costs more than the extra hop here, and each call is retried on its own
+        emb = await self._call(lambda: self.encoder.embed.remote(req))
+        return await self._call(lambda: self.assigner.assign.remote(emb))
 
     def _session(self, u: AssignRequest, loc: list[Any], now: datetime) -> dict[str, Any]:
         assert u.events is not None

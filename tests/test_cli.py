@@ -132,3 +132,31 @@ def test_real_subprocess_run_and_cohorts(tmp_path, synth_files):
                         str(tmp_path / "ws2")], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr + p.stdout
     assert not (tmp_path / "ws2" / "current").exists()
+
+
+def test_name_with_hosted_llm_through_cli(trained_workspace, tmp_path, monkeypatch):
+    """A new user points --base-url at an OpenAI-compatible server and re-names a workspace."""
+    import shutil
+
+    from fake_llm_server import FakeLLMServer
+
+    ws = tmp_path / "ws"
+    shutil.copytree(trained_workspace, ws, symlinks=True)
+    before = json.loads((ws / "current" / "cohorts.json").read_text())
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-SECRET123")
+    with FakeLLMServer() as server:
+        r = invoke("name", "--workspace", str(ws), "--namer", "llm", "--base-url", server.url, "--model", "m")
+        assert r.exit_code == 0, r.output
+        n_requests = server.fake.count
+        assert n_requests >= 1
+        after = json.loads((ws / "current" / "cohorts.json").read_text())
+        assert all(c["namer"].startswith("llm") for c in after["cohorts"])
+        # same assignments, new names, new version
+        assert [c["size"] for c in after["cohorts"]] == [c["size"] for c in before["cohorts"]]
+        assert (ws / "current").resolve() != (trained_workspace / "current").resolve()
+        # second run is served from the cache: no new request
+        r = invoke("name", "--workspace", str(ws), "--namer", "llm", "--base-url", server.url, "--model", "m")
+        assert r.exit_code == 0 and server.fake.count == n_requests
+    for f in ws.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".txt"):
+            assert "SECRET123" not in f.read_text(errors="ignore"), f

@@ -208,7 +208,7 @@ def _time_signals(p: CohortProfile, pop_hours: list[float], pop_weekend: float) 
             lift, part, c, q = best
             when, word = DAYPART_PHRASE[part], DAYPART_WORD[part]
             window = hour_window(h)  # only a tight window is worth stating in clock times
-            if window is not None and window[0] % 24 in hours and (window[1] - 1) % 24 in hours:
+            if window is not None and int((window[0] + window[1]) / 2) % 24 in DAYPARTS[part]:
                 start, end = window
                 if part == "morning" and end <= 10:
                     when, word = "early in the morning", EARLY_MORNING_WORD
@@ -248,7 +248,7 @@ def _share_signals(p: CohortProfile) -> list[Signal]:
     return out
 
 
-def hour_window(hist: Sequence[float], mass: float = 0.6, max_hours: int = 5) -> tuple[int, int] | None:
+def hour_window(hist: Sequence[float], mass: float = 0.6, max_hours: int = 4) -> tuple[int, int] | None:
     """Shortest run of hours (circular) holding `mass` of the events: (first hour, hour after the last)."""
     h = _norm(hist, 24)
     if not h:
@@ -276,7 +276,9 @@ BEHAVIOUR_VERBS = {
     "sign-ups": "sign up",
     "visitors": "visit often",
 }
-# Rare event types (rarely in a profile's top events) that say a lot about a cohort when they recur.
+# Rare event types (rarely in a profile's top events) that say a lot about a cohort when they recur,
+# and the behaviour noun they earn when they do (a cohort that keeps returning things is "returners").
+RARE_NOUNS = {"send many purchases back": "returners", "write reviews": "reviewers"}
 RARE_EVENTS: list[tuple[tuple[str, ...], str]] = [
     (("return", "refund"), "send many purchases back"),
     (("review", "rating"), "write reviews"),

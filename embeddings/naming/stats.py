@@ -13,9 +13,11 @@ from collections.abc import Sequence
 
 from embeddings.naming.base import MAX_NAME_WORDS, make_unique, name_key, word_count
 from embeddings.naming.signals import (
+    BEHAVIOUR_VERBS,
     DAYPART_PHRASE,
     DAYPART_WORD,
     MAX_MODIFIERS,
+    RARE_NOUNS,
     Signal,
     behaviour,
     buying_clauses,
@@ -48,6 +50,11 @@ class StatsNamer:
             p = profiles[i]
             sigs = profile_signals(p, hours, weekend)
             noun = behaviour(p)
+            for clause in rare[i]:  # a recurring rare event says more than the common top event
+                if clause in RARE_NOUNS and noun.word in ("buyers", "browsers", "visitors", "customers"):
+                    word = RARE_NOUNS[clause]
+                    noun = Signal("behaviour", word, max(noun.strength, math.log(1.2)), BEHAVIOUR_VERBS[word])
+                    break
             candidates = self._candidates(p, sigs, noun.word)
             name = next((c for c in candidates if name_key(c) not in taken), None)
             if name is None:
