@@ -63,6 +63,7 @@ class TrainerConfig(_Section):
     event_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     short_view_prob: float = Field(0.2, ge=0.0, le=1.0)  # share of 1-3 event views (cold-start training)
     item_dropout: float = Field(0.8, ge=0.0, le=1.0)  # hide item ids in views: learn behaviour, not items
+    category_dropout: float = Field(0.0, ge=0.0, le=1.0)  # hide categories in views likewise
     length_buckets: int = Field(4, ge=1)  # views per step are padded in this many length groups
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)

@@ -44,10 +44,12 @@ class ViewCollator:
             self.cfg.short_view_prob,
         )
         batch = bucketed_batch(self.featurizer, self.data, views, self.max_len, self.cfg.length_buckets)
-        if self.cfg.item_dropout > 0:
+        for name, p in (("item", self.cfg.item_dropout), ("category", self.cfg.category_dropout)):
+            if p <= 0:
+                continue
             for b in batch["buckets"]:  # type: ignore[union-attr]
-                hide = torch.from_numpy(self.rng.random(tuple(b["item"].shape)) < self.cfg.item_dropout)
-                b["item"] = torch.where(hide & (b["item"] > 0), torch.ones_like(b["item"]), b["item"])
+                hide = torch.from_numpy(self.rng.random(tuple(b[name].shape)) < p)
+                b[name] = torch.where(hide & (b[name] > 0), torch.ones_like(b[name]), b[name])
         return batch
 
 
