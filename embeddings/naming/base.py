@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from embeddings.profile_types import CohortName, CohortProfile
 
@@ -39,22 +35,6 @@ def sentences(text: str) -> list[str]:
     """Split text into sentences on ., ! or ? followed by a space (so "2.3×" and "$4.99" stay whole)."""
     parts = re.split(r"(?<=[.!?])\s+(?=\S)", text.strip())
     return [p for p in parts if p]
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write JSON so readers see the old file or the whole new one (temp file + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def make_unique(

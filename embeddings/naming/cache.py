@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from embeddings.naming.base import atomic_write_json
+from embeddings.fsutil import atomic_write_json
 from embeddings.profile_types import CohortName
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from embeddings.errors import NamingError
-from embeddings.naming.base import atomic_write_json, name_key
+from embeddings.fsutil import atomic_write_json
+from embeddings.naming.base import name_key
 from embeddings.profile_types import CohortName, CohortProfile
 
 logger = logging.getLogger(__name__)
