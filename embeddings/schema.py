@@ -38,7 +38,8 @@ from typing import Literal
 import polars as pl
 
 from embeddings.errors import SchemaError
-from embeddings.fsutil import atomic_path
+from embeddings.schema_report import _ROW, _describe, _strict_message, _write_quarantine
+from embeddings.timeparse import _parse_ts_strings, _ts_expr, _type_error
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +57,8 @@ OPTIONAL = ("item", "category", "amount", "text")
 SUPPORTED_FORMATS = ".parquet, .csv, .csv.gz, .jsonl, .ndjson, .jsonl.gz, .ndjson.gz, or a directory of .parquet files"
 
 Mode = Literal["strict", "lenient"]
-TsUnit = Literal["auto", "s", "ms", "us"]
+from embeddings.timeparse import TsUnit  # noqa: E402  (re-exported)
 
-_ROW = "__seqcohort_row__"  # internal 1-based data-row number; unlikely to clash with user columns
-_MAX_EXAMPLES = 5
-_LENIENT_HINT = (
-    "Row numbers count data rows from 1 (a CSV header is not counted). To load the valid rows "
-    "and quarantine the rest to a file, use lenient mode (mode='lenient'; CLI: --set data.mode=lenient)."
-)
 # Common names people give the required columns, for "did you mean" suggestions.
 _SYNONYMS = {
     "user_id": (
@@ -594,13 +589,6 @@ def _dtype(f: _Field) -> pl.DataType:
     return pl.Float64() if f.kind == "num" else pl.String()
 
 
-def _type_error(source: str, column: str, dtype: pl.DataType, expected: str) -> SchemaError:
-    return SchemaError(
-        f"{source}: column {column!r} has type {dtype}, which cannot hold {expected}. Map a "
-        f"different column with --map, or convert this one before loading."
-    )
-
-
 def _id_expr(
     col: pl.Expr, dtype: pl.DataType, source: str, name: str, *, float_text: bool = True
 ) -> pl.Expr:
@@ -638,247 +626,3 @@ def _num_expr(col: pl.Expr, dtype: pl.DataType, source: str, name: str) -> pl.Ex
     if dtype in (pl.String, pl.Categorical, pl.Enum):
         return col.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
     raise _type_error(source, name, dtype, "numbers")
-
-
-def _ts_expr(col: pl.Expr, dtype: pl.DataType, ts_unit: TsUnit, source: str, name: str) -> pl.Expr:
-    """Any supported timestamp representation -> naive UTC Datetime("us"); unparseable -> null."""
-    if isinstance(dtype, pl.Datetime):
-        if dtype.time_zone is not None:
-            col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        return col.cast(pl.Datetime("us"))
-    if dtype == pl.Date:
-        return col.cast(pl.Datetime("us"))
-    if dtype.is_integer():
-        return _epoch_int(col.cast(pl.Int64), ts_unit)
-    if dtype.is_float() or isinstance(dtype, pl.Decimal):
-        return _epoch_float(col.cast(pl.Float64), ts_unit)
-    raise _type_error(source, name, dtype, "timestamps")
-
-
-# Formats tried on a sample of string timestamps; the best one parses the whole column. Formats
-# without %.f / %z come first because polars parses them several times faster.
-_FAST_FORMATS: tuple[tuple[str, bool], ...] = (  # (format, has utc offset)
-    ("%Y-%m-%d %H:%M:%S", False),
-    ("%Y-%m-%dT%H:%M:%S", False),
-    ("%Y-%m-%dT%H:%M:%SZ", False),
-    ("%Y-%m-%d", False),
-    ("%Y-%m-%d %H:%M", False),
-    ("%Y-%m-%dT%H:%M", False),
-    ("%Y-%m-%d %H:%M:%S%.f", False),
-    ("%Y-%m-%dT%H:%M:%S%.f", False),
-    ("%Y-%m-%dT%H:%M:%S%.fZ", False),
-    ("%Y-%m-%dT%H:%M:%S%z", True),
-    ("%Y-%m-%d %H:%M:%S%z", True),
-    ("%Y-%m-%dT%H:%M:%S%.f%z", True),
-    ("%Y-%m-%d %H:%M:%S%.f%z", True),
-)
-_SLOW_FORMATS: tuple[tuple[str, bool], ...] = (  # applied after _normalize_iso
-    ("%Y-%m-%d %H:%M:%S%.f%z", True),
-    ("%Y-%m-%d %H:%M%z", True),
-    ("%Y-%m-%d %H:%M:%S%.f", False),
-    ("%Y-%m-%d %H:%M", False),
-    ("%Y-%m-%d", False),
-)
-
-
-def _strptime(e: pl.Expr, fmt: str, utc_offset: bool) -> pl.Expr:
-    if utc_offset:
-        parsed = e.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False)
-        return parsed.dt.replace_time_zone(None)
-    return e.str.strptime(pl.Datetime("us"), fmt, strict=False)
-
-
-def _normalize_iso(e: pl.Expr) -> pl.Expr:
-    """`T`/`t` -> space, `Z`/`UTC` -> +00:00, `+02` -> +02:00, no space before the offset."""
-    time_part = r"(\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)"
-    return (
-        e.str.replace(r"^(\d{4}-\d{2}-\d{2})[Tt ]+", "${1} ")
-        .str.replace(r"(?i)\s*(z|utc|gmt)$", "+00:00")
-        .str.replace(time_part + r"\s*([+-]\d{2})$", "${1}${2}:00")
-        .str.replace(time_part + r"\s+([+-]\d{2}:?\d{2})$", "${1}${2}")
-    )
-
-
-def _parse_ts_strings(s: pl.Series, ts_unit: TsUnit) -> pl.Series:
-    """String timestamps -> naive UTC Datetime("us"); unparseable -> null.
-
-    The format that parses most of a sample is applied to the whole column (fast); only the
-    rows it misses go through every supported form (slow, but usually few or none).
-    """
-    s = s.str.strip_chars()
-    parsers = [lambda e, f=f, tz=tz: _strptime(e, f, tz) for f, tz in _FAST_FORMATS]
-    parsers.append(lambda e: _epoch_float(e.cast(pl.Float64, strict=False), ts_unit))
-    values = s.drop_nulls()
-    sample = values.gather_every(max(1, values.len() // 1000)).to_frame("v")
-    hits = sample.select(
-        [p(pl.col("v")).is_not_null().sum().alias(str(i)) for i, p in enumerate(parsers)]
-    ).row(0)
-    best = max(range(len(parsers)), key=lambda i: (hits[i], -i))
-    frame = s.to_frame("v")
-    out = frame.select(parsers[best](pl.col("v")).alias(s.name)).to_series()
-    todo = out.is_null() & s.is_not_null()
-    if todo.any():
-        rest = (
-            frame.filter(todo)
-            .select(
-                pl.coalesce(
-                    *[_strptime(_normalize_iso(pl.col("v")), f, tz) for f, tz in _SLOW_FORMATS],
-                    parsers[-1](pl.col("v")),
-                )
-            )
-            .to_series()
-        )
-        out = out.scatter(todo.arg_true(), rest)
-    return out
-
-
-_US_PER = {"s": 1_000_000, "ms": 1_000, "us": 1}
-
-
-def _epoch_int(x: pl.Expr, ts_unit: TsUnit) -> pl.Expr:
-    """Integer epochs -> Datetime("us") in exact integer arithmetic (see module docstring)."""
-    a = x.abs()
-    if ts_unit != "auto":
-        per = _US_PER[ts_unit]
-        return pl.when(a < 9 * 10**18 // per).then((x * per).cast(pl.Datetime("us")))
-    us = (
-        pl.when(a < 10**11)
-        .then(x * 1_000_000)
-        .when(a < 10**14)
-        .then(x * 1_000)
-        .when(a < 10**17)
-        .then(x)
-        .otherwise(x // 1_000)
-    )
-    ymd = x.cast(pl.String).str.strptime(pl.Datetime("us"), "%Y%m%d", strict=False)
-    return (
-        pl.when((x >= 10_000_000) & (x < 100_000_000))
-        .then(ymd)
-        .otherwise(us.cast(pl.Datetime("us")))
-    )
-
-
-def _epoch_float(x: pl.Expr, ts_unit: TsUnit) -> pl.Expr:
-    """Float epochs (possibly fractional) -> Datetime("us"); NaN/inf -> null."""
-    if ts_unit != "auto":
-        us = x * float(_US_PER[ts_unit])
-    else:
-        a = x.abs()
-        us = (
-            pl.when(a < 1e11)
-            .then(x * 1e6)
-            .when(a < 1e14)
-            .then(x * 1e3)
-            .when(a < 1e17)
-            .then(x)
-            .otherwise(x / 1e3)
-        )
-    as_dt = us.round().cast(pl.Int64, strict=False).cast(pl.Datetime("us"))
-    valid = x.is_finite() & (us.abs() < 9e18)
-    if ts_unit == "auto":
-        eight = (x >= 1e7) & (x < 1e8) & (x == x.round())
-        ymd = (
-            x.cast(pl.Int64, strict=False)
-            .cast(pl.String)
-            .str.strptime(pl.Datetime("us"), "%Y%m%d", strict=False)
-        )
-        return pl.when(eight).then(ymd).when(valid).then(as_dt)
-    return pl.when(valid).then(as_dt)
-
-
-# ---------------------------------------------------------------------------------------------
-# Messages and quarantine
-# ---------------------------------------------------------------------------------------------
-
-_PROBLEMS = {
-    "missing_user_id": (
-        "an empty user id",
-        "every event needs the id of its user - fill or remove these rows, or map the right "
-        "column with --map user_id=<column>",
-    ),
-    "bad_timestamp": (
-        "a missing or unparseable timestamp",
-        "write timestamps as ISO-8601 (2024-03-05T14:30:00Z, 2024-03-05 14:30:00+01:00), dates "
-        "(2024-03-05 or 19970101) or epoch seconds/milliseconds (set ts_unit if auto-detection "
-        "guesses wrong); if another column holds the time, use --map ts=<column>",
-    ),
-    "missing_event": (
-        "an empty event type",
-        "fill the event column, map another one with --map event=<column>, or set "
-        "event_default='purchase' to use a constant for empty events",
-    ),
-    "non_numeric": (
-        "a value that is not a number",
-        "write plain numbers with '.' as the decimal separator and no currency symbols or "
-        "thousands separators (12.50, not '12,50' or '$12.50'); leave the cell empty if unknown",
-    ),
-    "nonfinite": (
-        "NaN or infinity",
-        "replace NaN/inf with a real number, or leave the cell empty (empty values are allowed)",
-    ),
-}
-
-
-@dataclass(frozen=True)
-class _Problem:
-    summary: str  # "3 of 10 rows have ... in column 'x'"
-    examples: str  # "row 2: 'abc', row 5: (empty) and 1 more"
-    fix: str
-
-
-def _describe(
-    reason: str, f: _Field, n: int, df: pl.DataFrame, mask: pl.Series, n_in: int
-) -> _Problem:
-    key = "non_numeric" if reason.startswith("non_numeric_") else reason
-    key = "nonfinite" if reason.startswith("nonfinite_") else key
-    what, fix = _PROBLEMS[key]
-    assert f.source is not None  # problems only arise for columns read from the data
-    examples = (
-        df.filter(mask)
-        .head(_MAX_EXAMPLES)
-        .select(pl.col(_ROW), _as_string(f.source, df.schema[f.source]).alias("v"))
-    )
-    shown = ", ".join(
-        f"row {r}: {v!r}" if v is not None and v.strip() else f"row {r}: (empty)"
-        for r, v in examples.iter_rows()
-    )
-    more = f" and {n - examples.height} more" if n > examples.height else ""
-    mapped = f" (mapped to {f.canonical!r})" if f.source != f.canonical else ""
-    verb = "has" if n == 1 else "have"
-    summary = f"{n} of {n_in} rows {verb} {what} in column {f.source!r}{mapped}"
-    return _Problem(summary, shown + more, fix)
-
-
-def _strict_message(source: str, problems: list[_Problem]) -> str:
-    """One paragraph: the first problem in full, the others briefly."""
-    first, *others = problems
-    msg = f"{source}: {first.summary} - {first.examples}. Fix: {first.fix}."
-    if others:
-        msg += " Also: " + "; ".join(f"{p.summary} ({p.examples})" for p in others) + "."
-    return f"{msg} {_LENIENT_HINT}"
-
-
-def _as_string(name: str, dtype: pl.DataType) -> pl.Expr:
-    if dtype.is_nested():
-        return pl.struct(pl.col(name)).struct.json_encode()
-    return pl.col(name).cast(pl.String)
-
-
-def _write_quarantine(raw: pl.LazyFrame, bad: pl.DataFrame, path: Path) -> Path:
-    """Write rejected rows (all original columns as text, `_row`, `_reason`) atomically."""
-    schema = raw.collect_schema()
-    keep = [c for c in schema.names() if c not in (_ROW, "_row", "_reason")]
-    rows = (
-        raw.with_columns(pl.col(_ROW).cast(pl.Int64))
-        .join(bad.lazy(), on=_ROW, how="inner")
-        .select(
-            pl.col(_ROW).alias("_row"),
-            *[_as_string(c, schema[c]).alias(c) for c in keep],
-            pl.col("_reason"),
-        )
-        .sort("_row")
-        .collect()
-    )
-    with atomic_path(path) as tmp:
-        rows.write_parquet(tmp)
-    return path
