@@ -126,7 +126,8 @@ class Ingress:
                 await asyncio.sleep(0.1 * 2**attempt)  # 0.1 .. 1.6 s: time for Serve to replace it
 
     # ------------------------------------------------------------------ helpers
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.001)
+    # several batches in flight: while one waits on the Encoder, the next is already forming
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.001, max_concurrent_batches=4)
     async def _live(self, groups: list[list[dict[str, Any]]]) -> list[Any]:
         """Embed + assign the sessions of concurrent requests with one Encoder and one Assigner call.
 
