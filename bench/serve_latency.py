@@ -48,6 +48,7 @@ async def http_load(url: str, bodies: list[dict], concurrency: int, n: int, key:
     import httpx
 
     lat: list[float] = []
+    samples: list[tuple[float, float]] = []  # (start, latency) for the chaos timeline
     errors = 0
     next_i = 0
     headers = {"X-API-Key": key} if key else {}
@@ -65,6 +66,7 @@ async def http_load(url: str, bodies: list[dict], concurrency: int, n: int, key:
                 except Exception:
                     ok = False
                 lat.append(time.perf_counter() - t)
+                samples.append((t, lat[-1]))
                 errors += not ok
 
         for _ in range(concurrency):  # warm the connections
@@ -72,7 +74,7 @@ async def http_load(url: str, bodies: list[dict], concurrency: int, n: int, key:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    return lat, n / wall, errors
+    return lat, n / wall, errors, samples
 
 
 def in_process(workspace: str, raw: list[list[dict]], concurrency: int, n: int):
@@ -132,10 +134,10 @@ async def chaos(url: str, bodies: list[dict], seconds: float = 12.0, kill_at: fl
         return time.perf_counter()
 
     n = int(seconds * 40)
-    load = asyncio.create_task(_timed_load(url, bodies, 8, n))
+    load = asyncio.create_task(http_load(url, bodies, 8, n))
     t_kill = await killer()
     try:
-        lat_t, errors = await asyncio.wait_for(load, timeout=seconds + 120)
+        _, _, errors, lat_t = await asyncio.wait_for(load, timeout=seconds + 120)
     except asyncio.TimeoutError:
         return f"chaos: the load did not finish within {seconds + 120:.0f}s after killing the Encoder replica"
     after = [(t, d) for t, d in lat_t if t + d >= t_kill]
@@ -145,29 +147,6 @@ async def chaos(url: str, bodies: list[dict], seconds: float = 12.0, kill_at: fl
     return (f"chaos: killed the Encoder replica under concurrency-8 load; {len(lat_t)} requests, "
             f"{errors} failed; slowest request after the kill {worst:.0f} ms; "
             f"latency back under 200 ms {recovery:.1f}s after the kill")
-
-
-async def _timed_load(url: str, bodies: list[dict], concurrency: int, n: int):
-    import httpx
-
-    out: list[tuple[float, float]] = []
-    errors, next_i = 0, 0
-    async with httpx.AsyncClient(base_url=url, timeout=20) as c:
-        async def worker() -> None:
-            nonlocal next_i, errors
-            while next_i < n:
-                i = next_i
-                next_i += 1
-                t = time.perf_counter()
-                try:
-                    r = await c.post("/v1/assign", json=bodies[i % len(bodies)])
-                    errors += r.status_code != 200
-                except Exception:
-                    errors += 1
-                out.append((t, time.perf_counter() - t))
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return out, errors
 
 
 def main() -> None:
@@ -203,7 +182,7 @@ def main() -> None:
         for label, u in targets:
             asyncio.run(http_load(u, bodies, 8, 200))  # warm-up
             for c in a.concurrency:
-                lat, rps, err = asyncio.run(http_load(u, bodies, c, a.requests))
+                lat, rps, err, _ = asyncio.run(http_load(u, bodies, c, a.requests))
                 rows.append((label, c, *pct(lat), rps, err))
         chaos_line = asyncio.run(chaos(url, bodies)) if a.chaos else ""
     finally:
