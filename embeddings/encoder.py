@@ -7,7 +7,6 @@ the most recent event, so "the last event" always has position 0 whatever the hi
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -129,14 +128,3 @@ class EventEncoder(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def param_summary(model: EventEncoder) -> str:
-    n = model.num_parameters()
-    return f"{n / 1e6:.2f}M parameters" if n >= 1e5 else f"{n} parameters"
-
-
-def attention_flops(cfg: EncoderConfig, T: int) -> float:
-    """Rough forward FLOPs per sequence, for benchmarks' sanity checks."""
-    per_tok = 2 * (4 * cfg.d_model**2 + 2 * cfg.d_model * cfg.d_ff) + 4 * T * cfg.d_model
-    return float(cfg.n_layers * per_tok * T) + 2 * math.prod((2 * cfg.d_model, cfg.dim))

@@ -14,7 +14,6 @@ Id conventions for categorical fields: 0 = padding, 1 = missing (null), 2 = out 
 from __future__ import annotations
 
 import json
-import math
 import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -206,9 +205,11 @@ class Featurizer:
             )
             ids = pl.when(s.is_null()).then(MISSING).otherwise(ids.fill_null(OOV))
             cols[col] = pl.select(ids).to_series().to_numpy().astype(np.int64)
+        uid = df.get_column("user_id").to_numpy()
+        new_user = np.ones(len(uid), dtype=bool)
+        new_user[1:] = uid[1:] != uid[:-1]
         # the previous event's type within the user: local order (search -> cart vs cart -> search)
-        prev = np.roll(cols["event"], 1)
-        cols["prev_event"] = np.where(np.r_[True, df.get_column("user_id").to_numpy()[1:] != df.get_column("user_id").to_numpy()[:-1]], MISSING, prev)
+        cols["prev_event"] = np.where(new_user, MISSING, np.roll(cols["event"], 1))
         cols["item"] = (
             stable_hash_bucket(df.get_column("item").cast(pl.String), self.config.item_buckets)
             .to_numpy()
@@ -226,9 +227,6 @@ class Featurizer:
             np.float32
         )
         ts_us = df.get_column("ts").cast(pl.Int64).to_numpy()  # microseconds since epoch
-        uid = df.get_column("user_id").to_numpy()
-        new_user = np.ones(len(uid), dtype=bool)
-        new_user[1:] = uid[1:] != uid[:-1]
         gap_s = np.zeros(len(ts_us), dtype=np.float64)
         gap_s[1:] = (ts_us[1:] - ts_us[:-1]) / 1e6
         gap_b = np.clip(np.floor(np.log2(np.maximum(gap_s, 0) + 1.0)), 0, GAP_BUCKETS - 2)
@@ -350,8 +348,3 @@ def data_fingerprint(events: pl.DataFrame) -> str:
     h = events.select(pl.col("user_id", "event").hash(0)).to_series(0).sum() if n else 0
     raw = f"{n}|{users}|{tmin}|{tmax}|{h}"
     return f"{zlib.crc32(raw.encode()):08x}-{n}r-{users}u"
-
-
-def log_bucket(x: float, n: int) -> int:
-    """Log2 bucket of a non-negative value, clipped to n-1 (used by tests and docs)."""
-    return int(min(max(math.floor(math.log2(max(x, 0.0) + 1.0)), 0), n - 1))

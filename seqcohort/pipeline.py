@@ -107,7 +107,7 @@ def name_cohorts(cohorts: list[Cohort], namer: Any, workspace: Workspace | None)
     if workspace is not None:
         ov = Overrides(workspace.root)
         names = ov.apply([c.id for c in cohorts], names)
-        pinned = set(ov.pinned_ids()) if hasattr(ov, "pinned_ids") else set()
+        pinned = set(ov.pinned_ids())
     else:
         pinned = set()
     for c, n in zip(cohorts, names, strict=True):

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 
 import seqcohort.commands  # noqa: F401  (registers subcommands on `cli`)
 from seqcohort.cli import cli
-from seqcohort.cli import main as _register  # noqa: F401
 from tests.conftest import TINY_SETS
 
 SETS = [a for s in TINY_SETS for a in ("--set", s)]

@@ -83,6 +83,7 @@ class SequenceDataModule(L.LightningDataModule):
         n_val = int(len(rows) * cfg.val_fraction)
         n_val = n_val if n_val >= cfg.views * 4 else 0  # too few users for a meaningful check
         self.val_rows, self.train_rows = np.sort(rows[:n_val]), rows[n_val:]
+        self._val_batches: list[dict[str, object]] | None = None
 
     def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
         g = torch.Generator().manual_seed(self.cfg.seed)
@@ -97,27 +98,14 @@ class SequenceDataModule(L.LightningDataModule):
             persistent_workers=self.cfg.num_workers > 0,
         )
 
-    def val_dataloader(self) -> DataLoader[dict[str, torch.Tensor]] | list[object]:
+    def val_dataloader(self) -> DataLoader[dict[str, object]] | list[object]:
+        """Validation views drawn once with a fixed seed: the metric moves only when the model does."""
         if len(self.val_rows) == 0:
             return []
-        return DataLoader(
-            _Users(self.val_rows),
-            batch_size=min(self.cfg.batch_size, len(self.val_rows)),
-            shuffle=False,
-            # a fixed seed per validation pass: the metric moves only when the model does
-            collate_fn=_FreshCollator(self.data, self.featurizer, self.cfg, self.max_len),
-        )
-
-
-class _FreshCollator(ViewCollator):
-    """Validation views drawn from a generator re-seeded at every pass."""
-
-    def __init__(self, data: SequenceData, featurizer: Featurizer, cfg: TrainerConfig, max_len: int) -> None:
-        super().__init__(data, featurizer, cfg, max_len, seed=cfg.seed + 1)
-        self._first_rows: list[int] | None = None
-
-    def __call__(self, rows: list[int]) -> dict[str, object]:
-        if self._first_rows is None or rows[:4] == self._first_rows:
-            self._first_rows = rows[:4]
-            self.rng = np.random.default_rng(self.cfg.seed + 1)
-        return super().__call__(rows)
+        if self._val_batches is None:
+            collate = ViewCollator(self.data, self.featurizer, self.cfg, self.max_len, seed=self.cfg.seed + 1)
+            bs = min(self.cfg.batch_size, len(self.val_rows))
+            self._val_batches = [
+                collate([int(r) for r in self.val_rows[i : i + bs]]) for i in range(0, len(self.val_rows), bs)
+            ]
+        return DataLoader(self._val_batches, batch_size=None, shuffle=False)  # type: ignore[arg-type]

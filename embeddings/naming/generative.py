@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -27,7 +28,7 @@ class CompletionError(Exception):
     """A model call failed for good (after retries); the text is the reason recorded on fallbacks."""
 
 
-class GenerativeNamer:
+class GenerativeNamer(ABC):
     """Names cohorts by prompting a language model; subclasses implement `_complete` only.
 
     Flow per `name()` call: look every profile up in the cache; send the rest in requests of at most
@@ -55,9 +56,9 @@ class GenerativeNamer:
         self.max_cohorts_per_request = max(1, int(max_cohorts_per_request))
         self.concurrency = max(1, int(concurrency))
 
+    @abstractmethod
     def _complete(self, messages: list[dict[str, str]], n_cohorts: int) -> str:
         """Return the model's reply text; raise `CompletionError` when no reply can be had."""
-        raise NotImplementedError
 
     def _redact(self, text: str) -> str:
         """Remove secrets from text that may end up in logs or `fallback_reason`."""
