@@ -279,11 +279,37 @@ class Featurizer:
                 out[np.arange(B)[lens > 0], 0] = FIRST_GAP
             batch[name] = torch.from_numpy(out)
         batch["lengths"] = torch.from_numpy(lens)
-        if data.context is not None:
-            firsts = np.array([ix[0] if len(ix) else 0 for ix in index_lists], dtype=np.int64)
-            users = np.searchsorted(data.offsets, firsts, side="right") - 1
-            batch["context"] = torch.from_numpy(data.context[users])
+        batch["context"] = torch.from_numpy(self.view_context(data, flat, lens))
         return batch
+
+    def view_context(self, data: SequenceData, flat: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """(B, N_CONTEXT) aggregates of exactly the events each batch row holds.
+
+        Computed from the row's own events (not the user's whole history), so two sub-sequence
+        views of one user do not share them (no contrastive shortcut), while a full history at
+        embedding time gets what RFM knows: how many events, how recent, how much spend, over how
+        long, on how many days. `flat` holds the rows' event indices back to back, `lens` their lengths.
+        """
+        ctx = np.zeros((len(lens), N_CONTEXT), dtype=np.float32)
+        full = np.flatnonzero(lens > 0)
+        if len(full) == 0:
+            return ctx
+        ends = np.cumsum(lens)[full]
+        starts = ends - lens[full]
+        rec = np.expm1(data.fields["log_recency"][flat].astype(np.float64) * 3.0)  # days before as_of
+        av = data.fields["amount_value"][flat].astype(np.float64)
+        assert self.numeric_stats_ is not None
+        spend = np.where(av > 0, np.expm1(av * self.numeric_stats_["amount"][1]), 0.0)
+        day = np.floor(rec)
+        new_day = np.ones(len(rec), dtype=bool)
+        new_day[1:] = day[1:] != day[:-1]
+        new_day[starts] = True
+        recency, tenure = rec[ends - 1], np.maximum(rec[starts] - rec[ends - 1], 0.0)
+        ctx[full] = np.stack([
+            np.log1p(lens[full]) / 5, np.log1p(recency) / 5, np.log1p(np.add.reduceat(spend, starts)) / 8,
+            np.log1p(tenure) / 6, np.log1p(np.add.reduceat(new_day.astype(np.float64), starts)) / 5,
+        ], axis=1)
+        return ctx
 
     def collate_users(
         self, data: SequenceData, rows: np.ndarray, max_len: int

@@ -90,3 +90,22 @@ def test_subset(tiny_events):
     np.testing.assert_array_equal(
         sub.fields["event"][: sub.lengths[0]], data.fields["event"][data.offsets[2] : data.offsets[3]]
     )
+
+
+def test_context_describes_exactly_the_events_of_each_batch_row():
+    """Aggregates come from the row's own events: a view does not leak its user's whole history."""
+    as_of = datetime(2024, 1, 31)
+    ts = [datetime(2024, 1, 1, 10), datetime(2024, 1, 1, 11), datetime(2024, 1, 5), datetime(2024, 1, 21)]
+    ev = pl.DataFrame({"user_id": ["u"] * 4, "ts": ts, "event": ["buy"] * 4, "item": ["a"] * 4,
+                       "category": ["c"] * 4, "amount": [10.0, None, 30.0, -5.0]})
+    f = Featurizer().fit(ev)
+    data = f.transform(ev, as_of=as_of)
+    batch = f.collate(data, [np.arange(4), np.arange(2), np.arange(0)], max_len=8)
+    ctx = batch["context"].numpy().astype(np.float64)
+    n, recency, spend, tenure, days = (ctx[:, 0] * 5, ctx[:, 1] * 5, ctx[:, 2] * 8, ctx[:, 3] * 6, ctx[:, 4] * 5)
+    np.testing.assert_allclose(np.expm1(n[:2]), [4, 2], rtol=1e-5)
+    np.testing.assert_allclose(np.expm1(recency[:2]), [10.0, 29 + 13 / 24], rtol=1e-4)  # refunds are not spend
+    np.testing.assert_allclose(np.expm1(spend[:2]), [40.0, 10.0], rtol=1e-3)
+    np.testing.assert_allclose(np.expm1(tenure[:2]), [19 + 14 / 24, 1 / 24], rtol=1e-3)
+    np.testing.assert_allclose(np.expm1(days[:2]), [3, 1], rtol=1e-5)
+    assert (ctx[2] == 0).all()  # an empty row has no aggregates
