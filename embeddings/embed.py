@@ -13,6 +13,7 @@ import torch
 
 from embeddings.bundle import Bundle, load_bundle
 from embeddings.features import SequenceData
+from embeddings.featurize_small import SMALL_MAX_EVENTS, Columns, SmallFeaturizer, columns_frame
 from embeddings.fsutil import atomic_path
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class UserEncoder:
         self.featurizer = bundle.featurizer
         self.max_len = bundle.config.max_len
         self.last_user_ids: np.ndarray = np.zeros(0, dtype=object)
+        self._small: SmallFeaturizer | None = None
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> UserEncoder:
@@ -48,6 +50,18 @@ class UserEncoder:
 
     def featurize(self, events: pl.DataFrame, as_of: datetime | None = None) -> SequenceData:
         return self.featurizer.transform(events, as_of=as_of)
+
+    def featurize_columns(self, columns: Columns, as_of: datetime | None = None) -> SequenceData:
+        """`featurize` for events given as canonical columns (see embeddings.featurize_small).
+
+        A few users' events (live sessions) skip polars: the same SequenceData in ~0.4 ms instead of
+        ~3.5 ms for one 20-event session.
+        """
+        if len(columns["ts"]) > SMALL_MAX_EVENTS:
+            return self.featurize(columns_frame(columns, self.featurizer.config), as_of)
+        if self._small is None or self._small.featurizer is not self.featurizer:
+            self._small = SmallFeaturizer(self.featurizer)
+        return self._small.transform(columns, as_of)
 
     @torch.inference_mode()
     def encode(

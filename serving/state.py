@@ -73,6 +73,10 @@ class Versions(Generic[T]):
         with self._lock:
             return vid, self._load(vid)
 
+    def is_loaded(self, vid: str | None) -> bool:
+        """True when `get(vid)` answers from memory (no loading from disk)."""
+        return vid is None or vid == self.current_id or vid in self._cache
+
     def refresh(self) -> bool:
         """Follow the workspace's `current` link; True if a new version was swapped in."""
         vid = self.ws.current_id()
@@ -129,27 +133,24 @@ class EncoderState:
         parts: list[SequenceData] = []
         order: list[int] = []
         for as_of_us, idx in groups.items():
-            parts.append(self.encoder.featurize(self._frame([sessions[i] for i in idx]), _dt(as_of_us)))
+            parts.append(self.encoder.featurize_columns(self._columns([sessions[i] for i in idx]), _dt(as_of_us)))
             order.extend(idx)  # zero-padded ids sort in insertion order
         X = self.encoder.encode(_concat(parts)) if len(parts) > 1 else self.encoder.encode(parts[0])
         out = np.empty_like(X)
         out[np.asarray(order)] = X
         return out
 
-    def _frame(self, sessions: list[dict[str, Any]]) -> pl.DataFrame:
-        cols: dict[str, list[Any]] = {k: [] for k in ("user_id", "ts", "event", "item", "category", "amount", "text")}
+    def _columns(self, sessions: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        """Canonical event columns of the sessions; user ids are their zero-padded positions."""
+        cols: dict[str, list[Any]] = {k: [] for k in ("user_id", "ts", "event", "item", "category", "amount")}
         for j, s in enumerate(sessions):
-            n = len(s["ts"])
-            cols["user_id"].extend([f"{j:08d}"] * n)
-            for k in ("ts", "event", "item", "category", "amount", "text"):
+            cols["user_id"].extend([f"{j:08d}"] * len(s["ts"]))
+            for k in ("ts", "event", "item", "category", "amount"):
                 cols[k].extend(s[k])
-        df = pl.DataFrame(cols, schema={"user_id": pl.String, "ts": pl.Int64, "event": pl.String,
-                                        "item": pl.String, "category": pl.String, "amount": pl.Float64,
-                                        "text": pl.String})
-        df = df.with_columns(pl.col("ts").cast(pl.Datetime("us")))
-        if self.extra_cols:  # extra model columns the API does not carry: missing values
-            df = df.with_columns([pl.lit(None).alias(c) for c in self.extra_cols])
-        return df
+        n = len(cols["ts"])
+        for c in self.extra_cols:  # extra model columns the API does not carry: missing values
+            cols[c] = [None] * n
+        return cols
 
 
 def _dt(us: int):

@@ -100,3 +100,17 @@ def test_versions_follow_current(trained_workspace, tmp_path):
     with pytest.raises(Exception, match="does not exist"):
         v.get("../../etc")
     os.sync()
+
+
+def test_live_sessions_featurise_like_the_reference(trained_workspace):
+    """The Encoder's polars-free path gives exactly the embedding of Featurizer.transform + encode."""
+    from embeddings.featurize_small import columns_frame
+    from embeddings.workspace import Workspace
+    from serving.state import EncoderState, _dt
+
+    cur = Workspace(trained_workspace).current()
+    st = EncoderState.load(cur.name, cur)
+    for s in _sessions(6, seed=4):
+        frame = columns_frame(st._columns([s]), st.encoder.featurizer.config)
+        ref = st.encoder.encode(st.encoder.featurize(frame, _dt(s["as_of"])))
+        np.testing.assert_array_equal(st.embed_sessions([s]), ref)
