@@ -141,6 +141,25 @@ def test_batch_equals_one_by_one(client):
         assert max(abs(a - b) for a, b in zip(e["embedding"], one["embedding"], strict=True)) < 1e-4
 
 
+def test_concurrent_requests_get_their_own_answers(served, client):
+    """Requests the ingress batches together are answered as if sent one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    as_of = datetime.now(timezone.utc).isoformat()
+    bodies = [{"user_id": f"c{i}", "events": session(1 + i % 9, minutes_ago=20 + i), "as_of": as_of} for i in range(24)]
+    single = [client.post("/v1/assign", json=b).json() for b in bodies]
+
+    def post(b: dict) -> dict:
+        return httpx.post(f"{served[0]}/v1/assign", json=b, headers=H, timeout=60).json()
+
+    with ThreadPoolExecutor(12) as pool:
+        together = list(pool.map(post, bodies))
+    for t, s in zip(together, single, strict=True):
+        assert (t["user_id"], t["cohort_id"], t["neighbors"]) == (s["user_id"], s["cohort_id"], s["neighbors"])
+        assert math.isclose(t["confidence"], s["confidence"], rel_tol=1e-4, abs_tol=1e-5)
+    assert len({(t["cohort_id"], t["confidence"]) for t in together}) > 1  # not one answer copied to all
+
+
 def test_embed_live_and_stored(client):
     d = client.post("/v1/embed", json={"events": session(4)}).json()
     assert len(d["embedding"]) == d["dim"] and abs(sum(x * x for x in d["embedding"]) - 1) < 1e-3
