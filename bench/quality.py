@@ -77,7 +77,7 @@ def markdown(results: dict[str, tuple[BacktestReport, float]]) -> str:
              "precision vs the manual RFM segments at the same budget (95% bootstrap CI over users).", "",
              "| case | users | base rate | AUC RFM | AUC emb (behaviour) | AUC emb+RFM | AUC emb (goal-aware) | "
              "AUC propensity | Brier (base) | prec RFM | prec AI cohorts (vs RFM) | prec goal-aware (vs RFM) | "
-             "prec goal-aware+intent (vs RFM) | prec propensity (vs RFM) | seconds |",
+             "prec propensity (vs RFM) | ceiling: LR on outcomes (vs RFM) | seconds |",
              "|" + "---|" * 15]
 
     def prec(rep: BacktestReport, method: str) -> str:
@@ -99,7 +99,7 @@ def markdown(results: dict[str, tuple[BacktestReport, float]]) -> str:
             f"{auc('embeddings:behaviour+rfm')} | {auc('embeddings:goal_aware')} | {c.get('auc', float('nan')):.4f} | "
             f"{c.get('brier', float('nan')):.4f} ({c.get('brier_base', float('nan')):.4f}) | {prec(rep, 'rfm_segments')} | "
             f"{prec(rep, 'ai_behaviour_cohorts')} | {prec(rep, 'goal_aware_cohorts')} | "
-            f"{prec(rep, 'goal_aware_intent_cohorts')} | {prec(rep, 'propensity_score')} | {secs:.0f} |")
+            f"{prec(rep, 'propensity_score')} | {prec(rep, 'ceiling_rfm_lr_on_outcomes')} | {secs:.0f} |")
     lines += ["", "Config overrides: " + ", ".join(
         f"{k}: {' '.join(r.info.get('config_overrides') or ['defaults'])}" for k, (r, _) in results.items())]
     return "\n".join(lines) + "\n"

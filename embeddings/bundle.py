@@ -4,6 +4,9 @@
     model.safetensors  weights
     featurizer.json    Featurizer (vocabularies, scales)
     manifest.json      version hash, data fingerprint, metrics, creation time
+
+A goal-aware bundle also holds `propensity.safetensors` (the head) and `propensity.json` (goal,
+calibration, intent scaling); it loads as an `embeddings.intent.IntentEncoder`.
 """
 
 from __future__ import annotations
@@ -15,20 +18,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from embeddings.encoder import EncoderConfig, EventEncoder
 from embeddings.errors import BundleError
 from embeddings.features import Featurizer
 from embeddings.fsutil import atomic_dir, atomic_write_json
+from embeddings.intent import IntentConfig, IntentEncoder
 
 FILES = ("config.json", "model.safetensors", "featurizer.json", "manifest.json")
 FORMAT = "seqcohort.bundle/1"
+HEAD_FILE = "propensity.safetensors"
+META_FILE = "propensity.json"
+PROPENSITY_FORMAT = "seqcohort.propensity/2"
 
 
 @dataclass
 class Bundle:
-    encoder: EventEncoder
+    encoder: EventEncoder | IntentEncoder
     featurizer: Featurizer
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -41,40 +49,61 @@ class Bundle:
         return self.encoder.cfg
 
 
-def _version_hash(config: dict[str, Any], featurizer: dict[str, Any], weights: Path) -> str:
+def _version_hash(config: dict[str, Any], featurizer: dict[str, Any], weights: list[Path],
+                  propensity: dict[str, Any] | None) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(config, sort_keys=True).encode())
     h.update(json.dumps(featurizer, sort_keys=True).encode())
-    h.update(weights.read_bytes())
+    for w in weights:
+        h.update(w.read_bytes())
+    if propensity is not None:
+        h.update(json.dumps(propensity, sort_keys=True).encode())
     return h.hexdigest()[:12]
+
+
+def _state(module: Any) -> dict[str, Any]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
 def save_bundle(
     path: str | Path,
-    encoder: EventEncoder,
+    encoder: EventEncoder | IntentEncoder,
     featurizer: Featurizer,
     *,
     data_fingerprint: str = "",
     metrics: dict[str, float] | None = None,
     extra: dict[str, Any] | None = None,
+    propensity: dict[str, Any] | None = None,
 ) -> Bundle:
-    """Write a bundle directory atomically (a crash leaves no half-written bundle)."""
+    """Write a bundle directory atomically (a crash leaves no half-written bundle).
+
+    An IntentEncoder needs `propensity` (the head's metadata, with "embedding" = its IntentConfig).
+    """
     path = Path(path)
-    config = encoder.cfg.to_dict()
+    base = encoder.base if isinstance(encoder, IntentEncoder) else encoder
+    if isinstance(encoder, IntentEncoder) and propensity is None:
+        raise BundleError("save_bundle(IntentEncoder) needs the propensity metadata.")
+    config = base.cfg.to_dict()
     feat = featurizer.to_dict()
     with atomic_dir(path) as tmp:
         atomic_write_json(tmp / "config.json", config)
         atomic_write_json(tmp / "featurizer.json", feat)
-        state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
+        save_file(_state(base), str(tmp / "model.safetensors"))
+        weights = [tmp / "model.safetensors"]
+        if isinstance(encoder, IntentEncoder):
+            propensity = {**(propensity or {}), "format": PROPENSITY_FORMAT, "embedding": encoder.intent.to_dict()}
+            save_file(_state(encoder.head), str(tmp / HEAD_FILE))
+            atomic_write_json(tmp / META_FILE, propensity)
+            weights.append(tmp / HEAD_FILE)
         manifest = {
             "format": FORMAT,
-            "version": _version_hash(config, feat, tmp / "model.safetensors"),
+            "version": _version_hash(config, feat, weights, propensity),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "data_fingerprint": data_fingerprint,
             "metrics": metrics or {},
             "parameters": encoder.num_parameters(),
             **(extra or {}),
+            **({"propensity": propensity} if propensity is not None else {}),
         }
         atomic_write_json(tmp / "manifest.json", manifest)
     return Bundle(encoder, featurizer, manifest)
@@ -107,5 +136,32 @@ def load_bundle(path: str | Path, device: str = "cpu") -> Bundle:
             f"Bundle {path} weights do not match its config (missing {missing_keys[:5]}, "
             f"unexpected {unexpected[:5]})."
         )
-    encoder.to(device).eval()
-    return Bundle(encoder, featurizer, manifest)
+    meta = read_propensity_meta(path)
+    if meta is None:
+        return Bundle(encoder.to(device).eval(), featurizer, manifest)
+    try:
+        intent = IntentConfig(**meta["embedding"])
+        head_state = load_file(str(path / HEAD_FILE), device=device)
+        head = torch.nn.Linear(head_state["weight"].shape[1], 1)
+        head.load_state_dict(head_state)
+        wrapped = IntentEncoder(encoder, head, intent)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise BundleError(f"Bundle {path} has an unreadable propensity head ({HEAD_FILE}, {META_FILE}): {e}") from e
+    return Bundle(wrapped.to(device).eval(), featurizer, manifest)
+
+
+def read_propensity_meta(path: str | Path) -> dict[str, Any] | None:
+    """The goal-aware head's metadata of a bundle directory, or None for a behaviour-only bundle."""
+    path = Path(path)
+    if not (path / META_FILE).is_file():
+        return None
+    if not (path / HEAD_FILE).is_file():
+        raise BundleError(f"Bundle {path} has {META_FILE} but no {HEAD_FILE}; retrain it with the goal.")
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path / META_FILE} is not valid JSON: {e}") from e
+    if meta.get("format") != PROPENSITY_FORMAT:
+        raise BundleError(f"{path / META_FILE} has format {meta.get('format')!r}; this version reads "
+                          f"{PROPENSITY_FORMAT} (retrain with the goal).")
+    return meta

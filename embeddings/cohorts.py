@@ -16,6 +16,7 @@ from embeddings.errors import WorkspaceError
 from embeddings.fsutil import atomic_path, atomic_write_json
 from embeddings.index import VectorIndex, as_f32
 from embeddings.profile_types import CohortName, CohortProfile
+from embeddings.tiers import IntentTiers
 
 FORMAT = "seqcohort.cohorts/1"
 
@@ -156,16 +157,25 @@ class Assigner:
         self.ids = cohorts.ids
         self.names = {c.id: c.name for c in cohorts.cohorts}
         self.index, self.index_cohorts, self.n_neighbors = index, index_cohorts or {}, n_neighbors
+        # goal-aware cohorts: intent tier x behaviour cluster, not the nearest joint centroid
+        tiers = cohorts.meta.get("tiers")
+        self.tiers = IntentTiers.from_dict(tiers, self.centroids) if tiers else None
+
+    def _cohort_ids(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.tiers is not None:
+            return self.tiers.predict_confidence(X)
+        pos, conf = assign_to_centroids(X, self.centroids, self.cohorts.confidence_temperature)
+        return self.ids[pos], conf
 
     def assign(self, X: np.ndarray) -> list[Assignment]:
         X = as_f32(X)
-        pos, conf = assign_to_centroids(X, self.centroids, self.cohorts.confidence_temperature)
+        cids, conf = self._cohort_ids(X)
         neigh: list[list[str]] = [[] for _ in range(len(X))]
         if self.index is not None and self.n_neighbors > 0 and len(self.index):
             neigh = [self.index.search_ids(X[i : i + 1], self.n_neighbors)[1][0] for i in range(len(X))]
         out = []
         for i in range(len(X)):
-            cid = int(self.ids[pos[i]])
+            cid = int(cids[i])
             nb = neigh[i]
             agree = float(np.mean([self.index_cohorts.get(u) == cid for u in nb])) if nb else float("nan")
             out.append(Assignment(cid, self.names[cid], float(conf[i]), nb, agree))
@@ -173,8 +183,7 @@ class Assigner:
 
     def assign_arrays(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised (cohort_ids, confidences) for bulk jobs (no neighbours)."""
-        pos, conf = assign_to_centroids(as_f32(X), self.centroids, self.cohorts.confidence_temperature)
-        return self.ids[pos], conf
+        return self._cohort_ids(as_f32(X))
 
 
 def write_assignments(path: str | Path, user_ids: np.ndarray, cohort_ids: np.ndarray, confidence: np.ndarray) -> Path:

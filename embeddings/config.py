@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from embeddings.errors import ConfigError
 
@@ -96,6 +96,15 @@ class ClusterConfig(_Section):
     seed: int = 0
     neighbors: int = Field(5, ge=0)  # labelled neighbours returned with each assignment
     confidence_temperature: float = Field(0.05, gt=0)
+    # with a goal: intent tiers (shares of users, highest propensity first) x behaviour clusters
+    intent_tiers: list[float] = Field(default_factory=lambda: [0.2, 0.2, 0.2, 0.2, 0.2], min_length=2)
+
+    @field_validator("intent_tiers")
+    @classmethod
+    def _tiers_sum_to_one(cls, v: list[float]) -> list[float]:
+        if min(v) <= 0 or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"intent_tiers must be positive shares summing to 1 (e.g. [0.2, 0.2, 0.2, 0.2, 0.2]), got {v}")
+        return v
 
 
 class NamingConfig(_Section):

@@ -30,21 +30,20 @@ class PipelineProducer:
 
     Trains a behaviour-only encoder (-> "ai_behaviour_cohorts") and a goal-aware encoder with a
     propensity head (-> "goal_aware_cohorts" and calibrated propensity) on the events it is given,
-    clustering each embedding space with the configured spherical k-means.
-    intent_weight > 0 adds "goal_aware_intent_cohorts": clusters of the goal-aware embedding with
-    the propensity logit appended (see training.propensity.intent_space).
+    clustering each embedding space with the configured spherical k-means. The goal-aware
+    embeddings carry the propensity as one coordinate, weighted by `intent_weight`.
     """
 
     def __init__(self, cfg: Config, goal: Goal, workdir: str | Path, *, behaviour: bool = True,
-                 bce_weight: float = 1.0, intent_weight: float = 0.0, n_cutoffs: int = 4) -> None:
+                 bce_weight: float = 1.0, intent_weight: float = 1.0, n_cutoffs: int = 4) -> None:
         self.cfg, self.goal, self.workdir = cfg, goal, Path(workdir)
         self.behaviour, self.bce_weight, self.intent_weight = behaviour, bce_weight, intent_weight
         self.n_cutoffs = n_cutoffs
 
     def __call__(self, events: pl.DataFrame, cutoff: datetime) -> Snapshot:
         from embeddings.embed import UserEncoder
-        from seqcohort.pipeline import fit_clusters
-        from training.propensity import PropensityHead, intent_space, train_goal_aware
+        from seqcohort.pipeline import fit_clusters, fit_cohorts
+        from training.propensity import PropensityHead, train_goal_aware
         from training.train import train
 
         snap = Snapshot(user_ids=np.zeros(0, dtype=object))
@@ -59,7 +58,8 @@ class PipelineProducer:
             snap.info["behaviour_k"] = int(km.k_)
             snap.info["behaviour_train_seconds"] = res.seconds
         res = train_goal_aware(self.cfg, events, self.goal, self.workdir / "goal_aware", as_of=cutoff,
-                               bce_weight=self.bce_weight, n_cutoffs=self.n_cutoffs)
+                               bce_weight=self.bce_weight, intent_weight=self.intent_weight,
+                               n_cutoffs=self.n_cutoffs)
         enc = UserEncoder(res.bundle)
         Xg = enc.encode(enc.featurize(events, cutoff))
         if len(snap.user_ids) and not np.array_equal(snap.user_ids, enc.last_user_ids):
@@ -67,18 +67,13 @@ class PipelineProducer:
         snap.user_ids = enc.last_user_ids
         head = PropensityHead.load(self.workdir / "goal_aware")
         snap.embeddings["goal_aware"] = Xg
-        km = fit_clusters(self.cfg, Xg)
+        km = fit_cohorts(self.cfg, Xg, intent=head.intent)
         snap.segmentations["goal_aware_cohorts"] = km.predict(Xg)
         snap.info["goal_aware_k"] = int(km.k_)
-        if self.intent_weight > 0:
-            Z = intent_space(Xg, head, self.intent_weight)
-            km_i = fit_clusters(self.cfg, Z)
-            snap.segmentations["goal_aware_intent_cohorts"] = km_i.predict(Z)
-            snap.info["goal_aware_intent_k"] = int(km_i.k_)
         snap.propensity = head.predict(Xg)
         snap.info["goal_aware_train_seconds"] = res.seconds
+        snap.info["propensity_head"] = head.meta.get("head")
         snap.info["propensity_calibration"] = head.meta.get("calibration")
-        snap.info["propensity_heldout"] = head.meta.get("metrics")
         return snap
 
 
@@ -113,8 +108,8 @@ def write_report(report: Any, out: str | Path) -> tuple[Path, Path]:
               help="Share of users a campaign targets.")
 @click.option("--goal-alias", "aliases", multiple=True, metavar="EVENT",
               help="Another event type that counts as the goal (repeatable), e.g. purchase_coupon.")
-@click.option("--intent-weight", type=click.FloatRange(0), default=0.0, show_default=True,
-              help="Also cluster goal-aware embeddings with the propensity appended at this weight.")
+@click.option("--intent-weight", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="Weight of the propensity coordinate in the goal-aware embedding (vs unit behaviour).")
 @click.option("--bce-weight", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
               help="Weight of the propensity BCE loss next to the contrastive loss.")
 @click.option("--boot", type=click.IntRange(min=10), default=1000, show_default=True, help="Bootstrap resamples.")

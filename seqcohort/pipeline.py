@@ -22,10 +22,12 @@ from embeddings.config import Config
 from embeddings.embed import UserEncoder, read_embeddings, write_embeddings
 from embeddings.errors import WorkspaceError
 from embeddings.index import VectorIndex
+from embeddings.intent import IntentConfig, IntentEncoder, split_embedding
 from embeddings.naming import Overrides, make_namer
 from embeddings.profile import compute_profiles
 from embeddings.profile_types import CohortName
 from embeddings.schema import ColumnMap, read_events
+from embeddings.tiers import IntentTiers, TieredNamer
 from embeddings.workspace import Workspace
 
 log = logging.getLogger("seqcohort")
@@ -71,6 +73,24 @@ def resolve_as_of(cfg: Config, events: pl.DataFrame) -> datetime:
     return events.get_column("ts").max()  # type: ignore[return-value]
 
 
+def fit_cohorts(cfg: Config, X: np.ndarray, lengths: np.ndarray | None = None,
+                intent: IntentConfig | None = None) -> SphericalKMeans | IntentTiers:
+    """Behaviour clusters of X; with a goal (`intent`), intent tiers x behaviour clusters."""
+    if intent is None:
+        return fit_clusters(cfg, X, lengths)
+    z = split_embedding(X, intent)[0].astype(np.float32)
+    km = fit_clusters(cfg, z, lengths)
+    assert km.centroids_ is not None
+    min_size = max(1, int(np.ceil(cfg.cluster.min_cluster_frac * len(X))))
+    return IntentTiers.fit(X, intent, km.centroids_, shares=list(cfg.cluster.intent_tiers), min_size=min_size,
+                           temperature=cfg.cluster.confidence_temperature, scores=getattr(km, "scores_", None))
+
+
+def goal_intent(encoder: Any) -> IntentConfig | None:
+    """The intent coordinate's scaling of a goal-aware encoder; None for a behaviour-only one."""
+    return encoder.intent if isinstance(encoder, IntentEncoder) else None
+
+
 def fit_clusters(cfg: Config, X: np.ndarray, lengths: np.ndarray | None = None) -> SphericalKMeans:
     """Fit cohorts on users with enough history; everyone is assigned afterwards.
 
@@ -101,8 +121,11 @@ def build_namer(cfg: Config, workspace: Workspace | None):
     return make_namer("stats")
 
 
-def name_cohorts(cohorts: list[Cohort], namer: Any, workspace: Workspace | None) -> None:
+def name_cohorts(cohorts: list[Cohort], namer: Any, workspace: Workspace | None,
+                 tiers_meta: dict[str, Any] | None = None) -> None:
     """Run the namer over all cohorts (in view of each other), then apply human overrides."""
+    if tiers_meta is not None:
+        namer = TieredNamer(namer, tiers_meta)
     names = namer.name([c.profile for c in cohorts])
     if workspace is not None:
         ov = Overrides(workspace.root)
@@ -120,7 +143,7 @@ def build_cohort_set(
     events: pl.DataFrame,
     user_ids: np.ndarray,
     X: np.ndarray,
-    km: SphericalKMeans,
+    km: SphericalKMeans | IntentTiers,
     as_of: datetime,
     model_version: str,
     workspace: Workspace | None,
@@ -138,11 +161,15 @@ def build_cohort_set(
                centroid=km.centroids_[p.cohort_id].tolist(), profile=p)
         for p in profiles
     ]
-    name_cohorts(cohorts, build_namer(cfg, workspace), workspace)
-    cs = CohortSet(
-        cohorts, model_version, as_of.isoformat(), cfg.cluster.confidence_temperature,
-        meta={"k_scores": {str(k): v for k, v in getattr(km, "scores_", {}).items()}, "k": km.k_},
-    )
+    meta: dict[str, Any] = {"k_scores": {str(k): v for k, v in (getattr(km, "scores_", None) or {}).items()},
+                            "k": km.k_}
+    if isinstance(km, IntentTiers):  # the behaviour clusters' own profiles name the tiers' cells
+        z = split_embedding(X, km.intent)[0].astype(np.float32)
+        beh = pl.DataFrame({"user_id": user_ids.astype(str), "cohort_id": km.behaviour_of(z)})
+        meta["tiers"] = {**km.to_dict(), "behaviour_profiles": [p.to_dict() for p in compute_profiles(
+            events, beh, as_of, user_ids=user_ids, X=z, centroids=km.behaviour, n_exemplars=cfg.naming.exemplars)]}
+    name_cohorts(cohorts, build_namer(cfg, workspace), workspace, meta.get("tiers"))
+    cs = CohortSet(cohorts, model_version, as_of.isoformat(), cfg.cluster.confidence_temperature, meta=meta)
     return cs, labels, conf
 
 
@@ -195,7 +222,7 @@ def run(
         write_embeddings(out / "embeddings.parquet", data.user_ids, X, as_of)
         t["embed"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        km = fit_clusters(cfg, X, data.lengths)
+        km = fit_cohorts(cfg, X, data.lengths, goal_intent(result.bundle.encoder))
         t["cluster"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         cs, labels, conf = build_cohort_set(cfg, events, data.user_ids, X, km, as_of, enc.version, ws)
@@ -220,14 +247,15 @@ def recluster(workspace: str | Path, cfg: Config, events: pl.DataFrame | None = 
     if events is None:
         events = load_events(meta["events"], cfg)
     as_of = datetime.fromisoformat(meta["as_of"])
-    enc_version = UserEncoder.load(cur / "encoder").version
+    enc = UserEncoder.load(cur / "encoder")
+    enc_version = enc.version
     with ws.new_version({**meta, "steps": ["cluster", "name"]}) as out:
         shutil.copytree(cur / "encoder", out / "encoder")
         shutil.copy2(cur / "embeddings.parquet", out / "embeddings.parquet")
         counts = events.group_by("user_id").len()
         lengths = (pl.DataFrame({"user_id": user_ids.astype(str)})
                    .join(counts, on="user_id", how="left", maintain_order="left")["len"].fill_null(0).to_numpy())
-        km = fit_clusters(cfg, X, lengths)
+        km = fit_cohorts(cfg, X, lengths, goal_intent(enc.bundle.encoder))
         cs, labels, conf = build_cohort_set(cfg, events, user_ids, X, km, as_of, enc_version, ws)
         write_cluster_outputs(out, cs, user_ids, X, labels, conf)
     return RunResult(ws.current(), cs, n_users=len(user_ids), n_events=events.height)
@@ -242,7 +270,7 @@ def rename(workspace: str | Path, cfg: Config, *, run_namer: bool = True) -> Coh
     cur = ws.current()
     cs = CohortSet.load(cur / "cohorts.json")
     if run_namer:
-        name_cohorts(cs.cohorts, build_namer(cfg, ws), ws)
+        name_cohorts(cs.cohorts, build_namer(cfg, ws), ws, cs.meta.get("tiers"))
     else:
         name_cohorts(cs.cohorts, _KeepNames(cs.cohorts), ws)
     with ws.new_version({**_version_meta(cur), "steps": ["name" if run_namer else "overrides"]}) as out:

@@ -92,7 +92,7 @@ def test_run_backtest_scores_an_oracle_above_rfm_and_renders(events: pl.DataFram
     assert rep.probe["embeddings:oracle"]["auc"] > 0.9
     assert set(rep.probe) == {"rfm_features", "embeddings:oracle", "embeddings:oracle+rfm"}
     rows = {r.method: r for r in rep.targeting}
-    assert list(rows) == [RFM, "oracle_cohorts", "propensity_score"]
+    assert list(rows) == [RFM, "oracle_cohorts", "propensity_score", "ceiling_rfm_lr_on_outcomes"]
     budget_n = int(np.ceil(0.2 * rep.n_users))
     assert all(r.n_selected == budget_n for r in rows.values())
     assert rows["propensity_score"].precision == 1.0  # the budget is below the base rate

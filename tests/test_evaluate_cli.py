@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -82,8 +83,8 @@ def test_evaluate_backtest_end_to_end(events_file: Path, tmp_path: Path) -> None
                   "--horizon", "30d", "--boot", "50", "--intent-weight", "1", "--out", str(out), *_sets(FAST))
     rep = json.loads((out / "report.json").read_text())
     methods = [r["method"] for r in rep["targeting"]]
-    assert methods == ["rfm_segments", "ai_behaviour_cohorts", "goal_aware_cohorts", "goal_aware_intent_cohorts",
-                       "propensity_score"]
+    assert methods == ["rfm_segments", "ai_behaviour_cohorts", "goal_aware_cohorts", "propensity_score",
+                       "ceiling_rfm_lr_on_outcomes"]
     assert {"rfm_features", "embeddings:behaviour", "embeddings:goal_aware+rfm"} <= set(rep["probe"])
     assert 0 <= rep["calibration"]["brier"] <= 1
     assert (out / "report.md").read_text().startswith("# Backtest report")
@@ -106,3 +107,28 @@ def test_run_with_goal_adds_propensity_and_expected_rates(events_file: Path, tmp
     assert all(0 < r < 1 for r in rates), rates
     assert "expected purchase within 30 days rate" in " ".join(text.split())
     assert (cur / "encoder" / "propensity.json").is_file()
+    # the goal-aware embedding carries the propensity as its last coordinate
+    from embeddings.embed import read_embeddings
+    from embeddings.intent import IntentConfig, propensity_from_embedding
+
+    uids, X = read_embeddings(cur / "embeddings.parquet")
+    intent = IntentConfig(**json.loads((cur / "encoder" / "propensity.json").read_text())["embedding"])
+    p = pl.DataFrame({"user_id": uids.astype(str), "p": propensity_from_embedding(X, intent)})
+    joined = a.join(p, on="user_id")
+    assert joined.height == a.height
+    np.testing.assert_allclose(joined["p"].to_numpy(), joined["propensity"].to_numpy(), rtol=1e-4, atol=1e-6)
+    # cohorts are intent tiers x behaviour: names carry the tier, and the highest tier holds the likeliest users
+    from embeddings.tiers import tier_labels
+
+    labels = tier_labels(5)
+    assert all(any(c["name"].startswith(t + " · ") for t in labels) for c in cs["cohorts"])
+    tier_of = dict(enumerate(cs["meta"]["tiers"]["cohort_tier"]))
+    per_tier = (joined.with_columns(tier=pl.col("cohort_id").replace_strict(tier_of)).group_by("tier")
+                .agg(lo=pl.col("propensity").min(), hi=pl.col("propensity").max()).sort("tier"))
+    assert per_tier.height == 5
+    assert (per_tier["lo"].to_numpy()[:-1] >= per_tier["hi"].to_numpy()[1:] - 1e-6).all()
+    # assigning the same users afresh (as serving does) gives the stored cohorts
+    out = tmp_path / "again.parquet"
+    invoke("assign", "--events", str(events_file), "--out", str(out), "-w", str(ws))
+    again = pl.read_parquet(out).join(a.select("user_id", pl.col("cohort_id").alias("stored")), on="user_id")
+    assert again.height == a.height and (again["cohort_id"] == again["stored"]).all()

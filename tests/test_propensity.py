@@ -62,42 +62,95 @@ def test_labelled_sequences_hold_only_history_up_to_each_cutoff(events: pl.DataF
         assert row["label"][0] == lab.y[i]
 
 
-def test_bundle_loads_strictly_and_carries_a_calibrated_head(trained: Path, events: pl.DataFrame) -> None:
+def test_bundle_loads_as_an_intent_encoder_whose_embeddings_carry_the_propensity(trained: Path, events: pl.DataFrame) -> None:
+    from embeddings.intent import IntentEncoder, split_embedding
     from training.propensity import PropensityHead, predict_propensity
 
     bundle = load_bundle(trained)  # strict key check: the head is not in model.safetensors
-    assert (trained / "propensity.safetensors").is_file()
+    assert isinstance(bundle.encoder, IntentEncoder)
     meta = json.loads((trained / "propensity.json").read_text())
     assert meta["calibration"]["method"] == "platt" and meta["goal"]["horizon_days"] == 30
+    assert meta["head"]["inputs"] in ("aggregates", "embedding+aggregates", "embedding+aggregates (strong L2)")
     assert bundle.manifest["propensity"]["calibration"] == meta["calibration"]
     p = predict_propensity(trained, events)
     assert p.shape == (events["user_id"].n_unique(),)
     assert np.all((p > 0) & (p < 1))
-    enc = UserEncoder(bundle)
-    X = enc.encode(events)
+    X = UserEncoder(bundle).encode(events)
+    assert X.shape[1] == bundle.encoder.base.cfg.dim + 1
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
     head = PropensityHead.load(trained)
     np.testing.assert_allclose(head.predict(X), p, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(predict_propensity(bundle, events, bundle_dir=trained), p, rtol=1e-6)
+    z, logit = split_embedding(X, head.intent)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    # the coordinate is the standardised logit: centred on the training users
+    assert abs((logit.mean() - head.intent.mean) / head.intent.std) < 1e-3
+    again = load_bundle(trained)
+    np.testing.assert_array_equal(UserEncoder(again).encode(events), X)  # rebuilt exactly
+    assert again.version == bundle.version
 
 
-def test_intent_space_appends_a_unit_norm_intent_axis(trained: Path, events: pl.DataFrame) -> None:
-    from training.propensity import PropensityHead, intent_space
+def test_intent_features_read_the_goal_events_of_each_row() -> None:
+    import torch
 
-    X = UserEncoder.load(trained).encode(events)
-    Z = intent_space(X, PropensityHead.load(trained), 1.0)
-    assert Z.shape == (X.shape[0], X.shape[1] + 1) and Z.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(intent_space(X, PropensityHead.load(trained), 0.0)[:, :-1], X, atol=1e-6)
+    from embeddings.features import N_CONTEXT
+    from embeddings.intent import N_INTENT, intent_features
+
+    ev = torch.tensor([[5, 6, 5, 0], [6, 6, 0, 0]])
+    rec = torch.log1p(torch.tensor([[30.0, 20.0, 10.0, 0.0], [5.0, 1.0, 0.0, 0.0]])) / 3.0
+    batch = {"event": ev, "log_recency": rec, "lengths": torch.tensor([3, 2]), "context": torch.zeros(2, N_CONTEXT)}
+    f = intent_features(batch, goal_event=5).numpy()
+    assert f.shape == (2, N_INTENT)
+    np.testing.assert_allclose(np.expm1(f[:, N_CONTEXT] * 5), [2, 0], atol=1e-5)  # goal events per row
+    np.testing.assert_allclose(np.expm1(f[0, N_CONTEXT + 1] * 5), 10.0, rtol=1e-4)  # days since the last one
+    assert f[:, N_CONTEXT + 2].tolist() == [1.0, 0.0] and f[1, N_CONTEXT + 1] == 0.0
+    anything = intent_features(batch, goal_event=None).numpy()
+    np.testing.assert_allclose(np.expm1(anything[:, N_CONTEXT] * 5), [3, 2], atol=1e-5)
+
+
+def test_fit_head_keeps_the_embedding_out_when_it_does_not_transfer_to_the_latest_cutoff() -> None:
+    from training.head_fit import fit_head
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    cut = np.repeat(np.array(["2024-01-01", "2024-04-01", "2024-07-01"], dtype="datetime64[us]"), n // 3)
+    F = rng.normal(size=(n, 3))
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-1.5 * F[:, 0]))).astype(float)
+    Z = rng.normal(size=(n, 4)) * 0.1
+    latest = cut == cut.max()
+    Z[:, 0] += np.where(latest, -1.0, 1.0) * (y - 0.5)  # predictive early, reversed at the latest cut-off
+    held = rng.uniform(size=n) < 0.2
+    fit = fit_head(Z, F, y, cut, held)
+    assert fit.inputs == "aggregates" and np.all(fit.weight[:4] == 0)
+    assert fit.validation_auc["aggregates"] > fit.validation_auc["embedding+aggregates"]
+    assert fit.calibration["n"] == int((held & latest).sum()) and fit.calibration["auc"] > 0.7
+    Z[:, 0] = 2.0 * (y - 0.5) + rng.normal(size=n) * 0.1  # now the embedding helps everywhere
+    assert fit_head(Z, F, y, cut, held).inputs.startswith("embedding+aggregates")
 
 
 def test_fit_platt_recovers_a_known_calibration() -> None:
-    from training.propensity import fit_platt
+    from training.head_fit import fit_platt
 
     rng = np.random.default_rng(0)
     z = rng.normal(size=20000)
     y = (rng.uniform(size=z.size) < 1 / (1 + np.exp(-(2.0 * z - 1.0)))).astype(float)
     cal = fit_platt(z, y)
     assert cal["a"] == pytest.approx(2.0, abs=0.15) and cal["b"] == pytest.approx(-1.0, abs=0.1)
+
+
+def test_a_behaviour_bundle_or_a_broken_head_is_a_clear_error(trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from training.propensity import predict_propensity
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken)
+    (broken / "propensity.safetensors").unlink()
+    with pytest.raises(BundleError, match="no propensity.safetensors"):
+        load_bundle(broken)
+    (broken / "propensity.json").unlink()
+    assert not hasattr(load_bundle(broken).encoder, "intent")  # the behaviour encoder alone
+    with pytest.raises(BundleError, match="no propensity head"):
+        predict_propensity(broken, make_events(5, seed=1))
 
 
 def test_errors_are_clear(tmp_path: Path, events: pl.DataFrame) -> None:

@@ -4,20 +4,21 @@ Labels come from the log itself (`embeddings.goals.make_labels`): for each cut-o
 sees the user's history up to c (featurised with as_of=c) and the label says whether the goal
 happened in (c, c + horizon]. Cut-offs end at `as_of - horizon`, so no label peeks past as_of.
 
-    loss = multiview InfoNCE(views)  +  bce_weight * BCE(head(encoder(history@c)), label)
+    loss = multiview InfoNCE(views)  +  bce_weight * BCE(head([encoder(history@c), aggregates]), label)
 
-The head is a Linear layer on the L2-normalised embedding, so the embedding space itself is
-shaped by both losses (intent becomes a direction in it). After training, the head's logits are
-calibrated with Platt scaling on users held out from the BCE loss.
+The BCE term shapes the encoder; afterwards the served head is chosen and fitted on the fixed
+embedding (`training.head_fit`: inputs validated on the latest cut-off, logistic regression,
+Platt scaling on held-out users). The bundle's encoder is then an `embeddings.intent.IntentEncoder`:
+its embeddings carry the standardised propensity logit as one more coordinate, so the space
+that cohorts, neighbours and serving use is organised by behaviour *and* intent.
 
-Bundle layout: the usual encoder bundle (model.safetensors holds only encoder weights, so
-`embeddings.bundle.load_bundle` is unchanged) plus `propensity.safetensors` (head weights) and
-`propensity.json` (goal, calibration, metrics; also copied into manifest.json["propensity"]).
+Bundle layout: the usual encoder bundle (model.safetensors holds the behaviour encoder) plus
+`propensity.safetensors` (head weights) and `propensity.json` (goal, head inputs, calibration,
+the intent coordinate's scaling; also in manifest.json["propensity"]).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import warnings
@@ -32,25 +33,36 @@ import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from embeddings.bundle import Bundle, load_bundle, save_bundle
+from embeddings.bundle import (
+    HEAD_FILE,
+    META_FILE,
+    PROPENSITY_FORMAT,
+    Bundle,
+    load_bundle,
+    read_propensity_meta,
+    save_bundle,
+)
 from embeddings.config import Config
 from embeddings.errors import BundleError, ConfigError
-from embeddings.features import Featurizer, SequenceData, data_fingerprint
-from embeddings.fsutil import atomic_write_json
+from embeddings.features import N_SPECIAL, OOV, Featurizer, SequenceData, data_fingerprint
 from embeddings.goals import Goal, events_before, latest_cutoff, make_labels
+from embeddings.intent import (
+    N_INTENT,
+    IntentConfig,
+    IntentEncoder,
+    intent_features,
+    propensity_from_embedding,
+)
 from training.datamodule import SequenceDataModule, ViewCollator, _Users
+from training.head_fit import fit_head
 from training.module import ContrastiveModule
 from training.train import TrainResult, build_encoder, fit_featurizer
 
 log = logging.getLogger(__name__)
 
-HEAD_FILE = "propensity.safetensors"
-META_FILE = "propensity.json"
-FORMAT = "seqcohort.propensity/1"
 
 
 # ----------------------------------------------------------------------------- labelled data
@@ -113,9 +125,10 @@ def holdout_mask(user_ids: np.ndarray, fraction: float) -> np.ndarray:
 
 
 class PropensityModule(ContrastiveModule):
-    """ContrastiveModule + a Linear propensity head on the embedding; loss = InfoNCE + w * BCE."""
+    """ContrastiveModule + a Linear propensity head on [embedding, intent_features]; loss = InfoNCE + w * BCE."""
 
-    def __init__(self, encoder: nn.Module, head: nn.Linear, *, bce_weight: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, encoder: nn.Module, head: nn.Linear, *, goal_event: int | None = None,
+                 bce_weight: float = 1.0, **kwargs: Any) -> None:
         super().__init__(encoder, **kwargs)  # type: ignore[arg-type]
         self.save_hyperparameters(ignore=["encoder", "head"])
         self.head = head
@@ -125,7 +138,9 @@ class PropensityModule(ContrastiveModule):
 
         z = self(batch["views"]).float()
         nce = multiview_infonce(z, self.hparams.views, self.hparams.temperature)
-        logits = self.head(self.encoder(batch["sup"]).float()).squeeze(-1)  # (B,)
+        sup = batch["sup"]
+        zs = self.encoder(sup).float()
+        logits = self.head(torch.cat([zs, intent_features(sup, self.hparams.goal_event)], dim=1)).squeeze(-1)
         bce = F.binary_cross_entropy_with_logits(logits, batch["y"])
         loss = nce + self.hparams.bce_weight * bce
         bs = batch["y"].shape[0]
@@ -159,101 +174,65 @@ class _GoalCollator:
         return {"views": self.views(rows), "sup": sup, "y": torch.from_numpy(self.labelled.y[pick])}
 
 
-# ----------------------------------------------------------------------------- calibration + I/O
-
-
 @torch.inference_mode()
-def _logits(encoder: nn.Module, head: nn.Linear, featurizer: Featurizer, data: SequenceData,
-            max_len: int, batch_size: int = 512) -> np.ndarray:
+def embed_with_features(encoder: nn.Module, featurizer: Featurizer, data: SequenceData, max_len: int,
+                        goal_event: int | None, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings (n, d), intent features (n, N_INTENT)) of every user row of `data`."""
     encoder.eval()
-    out = np.empty(len(data), dtype=np.float64)
+    Z = np.empty((len(data), encoder.cfg.dim), dtype=np.float32)  # type: ignore[union-attr]
+    Fx = np.empty((len(data), N_INTENT), dtype=np.float32)
     order = np.argsort(data.lengths, kind="stable")
     for s in range(0, len(data), batch_size):
         rows = order[s : s + batch_size]
-        z = encoder(featurizer.collate_users(data, rows, max_len)).float()
-        out[rows] = head(z).squeeze(-1).double().numpy()
-    return out
+        batch = featurizer.collate_users(data, rows, max_len)
+        Z[rows] = encoder(batch).float().numpy()
+        Fx[rows] = intent_features(batch, goal_event).numpy()
+    return Z, Fx
 
 
-def fit_platt(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """p = sigmoid(a * logit + b), fitted by (nearly unregularised) logistic regression."""
-    from sklearn.linear_model import LogisticRegression
-
-    if len(np.unique(y)) < 2:
-        rate = float(np.clip(y.mean(), 1e-4, 1 - 1e-4)) if len(y) else 0.5
-        return {"a": 0.0, "b": float(np.log(rate / (1 - rate)))}
-    lr = LogisticRegression(C=1e6, max_iter=1000).fit(logits[:, None], y.astype(int))
-    return {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
+def goal_event_id(featurizer: Featurizer, goal: Goal) -> int | None:
+    """The featurizer's id of the goal's event type (None for 'any event' goals)."""
+    if goal.event is None:
+        return None
+    vocab = featurizer.vocabs_["event"] if featurizer.vocabs_ else []
+    return vocab.index(goal.event) + N_SPECIAL if goal.event in vocab else OOV
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+# ----------------------------------------------------------------------------- calibrated head on a bundle
 
 
 @dataclass
 class PropensityHead:
-    """A fitted head: raw logit = X @ weight + bias on embeddings X; calibrated with Platt a, b."""
+    """The calibrated propensity of a goal-aware bundle, read off its (d + 1)-dim embeddings."""
 
-    weight: np.ndarray  # (dim,)
-    bias: float
-    a: float
-    b: float
+    intent: IntentConfig
     meta: dict[str, Any]
 
-    def logits(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(X, dtype=np.float64) @ self.weight + self.bias
-
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities (n,) float64 from embeddings (n, dim)."""
-        return _sigmoid(self.a * self.logits(X) + self.b)
+        """Calibrated probabilities (n,) float64 from goal-aware embeddings (n, d + 1)."""
+        return propensity_from_embedding(X, self.intent)
 
     @classmethod
     def load(cls, bundle_dir: str | Path) -> PropensityHead:
-        d = Path(bundle_dir)
-        if not (d / HEAD_FILE).is_file() or not (d / META_FILE).is_file():
+        meta = read_propensity_meta(bundle_dir)
+        if meta is None:
             raise BundleError(
-                f"Bundle {d} has no propensity head ({HEAD_FILE}, {META_FILE}); train it with a goal "
+                f"Bundle {bundle_dir} has no propensity head ({HEAD_FILE}, {META_FILE}); train it with a goal "
                 "(`seqcohort run --goal purchase --horizon 90d`)."
             )
-        meta = json.loads((d / META_FILE).read_text())
-        if meta.get("format") != FORMAT:
-            raise BundleError(f"{d / META_FILE} has format {meta.get('format')!r}; expected {FORMAT}.")
-        w = load_file(str(d / HEAD_FILE))
-        cal = meta["calibration"]
-        return cls(w["weight"].double().numpy().reshape(-1), float(w["bias"].double().numpy().reshape(-1)[0]),
-                   float(cal["a"]), float(cal["b"]), meta)
+        return cls(IntentConfig(**meta["embedding"]), meta)
 
 
 def predict_propensity(bundle: str | Path | Bundle, sequences: SequenceData | pl.DataFrame,
-                       *, bundle_dir: str | Path | None = None, as_of: datetime | None = None) -> np.ndarray:
-    """Calibrated goal probability per user of `sequences`: (n_users,) float64, rows in user order.
-
-    `bundle` is a bundle directory (or a loaded Bundle together with `bundle_dir`, where the head lives).
-    """
+                       *, as_of: datetime | None = None) -> np.ndarray:
+    """Calibrated goal probability per user of `sequences`: (n_users,) float64, rows in user order."""
     from embeddings.embed import UserEncoder
 
-    if isinstance(bundle, Bundle):
-        if bundle_dir is None:
-            raise BundleError("predict_propensity(Bundle, ...) needs bundle_dir= (where propensity.json lies).")
-        b, d = bundle, Path(bundle_dir)
-    else:
-        d = Path(bundle)
-        b = load_bundle(d)
-    head = PropensityHead.load(d)
-    X = UserEncoder(b).encode(sequences, as_of=as_of)
-    return head.predict(X)
-
-
-def intent_space(X: np.ndarray, head: PropensityHead, weight: float = 1.0) -> np.ndarray:
-    """Embeddings with the standardised propensity logit appended (`weight` = its share), re-normalised.
-
-    Clustering this space groups users by behaviour *and* intent: `weight` 0 is behaviour only.
-    """
-    logit = head.a * head.logits(X) + head.b
-    s = (logit - logit.mean()) / max(float(logit.std()), 1e-9)
-    Z = np.hstack([np.asarray(X, dtype=np.float64), weight * s[:, None]])
-    Z /= np.linalg.norm(Z, axis=1, keepdims=True).clip(min=1e-12)
-    return np.ascontiguousarray(Z, dtype=np.float32)
+    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if not isinstance(b.encoder, IntentEncoder):
+        raise BundleError("This bundle has no propensity head; train it with a goal "
+                          "(`seqcohort run --goal purchase --horizon 90d`).")
+    return propensity_from_embedding(UserEncoder(b).encode(sequences, as_of=as_of), b.encoder.intent)
 
 
 # ----------------------------------------------------------------------------- train
@@ -267,18 +246,25 @@ def train_goal_aware(
     as_of: datetime | None = None,
     *,
     bce_weight: float = 1.0,
+    intent_weight: float = 1.0,
     n_cutoffs: int = 4,
     stride: timedelta | None = None,
     calib_fraction: float = 0.2,
 ) -> TrainResult:
-    """Train encoder + propensity head jointly; save the bundle with the calibrated head."""
+    """Train encoder + propensity head jointly; save a goal-aware bundle (embeddings carry intent)."""
     t0 = time.perf_counter()
     tc = cfg.trainer
     L.seed_everything(tc.seed, workers=True, verbose=False)
     if cfg.model.d_model % cfg.model.n_heads:
         raise ConfigError(f"model.d_model={cfg.model.d_model} must be divisible by model.n_heads={cfg.model.n_heads}.")
+    if intent_weight <= 0:
+        raise ConfigError(f"intent_weight must be > 0 (how much intent shapes the embedding), got {intent_weight}.")
+    # The propensity needs what RFM knows (how many events, how recent, how much spend): the
+    # summary token gets aggregates of the events it sees (per view, so no contrastive shortcut).
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"context": True})})
     labels = label_cutoffs(events, goal, as_of, n_cutoffs, stride)
     featurizer = fit_featurizer(cfg, events)
+    gid = goal_event_id(featurizer, goal)
     data = featurizer.transform(events, as_of=as_of)
     lab = labelled_sequences(featurizer, events, labels)
     held = holdout_mask(lab.user_ids, calib_fraction)
@@ -289,7 +275,7 @@ def train_goal_aware(
             "class; pick a goal that sometimes happens (and sometimes not) within the horizon."
         )
     encoder = build_encoder(cfg, featurizer)
-    head = nn.Linear(cfg.model.dim, 1)
+    head = nn.Linear(cfg.model.dim + N_INTENT, 1)
     rate = float(lab.y[train_rows].mean())
     nn.init.zeros_(head.weight)
     nn.init.constant_(head.bias, float(np.log(rate / (1 - rate))))  # start at the base rate
@@ -308,7 +294,7 @@ def train_goal_aware(
                         generator=torch.Generator().manual_seed(tc.seed), collate_fn=collate)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*is an instance of `nn.Module`.*")
-        module = PropensityModule(encoder, head, bce_weight=bce_weight, views=tc.views, lr=tc.lr,
+        module = PropensityModule(encoder, head, goal_event=gid, bce_weight=bce_weight, views=tc.views, lr=tc.lr,
                                   weight_decay=tc.weight_decay, warmup_steps=tc.warmup_steps,
                                   max_steps=tc.max_steps, temperature=tc.temperature)
     trainer = L.Trainer(
@@ -323,28 +309,30 @@ def train_goal_aware(
         warnings.filterwarnings("ignore", ".*defined a `validation_step`.*")
         trainer.fit(module, train_dataloaders=loader)
     seconds = time.perf_counter() - t0
-    encoder, head = module.encoder.cpu().eval(), module.head.cpu().eval()
-
-    # Calibrate on the held-out users' labelled histories; report how well the raw head ranks them.
+    encoder = module.encoder.cpu().eval()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     metrics.update(steps=float(trainer.global_step), train_seconds=seconds)
-    hrows = np.flatnonzero(held)
-    cal_data = lab.data.subset(hrows)
-    raw = _logits(encoder, head, featurizer, cal_data, cfg.model.max_len)
-    y_cal = lab.y[hrows]
-    platt = fit_platt(raw, y_cal)
-    if len(np.unique(y_cal)) == 2:
-        from sklearn.metrics import roc_auc_score
 
-        p = _sigmoid(platt["a"] * raw + platt["b"])
-        metrics.update(calib_auc=float(roc_auc_score(y_cal, raw)), calib_brier=float(np.mean((p - y_cal) ** 2)))
+    # The SGD head only shaped the encoder; the served head is chosen and fitted on the fixed embedding.
+    Z, Fx = embed_with_features(encoder, featurizer, lab.data, cfg.model.max_len, gid)
+    fit = fit_head(Z, Fx, lab.y, lab.cutoffs, held, seed=tc.seed)
+    final = nn.Linear(cfg.model.dim + N_INTENT, 1)
+    with torch.no_grad():
+        final.weight.copy_(torch.from_numpy(fit.weight.astype(np.float32))[None, :])
+        final.bias.fill_(fit.bias)
+    Zu, Fu = embed_with_features(encoder, featurizer, data, cfg.model.max_len, gid)
+    logit = fit.a * (np.hstack([Zu, Fu]).astype(np.float64) @ fit.weight + fit.bias) + fit.b
+    intent = IntentConfig(weight=intent_weight, a=fit.a, b=fit.b, mean=float(logit.mean()),
+                          std=max(float(logit.std()), 1e-6), goal_event=gid)
+    metrics.update({f"calib_{k}": float(v) for k, v in fit.calibration.items() if k in ("auc", "brier")})
     meta = {
-        "format": FORMAT,
+        "format": PROPENSITY_FORMAT,
         "goal": {"event": goal.event, "kind": goal.kind, "horizon_days": goal.horizon / timedelta(days=1),
                  "text": goal.describe()},
-        "head": {"type": "linear", "in_dim": cfg.model.dim, "file": HEAD_FILE},
-        "calibration": {"method": "platt", **platt, "n": int(len(hrows)), "positive_rate": float(y_cal.mean())
-                        if len(y_cal) else None},
+        "head": {"type": "linear", "inputs": fit.inputs, "in_dim": cfg.model.dim + N_INTENT, "file": HEAD_FILE,
+                 "validation_auc_latest_cutoff": fit.validation_auc},
+        "calibration": fit.calibration,
+        "embedding": intent.to_dict(),
         "bce_weight": bce_weight,
         "cutoffs": sorted(str(c) for c in labels["cutoff"].unique().to_list()),
         "n_labels": int(len(lab.y)),
@@ -352,17 +340,13 @@ def train_goal_aware(
         "metrics": {k: metrics[k] for k in ("calib_auc", "calib_brier") if k in metrics},
     }
     bundle = save_bundle(
-        bundle_dir, encoder, featurizer, data_fingerprint=data_fingerprint(events), metrics=metrics,
-        extra={"n_users": len(data), "trainer": tc.model_dump(), "propensity": meta},
+        bundle_dir, IntentEncoder(encoder, final, intent), featurizer, data_fingerprint=data_fingerprint(events),
+        metrics=metrics, extra={"n_users": len(data), "trainer": tc.model_dump()}, propensity=meta,
     )
-    bdir = Path(bundle_dir)
-    save_file({"weight": head.weight.detach().contiguous(), "bias": head.bias.detach().contiguous()},
-              str(bdir / HEAD_FILE))
-    atomic_write_json(bdir / META_FILE, meta)
     seqs = trainer.global_step * n_users * (tc.views + 1)
-    log.info("goal-aware bundle %s saved to %s (%.1fs; calibration AUC %s)", bundle.version, bdir, seconds,
-             metrics.get("calib_auc"))
-    return TrainResult(bundle, bdir, metrics, seconds, seqs / max(seconds, 1e-9))
+    log.info("goal-aware bundle %s saved to %s (%.1fs; head %s, calibration AUC %s)", bundle.version,
+             bundle_dir, seconds, fit.inputs, metrics.get("calib_auc"))
+    return TrainResult(bundle, Path(bundle_dir), metrics, seconds, seqs / max(seconds, 1e-9))
 
 
 # ----------------------------------------------------------------------------- pipeline outputs

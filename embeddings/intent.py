@@ -1,0 +1,97 @@
+"""Goal-aware embeddings: the behaviour embedding with the goal propensity as one more coordinate.
+
+A goal-aware bundle (`seqcohort run --goal ...`) embeds a user as
+
+    x = normalize([z, w * s])    z: the encoder's unit embedding (dim d)
+                                 s = (calibrated propensity logit - mean) / std over the training users
+                                 w: `intent_weight`, how much intent shapes the space next to behaviour
+
+so distances, clusters, nearest neighbours and linear probes all see behaviour *and* intent, and
+every consumer of embeddings (cohort assignment, serving, FAISS) works unchanged with dim d + 1.
+The propensity is recoverable exactly from x (`propensity_from_embedding`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embeddings.encoder import EncoderConfig, EventEncoder
+
+N_INTENT = 8  # head inputs next to the embedding: 5 history aggregates + 3 goal-event aggregates
+
+
+def intent_features(batch: dict[str, torch.Tensor], goal_event: int | None) -> torch.Tensor:
+    """(B, N_INTENT) what the propensity head reads beside the embedding, from a padded batch.
+
+    The 5 aggregates of the row's events (`batch["context"]`: count, recency, spend, tenure, active
+    days) and, for the goal's own event type: how many, how recent the last one, whether any.
+    """
+    lengths = batch["lengths"]
+    T = batch["event"].shape[1]
+    valid = torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
+    hit = valid if goal_event is None else valid & (batch["event"] == goal_event)
+    count = hit.sum(1).float()
+    rec = torch.where(hit, batch["log_recency"].float(), torch.full_like(batch["log_recency"].float(), 1e9))
+    last = rec.min(1).values
+    has = count > 0
+    days = torch.where(has, torch.expm1(last * 3.0), torch.zeros_like(last))
+    goal = torch.stack([torch.log1p(count) / 5, torch.log1p(days) / 5, has.float()], dim=1)
+    return torch.cat([batch["context"].float(), goal], dim=1)
+
+
+@dataclass(frozen=True)
+class IntentConfig:
+    """How the propensity logit becomes the extra coordinate (stored in propensity.json["embedding"])."""
+
+    weight: float  # w: share of intent next to the unit behaviour embedding
+    a: float  # Platt scaling of the head's raw logit: calibrated logit = a * raw + b
+    b: float
+    mean: float  # standardisation of the calibrated logit over the training users
+    std: float
+    goal_event: int | None = None  # featurizer id of the goal's event type (None: any event / churn)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class IntentEncoder(nn.Module):
+    """EventEncoder + linear propensity head on [embedding, intent_features]; forward: (B, d + 1) unit rows."""
+
+    def __init__(self, base: EventEncoder, head: nn.Linear, intent: IntentConfig) -> None:
+        super().__init__()
+        if intent.weight <= 0 or intent.std <= 0:
+            raise ValueError(f"intent weight and std must be > 0, got {intent}.")
+        self.base, self.head, self.intent = base, head, intent
+        self.cfg: EncoderConfig = replace(base.cfg, dim=base.cfg.dim + 1)
+
+    def raw_logit(self, z: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(torch.cat([z.float(), intent_features(batch, self.intent.goal_event)], dim=1)).squeeze(-1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        z = self.base(batch)
+        logit = self.intent.a * self.raw_logit(z, batch) + self.intent.b
+        s = (logit - self.intent.mean) / self.intent.std
+        return F.normalize(torch.cat([z, (self.intent.weight * s).to(z.dtype)[:, None]], dim=-1), dim=-1)
+
+    def num_parameters(self) -> int:
+        return self.base.num_parameters() + sum(p.numel() for p in self.head.parameters())
+
+
+def split_embedding(X: np.ndarray, intent: IntentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(behaviour part z (n, d) unit rows, calibrated propensity logit (n,)) of goal-aware embeddings."""
+    X = np.asarray(X, dtype=np.float64)
+    r = np.linalg.norm(X[:, :-1], axis=1).clip(min=1e-12)
+    s = X[:, -1] / r / intent.weight
+    return X[:, :-1] / r[:, None], s * intent.std + intent.mean
+
+
+def propensity_from_embedding(X: np.ndarray, intent: IntentConfig) -> np.ndarray:
+    """Calibrated goal probability (n,) float64 read off goal-aware embeddings (n, d + 1)."""
+    logit = split_embedding(X, intent)[1]
+    return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
