@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--case", action="append", choices=list(CASES), help="Run only these cases (repeatable).")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="Config override, e.g. trainer.max_steps=300.")
     ap.add_argument("--synth-users", type=int, default=5000)
-    ap.add_argument("--intent-weight", type=float, default=1.0)
+    ap.add_argument("--intent-weight", type=float, default=0.5)
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=OUT / "quality.md")
     args = ap.parse_args()

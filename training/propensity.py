@@ -246,7 +246,7 @@ def train_goal_aware(
     as_of: datetime | None = None,
     *,
     bce_weight: float = 1.0,
-    intent_weight: float = 1.0,
+    intent_weight: float = 0.5,
     n_cutoffs: int = 4,
     stride: timedelta | None = None,
     calib_fraction: float = 0.2,
