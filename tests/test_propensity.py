@@ -118,11 +118,12 @@ def test_fit_head_keeps_the_embedding_out_when_it_does_not_transfer_to_the_lates
     Z = rng.normal(size=(n, 4)) * 0.1
     latest = cut == cut.max()
     Z[:, 0] += np.where(latest, -1.0, 1.0) * (y - 0.5)  # predictive early, reversed at the latest cut-off
-    held = rng.uniform(size=n) < 0.2
+    held = rng.uniform(size=n) < 0.5  # only the held-out users' pairs are used
     fit = fit_head(Z, F, y, cut, held)
     assert fit.inputs == "aggregates" and np.all(fit.weight[:4] == 0)
     assert fit.validation_auc["aggregates"] > fit.validation_auc["embedding+aggregates"]
     assert fit.calibration["n"] == int((held & latest).sum()) and fit.calibration["auc"] > 0.7
+    assert fit.calibration["n_fit"] == int((held & ~latest).sum())
     Z[:, 0] = 2.0 * (y - 0.5) + rng.normal(size=n) * 0.1  # now the embedding helps everywhere
     assert fit_head(Z, F, y, cut, held).inputs.startswith("embedding+aggregates")
 

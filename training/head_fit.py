@@ -1,14 +1,17 @@
 """Fit the propensity head once the encoder is trained: choose its inputs over time, fit, calibrate.
 
 The head is a logistic regression on [embedding z, intent_features] of labelled (user, cut-off)
-histories. Which inputs generalise is an empirical question: on a log whose users all joined
-together (CDNOW), the embedding learns how "young" the customers were at the early cut-offs and
-hurts at later ones, while the aggregates transfer. So each candidate is fitted on the earlier
-cut-offs and scored (ROC AUC) on the latest one — the one closest to deployment — and the winner
-is refitted on every training pair; the simplest candidate within TOLERANCE of the best wins, since
-one cut-off's AUC is a noisy guide to the next (on CDNOW a 0.001 edge for the embedding on the
-latest labelled cut-off turned into a 0.012 loss at the real one). Platt scaling on users held out from all fitting, at the
-latest cut-off, then corrects the drift of the goal rate over time.
+histories, fitted only on users the encoder never trained on: contrastive views pull a user's
+early and late events together, so for a training user the history up to an old cut-off already
+encodes what came after it, and a head fitted there learns a leak that is gone at serving time.
+
+Which inputs generalise is an empirical question: on a log whose users all joined together
+(CDNOW), the embedding learns how "young" the customers were at the early cut-offs and does not
+transfer, while the aggregates do. So each candidate is fitted on the held-out users' earlier
+cut-offs and scored (ROC AUC) on their latest one, the one closest to deployment; the simplest
+candidate within TOLERANCE of the best wins, since one cut-off's AUC is a noisy guide to the next.
+The model that was validated is the one shipped, Platt-scaled on that latest cut-off (out of
+time), which also corrects the drift of the goal rate.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from embeddings.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -68,40 +73,44 @@ def fit_platt(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 def fit_head(Z: np.ndarray, F: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, held: np.ndarray,
              max_rows: int = 300_000, seed: int = 0) -> HeadFit:
-    """Choose, fit and calibrate the head on labelled pairs.
+    """Choose, fit and calibrate the head on the labelled pairs of held-out users.
 
     Args:
         Z, F: (n, d) embeddings and (n, k) intent features of the labelled (user, cut-off) pairs.
-        y: (n,) 0/1 labels; cutoffs: (n,) the pair's cut-off; held: (n,) True for calibration users.
+        y: (n,) 0/1 labels; cutoffs: (n,) the pair's cut-off; held: (n,) True for pairs of users the
+            encoder never trained on — the only pairs used here.
     """
     from sklearn.metrics import roc_auc_score
 
-    train = ~held
-    if len(train) > max_rows:  # keep the fit bounded on huge logs; a fixed-seed sample of pairs
+    use = held.copy()
+    if use.sum() > max_rows:  # keep the fit bounded on huge logs; a fixed-seed sample of pairs
         keep = np.zeros(len(y), dtype=bool)
-        keep[np.random.default_rng(seed).choice(np.flatnonzero(train), max_rows, replace=False)] = True
-        train &= keep
-    latest = cutoffs == cutoffs.max()
-    early, late = train & ~latest, train & latest
+        keep[np.random.default_rng(seed).choice(np.flatnonzero(use), max_rows, replace=False)] = True
+        use &= keep
+    latest = cutoffs == cutoffs[use].max() if use.any() else np.zeros(len(y), dtype=bool)
+    fit_rows, cal_rows = use & ~latest, use & latest
     scores: dict[str, float] = {}
-    if len(np.unique(y[early])) == 2 and len(np.unique(y[late])) == 2:
+    if len(np.unique(y[fit_rows])) == 2 and len(np.unique(y[cal_rows])) == 2:
         for name, (use_z, C) in CANDIDATES.items():
-            w, b = _fit(Z[early], F[early], y[early], use_z, C)
-            scores[name] = float(roc_auc_score(y[late], _raw(Z[late], F[late], w, b)))
+            w, b = _fit(Z[fit_rows], F[fit_rows], y[fit_rows], use_z, C)
+            scores[name] = float(roc_auc_score(y[cal_rows], _raw(Z[cal_rows], F[cal_rows], w, b)))
         best = max(scores.values())
         choice = next(k for k in CANDIDATES if scores[k] >= best - TOLERANCE)
-    else:  # a single labelled cut-off (short log): nothing to validate over time
-        choice = "embedding+aggregates"
+    else:  # a single usable cut-off (short log): fit and calibrate on the same pairs
+        fit_rows = cal_rows = use
+        choice = "embedding+aggregates (strong L2)"
+        if len(np.unique(y[use])) < 2:
+            raise ConfigError("The held-out users' labelled histories have only one class; use a longer log, "
+                              "a larger calibration share, or a goal that sometimes happens and sometimes not.")
     use_z, C = CANDIDATES[choice]
-    w, b = _fit(Z[train], F[train], y[train], use_z, C)
-    cal = held & latest if len(np.unique(y[held & latest])) == 2 else held
-    raw = _raw(Z[cal], F[cal], w, b)
-    platt = fit_platt(raw, y[cal])
-    calibration: dict[str, Any] = {"method": "platt", **platt, "n": int(cal.sum()),
-                                   "positive_rate": float(y[cal].mean()) if cal.any() else None}
-    if len(np.unique(y[cal])) == 2:
+    w, b = _fit(Z[fit_rows], F[fit_rows], y[fit_rows], use_z, C)
+    raw = _raw(Z[cal_rows], F[cal_rows], w, b)
+    platt = fit_platt(raw, y[cal_rows])
+    calibration: dict[str, Any] = {"method": "platt", **platt, "n": int(cal_rows.sum()), "n_fit": int(fit_rows.sum()),
+                                   "positive_rate": float(y[cal_rows].mean()) if cal_rows.any() else None}
+    if len(np.unique(y[cal_rows])) == 2:
         p = 1.0 / (1.0 + np.exp(-np.clip(platt["a"] * raw + platt["b"], -50, 50)))
-        calibration.update(auc=float(roc_auc_score(y[cal], raw)), brier=float(np.mean((p - y[cal]) ** 2)))
-    log.info("propensity head: inputs %r (latest-cut-off AUC %s); calibrated on %d held-out pairs",
-             choice, {k: round(v, 4) for k, v in scores.items()}, int(cal.sum()))
+        calibration.update(auc=float(roc_auc_score(y[cal_rows], raw)), brier=float(np.mean((p - y[cal_rows]) ** 2)))
+    log.info("propensity head: inputs %r (latest-cut-off AUC %s); fitted on %d, calibrated on %d held-out pairs",
+             choice, {k: round(v, 4) for k, v in scores.items()}, int(fit_rows.sum()), int(cal_rows.sum()))
     return HeadFit(w, b, platt["a"], platt["b"], choice, scores, calibration)

@@ -116,7 +116,7 @@ def labelled_sequences(featurizer: Featurizer, events: pl.DataFrame, labels: pl.
 
 
 def holdout_mask(user_ids: np.ndarray, fraction: float) -> np.ndarray:
-    """Stable per-user split (CRC32 of the id): True for users held out for calibration."""
+    """Stable per-user split (CRC32 of the id): True for users held out of encoder training (head fit)."""
     h = np.array([zlib.crc32(str(u).encode()) for u in user_ids], dtype=np.int64)
     return (h % 10_000) < int(fraction * 10_000)
 
@@ -249,7 +249,7 @@ def train_goal_aware(
     intent_weight: float = 0.5,
     n_cutoffs: int = 4,
     stride: timedelta | None = None,
-    calib_fraction: float = 0.2,
+    calib_fraction: float = 0.3,
 ) -> TrainResult:
     """Train encoder + propensity head jointly; save a goal-aware bundle (embeddings carry intent)."""
     t0 = time.perf_counter()
@@ -283,8 +283,13 @@ def train_goal_aware(
              goal.describe(), len(lab.y), labels["cutoff"].n_unique(), lab.y.mean(), int(held.sum()))
 
     dm = SequenceDataModule(data, featurizer, tc, cfg.model.max_len)
-    # no contrastive validation here: the held-out users' labels are the check that matters
+    # No contrastive validation here: the held-out users' labels are the check that matters. The
+    # encoder never sees those users at all: contrastive views pull a user's early and late events
+    # together, so for a user it trained on, the history up to an old cut-off would already
+    # encode what followed it (on synthetic data: AUC 0.99 on the latest labelled cut-off, 0.81
+    # at the real one). The head is fitted and checked on these unseen users only.
     dm.train_rows = np.sort(np.concatenate([dm.train_rows, dm.val_rows]))
+    dm.train_rows = dm.train_rows[~holdout_mask(data.user_ids[dm.train_rows], calib_fraction)]
     dm.val_rows = np.zeros(0, dtype=np.int64)
     n_users = min(tc.batch_size, len(dm.train_rows))
     collate = _GoalCollator(ViewCollator(data, featurizer, tc, cfg.model.max_len, tc.seed), lab, train_rows,
