@@ -29,7 +29,6 @@ from ray.serve.handle import DeploymentHandle
 
 from embeddings.errors import SeqcohortError, WorkspaceError
 from serving.auth import KeyChecker
-from serving.batching import GreedyBatcher
 from serving.config import AppArgs
 from serving.deployments import AssignerDeployment, Encoder
 from serving.limits import BodyLimit
@@ -114,7 +113,6 @@ class Ingress:
         self.limits = self.args.limits
         BodyLimit.max_bytes = self.limits.max_body_bytes
         self.encoder, self.assigner = encoder, assigner
-        self._live = GreedyBatcher(self._live_batch, self.args.ingress.max_batch_size, self.args.ingress.max_in_flight)
 
     async def _call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
         """Await a handle call, retrying on a dead or unavailable replica (Serve replaces it)."""
@@ -128,12 +126,13 @@ class Ingress:
                 await asyncio.sleep(0.1 * 2**attempt)  # 0.1 .. 1.6 s: time for Serve to replace it
 
     # ------------------------------------------------------------------ helpers
-    async def _live_batch(self, groups: list[list[dict[str, Any]]]) -> list[Any]:
+    # several batches in flight: while one waits on the Encoder, the next is already forming
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.001, max_concurrent_batches=4)
+    async def _live(self, groups: list[list[dict[str, Any]]]) -> list[Any]:
         """Embed + assign the sessions of concurrent requests with one Encoder and one Assigner call.
 
         Batching here, not only in the Encoder, saves two actor calls per HTTP request — on a small
-        machine those calls, not the model, are most of the latency. `self._live(group)` queues one
-        request's sessions (GreedyBatcher: a batch leaves as soon as a call slot is free).
+        machine those calls, not the model, are most of the latency.
         """
         try:
             r = await self._embed_assign([s for g in groups for s in g])

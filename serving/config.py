@@ -26,9 +26,7 @@ class EncoderTunables(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_batch_size: int = Field(32, ge=1, le=1024)  # requests merged into one forward pass
-    # how long a batch waits to fill up; 0: take what is queued (calls arriving during a forward
-    # pass still share the next one, and the ingress already merges concurrent requests)
-    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
+    batch_wait_timeout_s: float = Field(0.002, ge=0, le=1)  # how long a batch waits to fill up
     torch_threads: int = Field(1, ge=1, le=64)  # intra-op threads per replica (1: replicas share cores)
     watch_interval_s: float = Field(2.0, ge=0)  # poll the workspace's `current` link; 0 disables
 
@@ -40,16 +38,6 @@ class AssignerTunables(BaseModel):
     n_neighbors: int = Field(5, ge=0, le=100)  # known users returned as evidence
     watch_interval_s: float = Field(2.0, ge=0)
     keep_versions: int = Field(3, ge=1, le=10)  # versions kept in memory (requests pinned to old ones finish)
-
-
-class IngressTunables(BaseModel):
-    """Micro-batching of live sessions in the ingress (see serving/batching.py)."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_batch_size: int = Field(64, ge=1, le=1024)  # requests merged into one Encoder + Assigner call
-    # such calls running at once; requests arriving meanwhile queue into the next batch. 2 keeps
-    # one batch at the Encoder while the other is at the Assigner (best of 1-8 measured on 2 cores)
-    max_in_flight: int = Field(2, ge=1, le=64)
 
 
 class Limits(BaseModel):
@@ -70,7 +58,6 @@ class AppArgs(BaseModel):
     api_key: str | None = None  # read key; default: $SEQCOHORT_API_KEY; none: endpoints are open
     admin_key: str | None = None  # admin key for /v1/admin/reload; default: $SEQCOHORT_ADMIN_KEY
     limits: Limits = Field(default_factory=Limits)
-    ingress: IngressTunables = Field(default_factory=IngressTunables)
     encoder: EncoderTunables = Field(default_factory=EncoderTunables)
     assigner: AssignerTunables = Field(default_factory=AssignerTunables)
     retries: int = Field(5, ge=0, le=10)  # ingress retries (0.1 s doubling) of a call whose replica died
@@ -102,8 +89,7 @@ class AppArgs(BaseModel):
 def serve_config(workspace: str = "workspace", host: str = "127.0.0.1", port: int = 8000) -> dict[str, Any]:
     """A Ray Serve config file (ServeDeploySchema) for the app, from the code defaults."""
     a = AppArgs(workspace=workspace)
-    args = {"workspace": workspace, "limits": a.limits.model_dump(), "ingress": a.ingress.model_dump(),
-            "retries": a.retries}
+    args = {"workspace": workspace, "limits": a.limits.model_dump(), "retries": a.retries}
     deps = []
     for name, opts, tun in (("Ingress", a.ingress_options, None), ("Encoder", a.encoder_options, a.encoder),
                             ("Assigner", a.assigner_options, a.assigner)):

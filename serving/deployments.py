@@ -6,7 +6,6 @@ Both follow the workspace's `current` version on their own (a watcher thread) an
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -36,7 +35,7 @@ class Encoder:
         self.embed_batch.set_max_batch_size(self.tun.max_batch_size)
         self.embed_batch.set_batch_wait_timeout_s(self.tun.batch_wait_timeout_s)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)  # both set from EncoderTunables
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def embed_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each request: {"sessions": [...]} -> {"X": (n, dim) float32, "version", "model_version"}."""
         vid, st = self.versions.get()  # one version for the whole batch
@@ -83,16 +82,12 @@ class AssignerDeployment:
         for _, st in list(self.versions._cache.items()):
             st.assigner.n_neighbors = self.tun.n_neighbors
 
-    # assign and lookup are on the live path: `async def` runs them on the replica's event loop
-    # (they take well under a millisecond), where a plain `def` would cost a hop to a worker thread.
-    async def assign(self, embedded: dict[str, Any]) -> dict[str, Any]:
+    def assign(self, embedded: dict[str, Any]) -> dict[str, Any]:
         """Assign the Encoder's output with the cohort set of the same workspace version."""
-        v = embedded["version"]
-        # a version no longer in memory is loaded in a thread, so the loop keeps serving meanwhile
-        vid, st = self.versions.get(v) if self.versions.is_loaded(v) else await asyncio.to_thread(self.versions.get, v)
+        vid, st = self.versions.get(embedded["version"])
         return {"results": st.assign(embedded["X"]), "version": vid, "model_version": embedded["model_version"]}
 
-    async def lookup(self, user_ids: list[str]) -> dict[str, Any]:
+    def lookup(self, user_ids: list[str]) -> dict[str, Any]:
         """Stored assignments (None for unknown users) from the current version."""
         vid, st = self.versions.get()
         return {"results": [st.lookup(u) for u in user_ids], "version": vid, "model_version": st.model_version}
