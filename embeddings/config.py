@@ -70,6 +70,12 @@ class TrainerConfig(_Section):
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(50, ge=0)
     temperature: float = Field(0.5, gt=0)  # higher = smoother space, better-separated behaviour groups
+    # shuffled-order hard negatives: a copy of each user's first view with its events reordered
+    # inside each session (same events, same times) joins the InfoNCE denominator, counting as this
+    # many ordinary negatives; 0 = off. Off by default: the order twins stay in one cohort (see
+    # bench/RESULTS.md) and training costs ~1.5x
+    order_weight: float = Field(0.0, ge=0.0)
+    order_reverse: float = Field(0.5, ge=0.0, le=1.0)  # share of those copies reversed, not shuffled
     val_fraction: float = Field(0.05, ge=0.0, lt=0.5)
     val_every: int = Field(200, ge=1)  # steps between validations
     seed: int = 0

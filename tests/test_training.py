@@ -1,11 +1,23 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import torch
 
+from embeddings.config import TrainerConfig
 from embeddings.embed import UserEncoder
+from embeddings.features import Featurizer
+from training.datamodule import ViewCollator, bucketed_batch, shuffled_copies
 from training.losses import multiview_infonce, view_retrieval_accuracy
-from training.sampling import coles_view, sample_views, split_views, suffix_view
+from training.sampling import (
+    TIME_FIELDS,
+    coles_view,
+    sample_views,
+    session_ids,
+    shuffle_within_sessions,
+    split_views,
+    suffix_view,
+)
 from training.train import train
 
 
@@ -45,3 +57,95 @@ def test_tiny_lightning_run_learns_and_is_seeded(tmp_path, synth_small, tiny_cfg
     assert X.shape == (ev["user_id"].n_unique(), tiny_cfg.model.dim)
     assert np.isfinite(X).all()
     assert (tmp_path / "a" / "manifest.json").is_file()
+
+
+def test_shuffle_within_sessions_moves_events_only_inside_sessions():
+    rng = np.random.default_rng(0)
+    session_pos = np.array([1, 2, 3, 4, 1, 2, 1, 1, 2, 3])  # sessions: 0-3, 4-5, 6, 7-9
+    session, opener = session_ids(session_pos), session_pos == 1
+    view = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9])  # starts inside the first session
+    seen = set()
+    for _ in range(200):
+        p = shuffle_within_sessions(view, session, opener, rng)
+        assert p is not None and sorted(p) == list(range(len(view)))
+        assert not np.array_equal(p, np.arange(len(view))), "a copy always differs"
+        np.testing.assert_array_equal(session[view[p]], session[view])  # nothing leaves its session
+        np.testing.assert_array_equal(p[opener[view]], np.flatnonzero(opener[view]))  # openers stay
+        seen.add(tuple(p))
+    assert len(seen) > 5  # the slot before the second session and the last session both move
+    # reversed: each session's movable events in the opposite order, openers in place
+    p = shuffle_within_sessions(view, session, opener, rng, reverse=True)
+    assert p.tolist() == [2, 1, 0, 3, 4, 5, 6, 8, 7]
+    # only openers and one-event sessions: nothing to reorder
+    assert shuffle_within_sessions(np.array([4, 5, 6, 7]), session, opener, rng) is None
+    assert shuffle_within_sessions(np.array([3, 4, 5]), session, opener, rng) is None
+
+
+def test_shuffled_copy_is_what_the_featurizer_makes_of_the_reordered_events(synth_small):
+    """A copy's fields equal featurising the same events reordered inside sessions, same times."""
+    ev = synth_small.events.filter(pl.col("user_id").is_in(synth_small.events["user_id"].unique().sort()[:40]))
+    f = Featurizer().fit(ev)
+    data = f.transform(ev, as_of=synth_small.as_of)
+    data.fields["row"] = np.arange(len(data.fields["event"]), dtype=np.float32)  # tracks each event
+    pos = data.fields["session_pos"]
+    views = [np.arange(s, e) for s, e in zip(data.offsets[:-1], data.offsets[1:], strict=True)]
+    batch = bucketed_batch(f, data, views, 400, 3)
+    copies = shuffled_copies(batch, views, session_ids(pos), pos == 1, np.random.default_rng(1))
+    assert len(copies["view"]) >= 20
+    order_changed = 0
+    offset = 0
+    for b in copies["buckets"]:
+        for r in range(len(b["lengths"])):
+            u = int(copies["view"][offset + r])
+            n = int(b["lengths"][r])
+            src = b["row"][r, :n].numpy().astype(np.int64)  # event row now in each slot
+            own = views[u]
+            assert sorted(src) == own.tolist()
+            user = data.user_ids[u]
+            orig = ev.filter(pl.col("user_id") == user).sort("ts")
+            moved = orig.select(pl.exclude("ts")).with_row_index("i")
+            reordered = (moved[src - own[0]].drop("i")
+                         .with_columns(orig["ts"]).select(orig.columns))
+            expect = f.transform(reordered, as_of=synth_small.as_of)
+            for k, arr in expect.fields.items():
+                np.testing.assert_array_equal(b[k][r, :n].numpy(), arr, err_msg=f"field {k}")
+            order_changed += not np.array_equal(src, own)
+        offset += len(b["lengths"])
+    assert order_changed == len(copies["view"])
+    assert TIME_FIELDS <= set(data.fields)
+
+
+def test_collator_adds_copies_only_when_the_term_is_on(synth_small):
+    f = Featurizer().fit(synth_small.events)
+    data = f.transform(synth_small.events, as_of=synth_small.as_of)
+    off = ViewCollator(data, f, TrainerConfig(), 64, seed=0)([0, 1, 2, 3, 4, 5, 6, 7])
+    on = ViewCollator(data, f, TrainerConfig(order_weight=1.0), 64, seed=0)([0, 1, 2, 3, 4, 5, 6, 7])
+    assert "shuffled" not in off
+    for a, b in zip(off["buckets"], on["buckets"], strict=True):  # the views themselves are unchanged
+        for k in a:
+            torch.testing.assert_close(a[k], b[k])
+    copies = on["shuffled"]
+    assert len(copies["view"]) > 0 and len(copies["view"]) == sum(len(b["lengths"]) for b in copies["buckets"])
+
+
+def test_shuffled_copies_as_negatives_penalise_a_copy_near_its_view():
+    torch.manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(8, 16), dim=1).repeat_interleave(2, dim=0)
+    z = torch.nn.functional.normalize(z + 0.1 * torch.randn_like(z), dim=1)  # 8 users x 2 views
+    plain = multiview_infonce(z, 2, 0.5)
+    near = multiview_infonce(z, 2, 0.5, z[::2], 16.0)  # copies equal to their views: order unseen
+    far = multiview_infonce(z, 2, 0.5, -z[::2], 16.0)
+    assert plain < far < near
+    # weight w: one copy counts as w ordinary negatives
+    w2 = multiview_infonce(z, 2, 0.5, torch.cat([z[:1], z[:1]]), 1.0)
+    torch.testing.assert_close(w2, multiview_infonce(z, 2, 0.5, z[:1], 2.0))
+    torch.testing.assert_close(multiview_infonce(z, 2, 0.5, z[:0], 16.0), plain)
+
+
+def test_tiny_run_with_order_negatives(tmp_path, synth_small, tiny_cfg):
+    tiny_cfg.trainer.max_steps = 40
+    tiny_cfg.trainer.order_weight = 16.0
+    r = train(tiny_cfg, synth_small.events, tmp_path / "a")
+    assert r.metrics["steps"] == 40
+    assert 0.0 < r.metrics["val/order_sim"] <= 1.0 and np.isfinite(r.metrics["val/loss"])
+    assert r.metrics["val/view_acc"] > 0.3  # the extra negatives do not stop the contrastive task

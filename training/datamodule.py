@@ -9,7 +9,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from embeddings.config import TrainerConfig
 from embeddings.features import Featurizer, SequenceData
-from training.sampling import sample_views
+from training.sampling import (
+    PREV_FIELDS,
+    TIME_FIELDS,
+    prev_from,
+    sample_views,
+    session_ids,
+    shuffle_within_sessions,
+)
 
 
 class _Users(Dataset[int]):
@@ -24,13 +31,23 @@ class _Users(Dataset[int]):
 
 
 class ViewCollator:
-    """Turns a list of user rows into a PaddedBatch of `views` sub-sequences per user."""
+    """Turns a list of user rows into a PaddedBatch of `views` sub-sequences per user.
+
+    With `cfg.order_weight > 0` the batch also holds `shuffled`: a copy of each user's first view
+    with its events reordered inside sessions, where there is something to reorder (see
+    `shuffled_copies`).
+    """
 
     def __init__(
         self, data: SequenceData, featurizer: Featurizer, cfg: TrainerConfig, max_len: int, seed: int
     ) -> None:
         self.data, self.featurizer, self.cfg, self.max_len = data, featurizer, cfg, max_len
         self.rng = np.random.default_rng(seed)
+        if cfg.order_weight > 0:
+            pos = data.fields["session_pos"]
+            self.session, self.opener = session_ids(pos), pos == 1
+            # its own stream, so turning the term on leaves the views themselves unchanged
+            self.order_rng = np.random.default_rng([seed, 1])
 
     def __call__(self, rows: list[int]) -> dict[str, object]:
         views = sample_views(
@@ -50,7 +67,74 @@ class ViewCollator:
             for b in batch["buckets"]:  # type: ignore[union-attr]
                 hide = torch.from_numpy(self.rng.random(tuple(b[name].shape)) < p)
                 b[name] = torch.where(hide & (b[name] > 0), torch.ones_like(b[name]), b[name])
+        if self.cfg.order_weight > 0:
+            # one copy per user (of its first view) keeps the extra encoder work to half a batch
+            first = [v[-self.max_len :] if i % self.cfg.views == 0 else None for i, v in enumerate(views)]
+            batch["shuffled"] = shuffled_copies(
+                batch, first, self.session, self.opener, self.order_rng, self.cfg.order_reverse
+            )
         return batch
+
+
+def shuffled_copies(
+    batch: dict[str, object],
+    views: list[np.ndarray | None],
+    session: np.ndarray,
+    opener: np.ndarray,
+    rng: np.random.Generator,
+    reverse: float = 0.0,
+) -> dict[str, object]:
+    """Copies of a bucketed batch's views with events reordered inside each session.
+
+    Built from the finished view tensors, so a copy differs from its view only in order: the same
+    events (with the same hidden items), time fields (`TIME_FIELDS`) left in their slots, and
+    `PREV_FIELDS` recomputed from the new order wherever the previous event is in the view.
+    Views with nothing to reorder get no copy.
+
+    Args:
+        views: the batch's views as collated (the last max_len rows of each); None: no copy.
+        reverse: share of copies whose sessions are reversed rather than shuffled.
+
+    Returns:
+        {"buckets": PaddedBatches, "view": (M,) index of the view each copy row was made from}.
+    """
+    order = batch["order"].numpy()  # type: ignore[union-attr]
+    out_buckets: list[dict[str, torch.Tensor]] = []
+    made: list[np.ndarray] = []
+    row0 = 0
+    for b in batch["buckets"]:  # type: ignore[union-attr]
+        ids = order[row0 : row0 + len(b["lengths"])]
+        row0 += len(ids)
+        T = int(b["event"].shape[1])
+        rows, perm, follows = [], [], []
+        for r, v in enumerate(ids):
+            view = views[v]
+            if view is None:
+                continue
+            p = shuffle_within_sessions(view, session, opener, rng, bool(rng.random() < reverse))
+            if p is not None:
+                rows.append(r)
+                perm.append(np.concatenate([p, np.arange(len(p), T)]))  # padding stays put
+                follows.append(np.pad(prev_from(view), (0, T - len(p))))
+        if not rows:
+            continue
+        sel = torch.tensor(rows)
+        src = torch.from_numpy(np.stack(perm))  # (M_b, T) slot each event comes from
+        shuffled: dict[str, torch.Tensor] = {}
+        for name, t in b.items():
+            t = t[sel]
+            if t.ndim == 2 and name not in TIME_FIELDS and name not in PREV_FIELDS and name != "context":
+                t = torch.gather(t, 1, src)
+            shuffled[name] = t
+        follow = torch.from_numpy(np.stack(follows))  # (M_b, T)
+        for name, source in PREV_FIELDS.items():
+            if name in shuffled:
+                before = torch.roll(shuffled[source], 1, dims=1)  # (M_b, T): the new previous event
+                shuffled[name] = torch.where(follow, before, shuffled[name])
+        out_buckets.append(shuffled)
+        made.append(ids[rows])
+    view = np.concatenate(made) if made else np.zeros(0, dtype=np.int64)
+    return {"buckets": out_buckets, "view": torch.from_numpy(view.astype(np.int64))}
 
 
 def bucketed_batch(

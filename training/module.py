@@ -22,6 +22,7 @@ class ContrastiveModule(L.LightningModule):
         warmup_steps: int = 50,
         max_steps: int = 600,
         temperature: float = 0.1,
+        order_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder"])
@@ -34,9 +35,32 @@ class ContrastiveModule(L.LightningModule):
         out[batch["order"]] = z
         return out
 
+    def shuffled(self, batch: dict) -> torch.Tensor | None:
+        """(M, dim) embeddings of the batch's shuffled-order copies; None when the term is off."""
+        copies = batch.get("shuffled")
+        if float(self.hparams.get("order_weight", 0.0)) <= 0 or not copies or not copies["buckets"]:
+            return None
+        return torch.cat([self.encoder(b) for b in copies["buckets"]], dim=0).float()
+
+    def contrastive_loss(self, batch: dict, z: torch.Tensor, stage: str | None = None) -> torch.Tensor:
+        """InfoNCE of a view batch (z = self(batch)); shuffled-order copies join as negatives.
+
+        Each copy has its view's events and times in another order inside each session, so it can
+        only be pushed away through event order; it counts as `order_weight` ordinary negatives.
+        With `stage`, logs `{stage}/order_sim`: mean cosine of a view and its own copy.
+        """
+        views, temp = self.hparams.views, self.hparams.temperature
+        zs = self.shuffled(batch)
+        if zs is None:
+            return multiview_infonce(z, views, temp)
+        if stage is not None:
+            sim = (z[batch["shuffled"]["view"]] * zs).sum(-1).mean()
+            self.log(f"{stage}/order_sim", sim, batch_size=z.shape[0] // views)
+        return multiview_infonce(z, views, temp, zs, float(self.hparams.order_weight))
+
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
         z = self(batch).float()
-        loss = multiview_infonce(z, self.hparams.views, self.hparams.temperature)
+        loss = self.contrastive_loss(batch, z, stage)
         acc = view_retrieval_accuracy(z, self.hparams.views)
         bs = z.shape[0] // self.hparams.views
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs)

@@ -8,11 +8,21 @@ Views of one user are positives for each other; views of other users in the batc
 - "coles": CoLES random contiguous slices anywhere in the history (ℓ uniform in [min, n]).
 - "split": one random window dealt out into disjoint views: no event appears in two views.
 - "mixed": each view picks suffix or coles at random.
+
+Shuffled-order copies (`shuffle_within_sessions`) are hard negatives: the same events in the same
+time slots, only their order inside each session permuted. Telling a view from its shuffled copy
+needs the order of events, which nothing else in the contrastive task asks for.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+# Fields the featurizer derives from timestamps alone (embeddings/features.py): they belong to the
+# time slot, so a shuffled copy keeps them in place while the events' own fields move.
+TIME_FIELDS = frozenset({"gap", "session_pos", "recency", "log_recency", "hour", "weekday"})
+# Fields derived from the previous event: recomputed after reordering (field -> its source).
+PREV_FIELDS = {"prev_event": "event"}
 
 
 def suffix_view(start: int, end: int, max_len: int, dropout: float, rng: np.random.Generator) -> np.ndarray:
@@ -93,4 +103,56 @@ def sample_views(
                 if m == "suffix"
                 else coles_view(s, e, max_len, dropout, rng, short_prob=short_prob)
             )
+    return out
+
+
+def session_ids(session_pos: np.ndarray) -> np.ndarray:
+    """Per event row, a number that changes exactly at each session start (session_pos == 1)."""
+    return np.cumsum(session_pos == 1)
+
+
+def shuffle_within_sessions(
+    view: np.ndarray,
+    session: np.ndarray,
+    opener: np.ndarray,
+    rng: np.random.Generator,
+    reverse: bool = False,
+) -> np.ndarray | None:
+    """A random reordering of a view's events that stays inside each session.
+
+    Args:
+        view: event rows of one view, in time order.
+        session: session id of every event row (`session_ids`).
+        opener: True for rows that start a session. Openers stay put: a session start, login or
+            landing event out of first place would make the copy trivial to spot, and the encoder
+            would learn that cue instead of the order of the rest.
+        reverse: reverse the movable events of each session instead of shuffling them: the
+            copy farthest in order (browse-then-buy becomes buy-then-browse).
+
+    Returns:
+        perm (len(view),): slot j of the copy takes the event from slot perm[j]; never the
+        identity. None when no session of the view has two movable events.
+    """
+    n = len(view)
+    s = session[view]
+    mv = np.flatnonzero(~opener[view])
+    if len(mv) < 2:
+        return None
+    sm = s[mv]
+    same = sm[1:] == sm[:-1]  # consecutive movable slots in one session
+    if not same.any():
+        return None
+    perm = np.arange(n)
+    key = -np.arange(len(mv)) if reverse else rng.random(len(mv))
+    perm[mv] = mv[np.lexsort((key, sm))]  # sessions stay in time order
+    if np.array_equal(perm, np.arange(n)):
+        i = int(rng.choice(np.flatnonzero(same)))  # swap two neighbours of one session instead
+        perm[mv[i]], perm[mv[i + 1]] = mv[i + 1], mv[i]
+    return perm
+
+
+def prev_from(view: np.ndarray) -> np.ndarray:
+    """(len(view),) bool: slot j's previous event row is slot j-1 (so its prev_* fields follow it)."""
+    out = np.zeros(len(view), dtype=bool)
+    out[1:] = view[1:] == view[:-1] + 1
     return out

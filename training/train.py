@@ -95,6 +95,7 @@ def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=No
         warmup_steps=tc.warmup_steps,
         max_steps=tc.max_steps,
         temperature=tc.temperature,
+        order_weight=tc.order_weight,
     )
     has_val = len(dm.val_rows) > 0
     trainer = L.Trainer(
