@@ -163,3 +163,14 @@ def test_errors_are_clear(tmp_path: Path, events: pl.DataFrame) -> None:
     with pytest.raises(ConfigError, match="one class"):
         train_goal_aware(load_config(overrides=FAST), events, parse_goal("no_such_event", "30d"), tmp_path / "b")
     assert timedelta(days=30) == GOAL.horizon
+
+
+def test_goal_aware_training_takes_the_shuffled_order_term(tmp_path: Path) -> None:
+    from embeddings.config import load_config
+    from embeddings.synth import generate
+    from training.propensity import train_goal_aware
+
+    events = generate(200, seed=3).events  # sessions of several events: something to reorder
+    cfg = load_config(overrides=[*FAST, "trainer.max_steps=4", "trainer.order_weight=4"])
+    res = train_goal_aware(cfg, events, GOAL, tmp_path / "b", as_of=events["ts"].max())
+    assert res.metrics["steps"] == 4 and "train/order_sim" in res.metrics

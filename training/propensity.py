@@ -134,10 +134,8 @@ class PropensityModule(ContrastiveModule):
         self.head = head
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:  # type: ignore[override]
-        from training.losses import multiview_infonce
-
         z = self(batch["views"]).float()
-        nce = multiview_infonce(z, self.hparams.views, self.hparams.temperature)
+        nce = self.contrastive_loss(batch["views"], z, stage)
         sup = batch["sup"]
         zs = self.encoder(sup).float()
         logits = self.head(torch.cat([zs, intent_features(sup, self.hparams.goal_event)], dim=1)).squeeze(-1)
@@ -301,7 +299,8 @@ def train_goal_aware(
         warnings.filterwarnings("ignore", ".*is an instance of `nn.Module`.*")
         module = PropensityModule(encoder, head, goal_event=gid, bce_weight=bce_weight, views=tc.views, lr=tc.lr,
                                   weight_decay=tc.weight_decay, warmup_steps=tc.warmup_steps,
-                                  max_steps=tc.max_steps, temperature=tc.temperature)
+                                  max_steps=tc.max_steps, temperature=tc.temperature,
+                                  order_weight=tc.order_weight)
     trainer = L.Trainer(
         accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,  # type: ignore[arg-type]
         max_steps=tc.max_steps, max_epochs=-1, logger=False, enable_checkpointing=False,
