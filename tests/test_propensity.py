@@ -123,7 +123,7 @@ def test_fit_head_keeps_the_embedding_out_when_it_does_not_transfer_to_the_lates
     assert fit.inputs == "aggregates" and np.all(fit.weight[:4] == 0)
     assert fit.validation_auc["aggregates"] > fit.validation_auc["embedding+aggregates"]
     assert fit.calibration["n"] == int((held & latest).sum()) and fit.calibration["auc"] > 0.7
-    assert fit.calibration["n_fit"] == int((held & ~latest).sum())
+    assert fit.calibration["n_fit"] == int(held.sum())
     Z[:, 0] = 2.0 * (y - 0.5) + rng.normal(size=n) * 0.1  # now the embedding helps everywhere
     assert fit_head(Z, F, y, cut, held).inputs.startswith("embedding+aggregates")
 

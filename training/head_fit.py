@@ -10,8 +10,9 @@ Which inputs generalise is an empirical question: on a log whose users all joine
 transfer, while the aggregates do. So each candidate is fitted on the held-out users' earlier
 cut-offs and scored (ROC AUC) on their latest one, the one closest to deployment; the simplest
 candidate within TOLERANCE of the best wins, since one cut-off's AUC is a noisy guide to the next.
-The model that was validated is the one shipped, Platt-scaled on that latest cut-off (out of
-time), which also corrects the drift of the goal rate.
+The chosen head is refitted on all their pairs and Platt-scaled on out-of-fold scores of the
+latest cut-off (each pair scored by a head fitted without it), which also corrects the drift of
+the goal rate over time.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ CANDIDATES: dict[str, tuple[bool, float]] = {  # simplest first: name -> (uses t
     "embedding+aggregates (strong L2)": (True, 0.05),
     "embedding+aggregates": (True, 1.0),
 }
+N_FOLDS = 5  # cross-fitting folds for the Platt scaling
 TOLERANCE = 0.005  # a richer head must beat a simpler one by this much AUC on the latest cut-off
 
 
@@ -88,29 +90,38 @@ def fit_head(Z: np.ndarray, F: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, h
         keep[np.random.default_rng(seed).choice(np.flatnonzero(use), max_rows, replace=False)] = True
         use &= keep
     latest = cutoffs == cutoffs[use].max() if use.any() else np.zeros(len(y), dtype=bool)
-    fit_rows, cal_rows = use & ~latest, use & latest
+    early, late = use & ~latest, use & latest
+    if len(np.unique(y[use])) < 2:
+        raise ConfigError("The held-out users' labelled histories have only one class; use a longer log, "
+                          "a larger calibration share, or a goal that sometimes happens and sometimes not.")
     scores: dict[str, float] = {}
-    if len(np.unique(y[fit_rows])) == 2 and len(np.unique(y[cal_rows])) == 2:
+    if len(np.unique(y[early])) == 2 and len(np.unique(y[late])) == 2:
         for name, (use_z, C) in CANDIDATES.items():
-            w, b = _fit(Z[fit_rows], F[fit_rows], y[fit_rows], use_z, C)
-            scores[name] = float(roc_auc_score(y[cal_rows], _raw(Z[cal_rows], F[cal_rows], w, b)))
+            w, b = _fit(Z[early], F[early], y[early], use_z, C)
+            scores[name] = float(roc_auc_score(y[late], _raw(Z[late], F[late], w, b)))
         best = max(scores.values())
         choice = next(k for k in CANDIDATES if scores[k] >= best - TOLERANCE)
-    else:  # a single usable cut-off (short log): fit and calibrate on the same pairs
-        fit_rows = cal_rows = use
+    else:  # a single usable cut-off (short log): nothing to validate over time
         choice = "embedding+aggregates (strong L2)"
-        if len(np.unique(y[use])) < 2:
-            raise ConfigError("The held-out users' labelled histories have only one class; use a longer log, "
-                              "a larger calibration share, or a goal that sometimes happens and sometimes not.")
     use_z, C = CANDIDATES[choice]
-    w, b = _fit(Z[fit_rows], F[fit_rows], y[fit_rows], use_z, C)
-    raw = _raw(Z[cal_rows], F[cal_rows], w, b)
-    platt = fit_platt(raw, y[cal_rows])
-    calibration: dict[str, Any] = {"method": "platt", **platt, "n": int(cal_rows.sum()), "n_fit": int(fit_rows.sum()),
-                                   "positive_rate": float(y[cal_rows].mean()) if cal_rows.any() else None}
-    if len(np.unique(y[cal_rows])) == 2:
+    w, b = _fit(Z[use], F[use], y[use], use_z, C)  # the shipped head: every held-out pair
+    # Platt on out-of-fold scores of the latest cut-off's pairs (each scored by a head fitted without it)
+    late_idx = np.flatnonzero(late)
+    fold = np.random.default_rng(seed).permutation(len(late_idx)) % N_FOLDS
+    raw = np.zeros(len(late_idx))
+    for f in range(N_FOLDS):
+        train = use.copy()
+        train[late_idx[fold == f]] = False
+        if (fold == f).any() and len(np.unique(y[train])) == 2:
+            wf, bf = _fit(Z[train], F[train], y[train], use_z, C)
+            raw[fold == f] = _raw(Z[late_idx[fold == f]], F[late_idx[fold == f]], wf, bf)
+    y_cal = y[late_idx]
+    platt = fit_platt(raw, y_cal)
+    calibration: dict[str, Any] = {"method": "platt", **platt, "n": int(len(late_idx)), "n_fit": int(use.sum()),
+                                   "positive_rate": float(y_cal.mean()) if len(y_cal) else None}
+    if len(np.unique(y_cal)) == 2:
         p = 1.0 / (1.0 + np.exp(-np.clip(platt["a"] * raw + platt["b"], -50, 50)))
-        calibration.update(auc=float(roc_auc_score(y[cal_rows], raw)), brier=float(np.mean((p - y[cal_rows]) ** 2)))
-    log.info("propensity head: inputs %r (latest-cut-off AUC %s); fitted on %d, calibrated on %d held-out pairs",
-             choice, {k: round(v, 4) for k, v in scores.items()}, int(fit_rows.sum()), int(cal_rows.sum()))
+        calibration.update(auc=float(roc_auc_score(y_cal, raw)), brier=float(np.mean((p - y_cal) ** 2)))
+    log.info("propensity head: inputs %r (latest-cut-off AUC %s); fitted on %d held-out pairs, calibrated out "
+             "of fold on %d", choice, {k: round(v, 4) for k, v in scores.items()}, int(use.sum()), len(late_idx))
     return HeadFit(w, b, platt["a"], platt["b"], choice, scores, calibration)
