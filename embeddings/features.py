@@ -30,7 +30,7 @@ N_SPECIAL = 3
 GAP_BUCKETS = 26  # log2 buckets of seconds since the previous event (2^24 s ~ 194 days) + "first event"
 RECENCY_BUCKETS = 28  # log2 buckets of seconds before as_of (2^27 s ~ 4 years)
 FIRST_GAP = GAP_BUCKETS - 1  # bucket of a sequence's first event (no previous event known)
-N_CONTEXT = 5  # whole-history aggregates per user: events, recency, spend, tenure, active days
+N_CONTEXT = 5  # aggregates of a batch row's events: count, recency, spend, tenure, active days
 SESSION_GAP_S = 1800.0  # a new session starts after 30 minutes without events
 SESSION_POS = 32  # position of an event inside its session, clipped (funnel order: search -> cart -> buy)
 
@@ -55,7 +55,6 @@ class SequenceData:
     offsets: np.ndarray  # (n_users + 1,) int64
     fields: dict[str, np.ndarray]  # name -> (n_events,) int64 (categorical) or float32 (numeric)
     as_of: datetime | None = None
-    context: np.ndarray | None = None  # (n_users, N_CONTEXT) float32 whole-history aggregates
 
     @property
     def lengths(self) -> np.ndarray:
@@ -70,10 +69,7 @@ class SequenceData:
         starts, ends = self.offsets[rows], self.offsets[rows + 1]
         idx = _ranges(starts, ends)
         offsets = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
-        ctx = self.context[rows] if self.context is not None else None
-        return SequenceData(
-            self.user_ids[rows], offsets, {k: v[idx] for k, v in self.fields.items()}, self.as_of, ctx
-        )
+        return SequenceData(self.user_ids[rows], offsets, {k: v[idx] for k, v in self.fields.items()}, self.as_of)
 
 
 def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -251,8 +247,7 @@ class Featurizer:
             )
         starts = np.flatnonzero(new_user)
         offsets = np.concatenate([starts, [len(uid)]]).astype(np.int64)
-        context = user_context(offsets, ts_us, as_of_us, amount, cols["gap"])
-        return SequenceData(uid[starts].astype(object), offsets, cols, as_of, context)
+        return SequenceData(uid[starts].astype(object), offsets, cols, as_of)
 
     # ----------------------------------------------------------------- batching
     def collate(
@@ -340,30 +335,6 @@ class Featurizer:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
-
-
-def user_context(
-    offsets: np.ndarray, ts_us: np.ndarray, as_of_us: int, amount: np.ndarray, gap: np.ndarray
-) -> np.ndarray:
-    """(n_users, N_CONTEXT) log-scaled aggregates of each user's whole known history.
-
-    Sub-sequence views of one user share these, so the embedding keeps how much, how recently
-    and how valuably a user acts — what RFM knows — next to the behaviour the events show.
-    """
-    starts, ends = offsets[:-1], offsets[1:] - 1
-    n = (ends - starts + 1).astype(np.float64)
-    day = 86400e6
-    recency = np.maximum(as_of_us - ts_us[ends], 0) / day
-    tenure = (ts_us[ends] - ts_us[starts]) / day
-    spend = np.add.reduceat(np.nan_to_num(np.maximum(amount, 0.0), nan=0.0), starts)
-    days = np.floor(ts_us / day)
-    new_day = np.ones(len(ts_us), dtype=bool)
-    new_day[1:] = days[1:] != days[:-1]
-    new_day[starts] = True
-    active_days = np.add.reduceat(new_day.astype(np.float64), starts)
-    ctx = np.stack([np.log1p(n) / 5, np.log1p(recency) / 5, np.log1p(spend) / 8,
-                    np.log1p(tenure) / 6, np.log1p(active_days) / 5], axis=1)
-    return ctx.astype(np.float32)
 
 
 def data_fingerprint(events: pl.DataFrame) -> str:

@@ -36,7 +36,6 @@ from embeddings.features import (
     Featurizer,
     FeaturizerConfig,
     SequenceData,
-    user_context,
 )
 
 Columns = Mapping[str, Sequence[Any]]
@@ -149,8 +148,7 @@ class SmallFeaturizer:
             cols[col] = np.nan_to_num((v - mu) / sd, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
         starts = np.flatnonzero(new_user)
         offsets = np.concatenate([starts, [n]]).astype(np.int64)
-        context = user_context(offsets, ts_us, as_of_us, amount, cols["gap"])
-        return SequenceData(uid[starts].astype(object), offsets, cols, as_of, context)
+        return SequenceData(uid[starts].astype(object), offsets, cols, as_of)
 
 
 def _floats(values: Sequence[Any]) -> np.ndarray:

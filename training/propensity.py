@@ -87,7 +87,7 @@ def _concat(parts: list[SequenceData]) -> SequenceData:
             fields[k].append(v)
     return SequenceData(
         np.concatenate([p.user_ids for p in parts]), np.concatenate(offsets),
-        {k: np.concatenate(v) for k, v in fields.items()}, None,
+        {k: np.concatenate(v) for k, v in fields.items()},
     )
 
 
