@@ -61,9 +61,6 @@ class IntentTiers:
     def n_tiers(self) -> int:
         return len(self.thresholds) + 1
 
-    def tier_of(self, X: np.ndarray) -> np.ndarray:
-        return np.searchsorted(-self.thresholds, -split_embedding(X, self.intent)[1], side="right")
-
     def behaviour_of(self, z: np.ndarray) -> np.ndarray:
         """Nearest behaviour cluster of behaviour embeddings z (n, d)."""
         return assign_to_centroids(np.asarray(z, dtype=np.float32), self.behaviour, self.temperature)[0]
