@@ -12,7 +12,7 @@ import polars as pl
 from embeddings.fsutil import atomic_path
 
 if TYPE_CHECKING:
-    from embeddings.schema import _Field
+    from embeddings.schema import FieldSpec
 
 log = logging.getLogger("embeddings.schema")
 
@@ -64,7 +64,7 @@ class _Problem:
 
 
 def _describe(
-    reason: str, f: _Field, n: int, df: pl.DataFrame, mask: pl.Series, n_in: int
+    reason: str, f: FieldSpec, n: int, df: pl.DataFrame, mask: pl.Series, n_in: int
 ) -> _Problem:
     key = "non_numeric" if reason.startswith("non_numeric_") else reason
     key = "nonfinite" if reason.startswith("nonfinite_") else key
