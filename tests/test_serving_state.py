@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from datetime import datetime, timedelta
@@ -114,3 +115,47 @@ def test_live_sessions_featurise_like_the_reference(trained_workspace):
         frame = columns_frame(st._columns([s]), st.encoder.featurizer.config)
         ref = st.encoder.encode(st.encoder.featurize(frame, _dt(s["as_of"])))
         np.testing.assert_array_equal(st.embed_sessions([s]), ref)
+
+
+@pytest.fixture(scope="module")
+def goal_workspace(tmp_path_factory, synth_files):
+    """A tiny goal-aware run: intent-carrying embeddings and tiered cohorts."""
+    from embeddings.config import load_config
+    from embeddings.goals import parse_goal
+    from seqcohort import pipeline
+    from tests.conftest import TINY_SETS
+
+    ws = tmp_path_factory.mktemp("goal_ws") / "workspace"
+    pipeline.run(synth_files["events"], ws, load_config(overrides=TINY_SETS), goal=parse_goal("purchase", "30d"))
+    return ws
+
+
+def test_goal_aware_workspace_serves_intent_embeddings_and_tiered_cohorts(goal_workspace, synth_files):
+    """The serving path (numpy featurisation, IntentEncoder, tiered Assigner) gives the stored answers."""
+    import polars as pl
+
+    from embeddings.workspace import Workspace
+    from serving.models import AssignRequest
+    from serving.state import AssignerState, EncoderState
+
+    cur = Workspace(goal_workspace).current()
+    enc, asg = EncoderState.load(cur.name, cur), AssignerState.load(cur.name, cur)
+    stored = pl.read_parquet(cur / "assignments.parquet")
+    as_of = datetime.fromisoformat(json.loads((cur / "version.json").read_text())["as_of"])
+    events = pl.read_parquet(synth_files["events"])
+    counts = events.group_by("user_id").len().filter(pl.col("len") <= 60).sort("user_id")
+    users = counts["user_id"].head(8).to_list()  # whole histories fit in one request
+    sessions = []
+    for u in users:
+        ev = events.filter(pl.col("user_id") == u).sort("ts")
+        req = AssignRequest(events=[{"ts": t.isoformat(), "event": e, "item": i, "category": c, "amount": a}
+                                    for t, e, i, c, a in ev.select("ts", "event", "item", "category", "amount").rows()])
+        s = session_columns(req.events)
+        s["as_of"] = int((as_of - datetime(1970, 1, 1)).total_seconds() * 1e6)
+        sessions.append(s)
+    X = enc.embed_sessions(sessions)
+    assert X.shape[1] == enc.encoder.dim and cur.joinpath("encoder", "propensity.json").is_file()
+    got = [r["cohort_id"] for r in asg.assign(X)]
+    want = [int(stored.filter(pl.col("user_id") == u)["cohort_id"][0]) for u in users]
+    assert got == want
+    assert all(" · " in r["cohort_name"] for r in asg.assign(X))
