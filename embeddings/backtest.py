@@ -161,10 +161,13 @@ class BacktestReport:
 
 
 def probe_auc(X: np.ndarray, y: np.ndarray, *, n_folds: int = 5, seed: int = 0) -> dict[str, float]:
-    """Stratified k-fold ROC AUC of a standardised logistic regression: {"auc", "std", "oof"}.
+    """Stratified k-fold ROC AUC of a standardised logistic regression: {"auc", "std"}."""
+    return probe_predictions(X, y, n_folds=n_folds, seed=seed)[0]
 
-    "oof" holds the out-of-fold predicted probabilities (n,), popped by callers that report.
-    """
+
+def probe_predictions(X: np.ndarray, y: np.ndarray, *, n_folds: int = 5,
+                      seed: int = 0) -> tuple[dict[str, float], np.ndarray]:
+    """probe_auc's {"auc", "std"} and its out-of-fold predicted probabilities (n,)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
@@ -174,7 +177,7 @@ def probe_auc(X: np.ndarray, y: np.ndarray, *, n_folds: int = 5, seed: int = 0) 
     y = np.asarray(y).astype(int)
     n_min = int(min(y.sum(), len(y) - y.sum()))
     if n_min < 2:
-        return {"auc": float("nan"), "std": float("nan"), "oof": np.full(len(y), float(y.mean()) if len(y) else 0.0)}  # type: ignore[dict-item]
+        return {"auc": float("nan"), "std": float("nan")}, np.full(len(y), float(y.mean()) if len(y) else 0.0)
     folds = StratifiedKFold(n_splits=min(n_folds, n_min), shuffle=True, random_state=seed)
     aucs = []
     oof = np.zeros(len(y))
@@ -183,7 +186,7 @@ def probe_auc(X: np.ndarray, y: np.ndarray, *, n_folds: int = 5, seed: int = 0) 
         clf.fit(X[tr], y[tr])
         oof[te] = clf.predict_proba(X[te])[:, 1]
         aucs.append(roc_auc_score(y[te], oof[te]))
-    return {"auc": float(np.mean(aucs)), "std": float(np.std(aucs)), "oof": oof}  # type: ignore[dict-item]
+    return {"auc": float(np.mean(aucs)), "std": float(np.std(aucs))}, oof
 
 
 def calibration(p: np.ndarray, y: np.ndarray, n_bins: int = 10) -> dict[str, Any]:
@@ -377,14 +380,12 @@ def run_backtest(
     log.info("backtest: %d users, %d positives (rate %.4f)", n, int(y.sum()), y.mean())
 
     X_rfm = feats.select(RFM_COLUMNS).to_numpy().astype(np.float64)
-    probe: dict[str, dict[str, float]] = {"rfm_features": probe_auc(X_rfm, y, n_folds=n_folds, seed=seed)}
-    oracle = probe["rfm_features"].pop("oof")
+    rfm_probe, oracle = probe_predictions(X_rfm, y, n_folds=n_folds, seed=seed)
+    probe: dict[str, dict[str, float]] = {"rfm_features": rfm_probe}
     for name, X in snap.embeddings.items():
         Xe = np.asarray(X, dtype=np.float64)[idx]
         probe[f"embeddings:{name}"] = probe_auc(Xe, y, n_folds=n_folds, seed=seed)
         probe[f"embeddings:{name}+rfm"] = probe_auc(np.hstack([Xe, X_rfm]), y, n_folds=n_folds, seed=seed)
-    for v in probe.values():
-        v.pop("oof", None)
 
     rfm_labels = rfm_seg["segment"].to_numpy().astype(str)
     ref = select_top(

@@ -31,6 +31,7 @@ GAP_BUCKETS = 26  # log2 buckets of seconds since the previous event (2^24 s ~ 1
 RECENCY_BUCKETS = 28  # log2 buckets of seconds before as_of (2^27 s ~ 4 years)
 FIRST_GAP = GAP_BUCKETS - 1  # bucket of a sequence's first event (no previous event known)
 N_CONTEXT = 5  # aggregates of a batch row's events: count, recency, spend, tenure, active days
+LOG_RECENCY_SCALE = 3.0  # log_recency = log1p(days before as_of) / LOG_RECENCY_SCALE
 SESSION_GAP_S = 1800.0  # a new session starts after 30 minutes without events
 SESSION_POS = 32  # position of an event inside its session, clipped (funnel order: search -> cart -> buy)
 
@@ -235,7 +236,7 @@ class Featurizer:
         cols["recency"] = np.clip(
             np.floor(np.log2(rec_s + 1.0)), 0, RECENCY_BUCKETS - 1
         ).astype(np.int64)
-        cols["log_recency"] = (np.log1p(rec_s / 86400.0) / 3.0).astype(np.float32)
+        cols["log_recency"] = (np.log1p(rec_s / 86400.0) / LOG_RECENCY_SCALE).astype(np.float32)
         ts = df.get_column("ts")
         cols["hour"] = ts.dt.hour().to_numpy().astype(np.int64) + 1
         cols["weekday"] = ts.dt.weekday().to_numpy().astype(np.int64)  # 1..7, Monday = 1
@@ -291,7 +292,7 @@ class Featurizer:
             return ctx
         ends = np.cumsum(lens)[full]
         starts = ends - lens[full]
-        rec = np.expm1(data.fields["log_recency"][flat].astype(np.float64) * 3.0)  # days before as_of
+        rec = np.expm1(data.fields["log_recency"][flat].astype(np.float64) * LOG_RECENCY_SCALE)  # days
         av = data.fields["amount_value"][flat].astype(np.float64)
         assert self.numeric_stats_ is not None
         spend = np.where(av > 0, np.expm1(av * self.numeric_stats_["amount"][1]), 0.0)

@@ -27,6 +27,7 @@ from embeddings.errors import SchemaError
 from embeddings.features import (
     FIRST_GAP,
     GAP_BUCKETS,
+    LOG_RECENCY_SCALE,
     MISSING,
     N_SPECIAL,
     OOV,
@@ -139,7 +140,7 @@ class SmallFeaturizer:
         as_of_us = (as_of - _EPOCH) // _US
         rec_s = np.maximum(as_of_us - ts_us, 0) / 1e6
         cols["recency"] = np.clip(np.floor(np.log2(rec_s + 1.0)), 0, RECENCY_BUCKETS - 1).astype(np.int64)
-        cols["log_recency"] = (np.log1p(rec_s / 86400.0) / 3.0).astype(np.float32)
+        cols["log_recency"] = (np.log1p(rec_s / 86400.0) / LOG_RECENCY_SCALE).astype(np.float32)
         cols["hour"] = ts_us // _HOUR_US % 24 + 1
         cols["weekday"] = (ts_us // _DAY_US + 3) % 7 + 1  # 1970-01-01 was a Thursday; Monday = 1
         for col in cfg.extra_numeric:

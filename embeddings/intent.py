@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from embeddings.encoder import EncoderConfig, EventEncoder
+from embeddings.features import LOG_RECENCY_SCALE
 
 N_INTENT = 8  # head inputs next to the embedding: 5 history aggregates + 3 goal-event aggregates
 
@@ -40,7 +41,7 @@ def intent_features(batch: dict[str, torch.Tensor], goal_event: int | None) -> t
     rec = torch.where(hit, batch["log_recency"].float(), torch.full_like(batch["log_recency"].float(), 1e9))
     last = rec.min(1).values
     has = count > 0
-    days = torch.where(has, torch.expm1(last * 3.0), torch.zeros_like(last))
+    days = torch.where(has, torch.expm1(last * LOG_RECENCY_SCALE), torch.zeros_like(last))
     goal = torch.stack([torch.log1p(count) / 5, torch.log1p(days) / 5, has.float()], dim=1)
     return torch.cat([batch["context"].float(), goal], dim=1)
 
@@ -93,5 +94,8 @@ def split_embedding(X: np.ndarray, intent: IntentConfig) -> tuple[np.ndarray, np
 
 def propensity_from_embedding(X: np.ndarray, intent: IntentConfig) -> np.ndarray:
     """Calibrated goal probability (n,) float64 read off goal-aware embeddings (n, d + 1)."""
-    logit = split_embedding(X, intent)[1]
-    return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+    return sigmoid(split_embedding(X, intent)[1])
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))

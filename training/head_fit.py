@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from embeddings.errors import ConfigError
+from embeddings.intent import sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def fit_head(Z: np.ndarray, F: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, h
     calibration: dict[str, Any] = {"method": "platt", **platt, "n": int(len(late_idx)), "n_fit": int(use.sum()),
                                    "positive_rate": float(y_cal.mean()) if len(y_cal) else None}
     if len(np.unique(y_cal)) == 2:
-        p = 1.0 / (1.0 + np.exp(-np.clip(platt["a"] * raw + platt["b"], -50, 50)))
+        p = sigmoid(platt["a"] * raw + platt["b"])
         calibration.update(auc=float(roc_auc_score(y_cal, raw)), brier=float(np.mean((p - y_cal) ** 2)))
     log.info("propensity head: inputs %r (latest-cut-off AUC %s); fitted on %d held-out pairs, calibrated out "
              "of fold on %d", choice, {k: round(v, 4) for k, v in scores.items()}, int(use.sum()), len(late_idx))
