@@ -17,6 +17,9 @@ from embeddings.errors import NotFittedError
 from embeddings.index import l2_normalize
 
 log = logging.getLogger(__name__)
+# A cohort is split in two where the density along its 2-means axis dips below this share of the
+# lower of its two peaks: two groups side by side, not one group cut in half (which shows no dip).
+VALLEY_MAX = 0.5
 
 
 def softmax_confidence(sims: np.ndarray, temperature: float) -> np.ndarray:
@@ -44,12 +47,14 @@ class SphericalKMeans:
         n_init: int = 3,
         seed: int = 0,
         confidence_temperature: float = 0.05,
+        split_bimodal: bool = True,
     ) -> None:
         self.k, self.k_min, self.k_max, self.selection = k, k_min, k_max, selection
         self.method, self.micro_clusters = method, micro_clusters
         self.min_cluster_frac, self.sample_size = min_cluster_frac, sample_size
         self.niter, self.n_init, self.seed = niter, n_init, seed
         self.confidence_temperature = confidence_temperature
+        self.split_bimodal = split_bimodal
         self.centroids_: np.ndarray | None = None
 
     # ------------------------------------------------------------------ fitting
@@ -94,6 +99,8 @@ class SphericalKMeans:
             centroids = self._fit_merge(Xs, rng)
         else:
             centroids = self._fit_kmeans(Xs, rng)
+        if self.k is None and self.split_bimodal:
+            centroids = self._split_bimodal(Xs, centroids)
         centroids, labels = self._merge_tiny(X, centroids)
         sizes = np.bincount(labels, minlength=len(centroids))
         order = np.argsort(-sizes, kind="stable")
@@ -122,28 +129,69 @@ class SphericalKMeans:
 
         Behavioural groups in embedding space are rarely spherical or equal in size; plain
         k-means splits large groups and merges small neighbouring ones. Micro-clusters follow
-        the shape, and average linkage joins them into the k groups.
+        the shape, and average linkage joins them into the k groups. A cut of the tree counts
+        only groups of at least `min_cluster_frac` of the users: outlying micro-clusters form
+        tiny groups of their own that would be merged away afterwards, so "k groups" means k
+        real cohorts, and every k is scored as it will be published.
         """
-        from sklearn.cluster import AgglomerativeClustering
+        from scipy.cluster.hierarchy import fcluster, linkage
 
-        micro = self._kmeans(Xs, self.micro_clusters, self.seed)
+        m = min(self.micro_clusters, len(Xs))
+        micro = self._kmeans(Xs, m, self.seed)
         micro_labels = _nearest(Xs, micro)
-        ks = [min(self.k, self.micro_clusters)] if self.k is not None else list(self._candidates(len(Xs)))
-        tree = AgglomerativeClustering(linkage="average", metric="cosine", compute_full_tree=True)
+        micro_sizes = np.bincount(micro_labels, minlength=m).astype(np.float64)
+        tree = linkage(micro.astype(np.float64), method="average", metric="cosine")
+        min_size = max(1.0, self.min_cluster_frac * len(Xs))
+        ks = [min(self.k, m)] if self.k is not None else list(self._candidates(len(Xs)))
         best: dict[int, np.ndarray] = {}
         for kk in ks:
-            merged = tree.set_params(n_clusters=kk).fit_predict(micro)
-            cents = l2_normalize(np.stack([Xs[merged[micro_labels] == j].mean(0) for j in range(kk)]))
+            for cut in range(kk, m + 1):  # the first cut with kk groups that are not tiny
+                groups = fcluster(tree, t=cut, criterion="maxclust") - 1
+                big = np.flatnonzero(np.bincount(groups, weights=micro_sizes) >= min_size)
+                if len(big) >= kk:
+                    break
+            user_group = groups[micro_labels]
+            cents = l2_normalize(np.stack([Xs[user_group == j].mean(0) for j in big]))
             best[kk] = cents
             if self.k is None:
                 labels = _nearest(Xs, cents)
-                m = min(len(Xs), 4000)
+                n = min(len(Xs), 4000)
                 self.scores_[kk] = (
-                    float(silhouette_score(Xs, labels, metric="cosine", sample_size=m, random_state=self.seed))
+                    float(silhouette_score(Xs, labels, metric="cosine", sample_size=n, random_state=self.seed))
                     if len(np.unique(labels)) > 1 else -1.0
                 )
         k = ks[0] if self.k is not None else self._best_k()
         return best[k]
+
+    def _split_bimodal(self, Xs: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        """Split each cohort whose two halves are separate modes (`valley_ratio` < VALLEY_MAX).
+
+        Silhouette scores a split of two close groups (users who act alike but in another order)
+        below keeping them together, however cleanly they separate; the density between them
+        shows whether they are two groups. Halves under min_cluster_frac are never split off.
+        """
+        min_size = max(2, int(np.ceil(self.min_cluster_frac * len(Xs))))
+        labels = _nearest(Xs, centroids)
+        out: list[np.ndarray] = []
+        for j, c in enumerate(centroids):
+            Xc = Xs[labels == j]
+            room = self.k_max - len(out) - (len(centroids) - j)  # cohorts still allowed
+            if room < 1 or len(Xc) < 2 * min_size:
+                out.append(c[None])
+                continue
+            halves = self._kmeans(Xc, 2, self.seed)
+            side = _nearest(Xc, halves) == 0
+            if min(side.sum(), (~side).sum()) < min_size:
+                out.append(c[None])
+                continue
+            ratio = valley_ratio(Xc @ (halves[0] - halves[1]), side, self.seed)
+            if ratio < VALLEY_MAX:
+                log.info("split a cohort of %d into %d + %d (density valley %.2f)", len(Xc), side.sum(),
+                         (~side).sum(), ratio)
+                out.append(halves)
+            else:
+                out.append(c[None])
+        return l2_normalize(np.concatenate(out).astype(np.float32))
 
     def _best_k(self) -> int:
         k = max(self.scores_, key=lambda kk: (round(self.scores_[kk], 3), -kk))
@@ -182,6 +230,31 @@ class SphericalKMeans:
     def predict_confidence(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(labels, confidence in [0, 1]) computed row by row, so batch == one-by-one."""
         return assign_to_centroids(X, self._check(), self.confidence_temperature)
+
+
+def valley_ratio(p: np.ndarray, side: np.ndarray, seed: int = 0, max_points: int = 4000) -> float:
+    """Depth of the density dip between two groups on a line: 1 = one mode, near 0 = two apart.
+
+    p: (n,) positions on the line; side: (n,) bool, the group of each point. The density (Gaussian
+    KDE, Scott's bandwidth) is read at its highest point on each side of the midpoint between the
+    groups' means; the result is its lowest value between those two peaks over the lower peak.
+    """
+    from scipy.stats import gaussian_kde
+
+    p = np.asarray(p, dtype=np.float64)
+    if len(p) > max_points:
+        keep = np.random.default_rng(seed).choice(len(p), max_points, replace=False)
+        p, side = p[keep], side[keep]
+    if p.std() < 1e-9 or side.all() or not side.any():
+        return 1.0
+    grid = np.linspace(p.min(), p.max(), 256)
+    dens = gaussian_kde(p)(grid)
+    mid = 0.5 * (p[side].mean() + p[~side].mean())
+    left = grid <= mid
+    i0 = int(np.argmax(np.where(left, dens, -1.0)))
+    i1 = int(np.argmax(np.where(left, -1.0, dens)))
+    lo, hi = sorted((i0, i1))
+    return float(dens[lo : hi + 1].min() / max(min(dens[i0], dens[i1]), 1e-300))
 
 
 def kmeans_pp(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

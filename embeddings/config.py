@@ -39,6 +39,7 @@ class FeatureSection(_Section):
     amount_buckets: int = Field(16, ge=2)
     max_vocab: int = Field(2000, ge=4)
     min_count: int = Field(1, ge=1)
+    transitions: bool = True  # (previous event, event) pair tokens: event order survives pooling
 
 
 class ModelConfig(_Section):
@@ -72,9 +73,10 @@ class TrainerConfig(_Section):
     temperature: float = Field(0.5, gt=0)  # higher = smoother space, better-separated behaviour groups
     # shuffled-order hard negatives: a copy of each user's first view with its events reordered
     # inside each session (same events, same times) joins the InfoNCE denominator, counting as this
-    # many ordinary negatives; 0 = off. Off by default: the order twins stay in one cohort (see
-    # bench/RESULTS.md) and training costs ~1.5x
-    order_weight: float = Field(0.0, ge=0.0)
+    # many ordinary negatives; 0 = off. With the transition tokens it puts users who do the same
+    # things in another order (browse-then-buy vs buy-then-browse) in separate cohorts (see
+    # bench/RESULTS.md); it costs ~1.7x training time
+    order_weight: float = Field(16.0, ge=0.0)
     order_reverse: float = Field(0.5, ge=0.0, le=1.0)  # share of those copies reversed, not shuffled
     val_fraction: float = Field(0.05, ge=0.0, lt=0.5)
     val_every: int = Field(200, ge=1)  # steps between validations
@@ -103,6 +105,9 @@ class ClusterConfig(_Section):
     seed: int = 0
     neighbors: int = Field(5, ge=0)  # labelled neighbours returned with each assignment
     confidence_temperature: float = Field(0.05, gt=0)
+    # split a chosen cohort in two where its users form two separate modes (a density valley
+    # between them), however close: silhouette alone keeps order twins in one cohort
+    split_bimodal: bool = True
     # with a goal: intent tiers (shares of users, highest propensity first) x behaviour clusters
     intent_tiers: list[float] = Field(default_factory=lambda: [0.2, 0.2, 0.2, 0.2, 0.2], min_length=2)
 

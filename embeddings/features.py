@@ -34,6 +34,7 @@ N_CONTEXT = 5  # aggregates of a batch row's events: count, recency, spend, tenu
 LOG_RECENCY_SCALE = 3.0  # log_recency = log1p(days before as_of) / LOG_RECENCY_SCALE
 SESSION_GAP_S = 1800.0  # a new session starts after 30 minutes without events
 SESSION_POS = 32  # position of an event inside its session, clipped (funnel order: search -> cart -> buy)
+TRANSITION_TYPES = 64  # event ids kept apart in the (previous event, event) pair; rarer ones fold into OOV
 
 
 @dataclass
@@ -46,6 +47,17 @@ class FeaturizerConfig:
     min_count: int = 1  # rarer values map to OOV
     extra_categorical: list[str] = field(default_factory=list)
     extra_numeric: list[str] = field(default_factory=list)
+    # (previous event, event) pairs as one token: the order of events survives mean pooling as
+    # directly as their hour does (order twins: search -> cart -> buy vs cart -> buy -> search)
+    transitions: bool = True
+
+
+def transition_ids(prev_event: np.ndarray, event: np.ndarray) -> np.ndarray:
+    """Id of each (previous event, event) pair; 0 where both are padding. Works on arrays and tensors."""
+    fold = TRANSITION_TYPES
+    p = prev_event * (prev_event < fold) + OOV * (prev_event >= fold)
+    e = event * (event < fold) + OOV * (event >= fold)
+    return p * fold + e
 
 
 @dataclass
@@ -153,6 +165,8 @@ class Featurizer:
         assert self.vocabs_ is not None
         card = {c: len(v) + N_SPECIAL for c, v in self.vocabs_.items()}
         card["prev_event"] = card["event"]
+        if self.config.transitions:
+            card["transition"] = TRANSITION_TYPES * TRANSITION_TYPES
         card["item"] = self.config.item_buckets + N_SPECIAL
         card["amount_bucket"] = 2 * self.config.amount_buckets + N_SPECIAL
         card["gap"] = GAP_BUCKETS
@@ -207,6 +221,8 @@ class Featurizer:
         new_user[1:] = uid[1:] != uid[:-1]
         # the previous event's type within the user: local order (search -> cart vs cart -> search)
         cols["prev_event"] = np.where(new_user, MISSING, np.roll(cols["event"], 1))
+        if self.config.transitions:
+            cols["transition"] = transition_ids(cols["prev_event"], cols["event"])
         cols["item"] = (
             stable_hash_bucket(df.get_column("item").cast(pl.String), self.config.item_buckets)
             .to_numpy()

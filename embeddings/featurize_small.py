@@ -37,6 +37,7 @@ from embeddings.features import (
     Featurizer,
     FeaturizerConfig,
     SequenceData,
+    transition_ids,
 )
 
 Columns = Mapping[str, Sequence[Any]]
@@ -117,6 +118,8 @@ class SmallFeaturizer:
         new_user[1:] = uid[1:] != uid[:-1]
         # from here on the arithmetic is Featurizer.transform's, in the same order (bit-identical)
         cols["prev_event"] = np.where(new_user, MISSING, np.roll(cols["event"], 1))
+        if cfg.transitions:
+            cols["transition"] = transition_ids(cols["prev_event"], cols["event"])
         nb_items = cfg.item_buckets
         cols["item"] = np.fromiter(
             (MISSING if v is None else zlib.crc32(v.encode("utf-8")) % nb_items + N_SPECIAL for v in columns["item"]),

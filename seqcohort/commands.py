@@ -154,14 +154,14 @@ def demo(workspace: str, users: int, seed: int, do_serve: bool, port: int, confi
     res = pipeline.run(paths["events"], workspace, cfg)
     print_run_summary(console, res)
     print_cohorts(console, res.cohorts)
-    from seqcohort.report import archetype_agreement
+    from seqcohort.report import archetype_agreement, twin_summary
 
     agree = archetype_agreement(pl.read_parquet(res.version_dir / "assignments.parquet"), data.truth)
     console.print(
         f"agreement with the planted archetypes: adjusted Rand index {agree['ari']:.3f} "
         f"(users with 4+ events: {agree['ari_long']:.3f}); short-history users (1-3 events) in their "
-        f"archetype's main cohort: {agree['short_accuracy']:.0%} (chance {agree['short_chance']:.0%}). "
-        f"Total {time.perf_counter() - t0:.0f}s"
+        f"archetype's main cohort: {agree['short_accuracy']:.0%} (chance {agree['short_chance']:.0%}); "
+        f"RFM twins (same recency, frequency, spend; differ in order or hour): {twin_summary(agree)}. Total {time.perf_counter() - t0:.0f}s"
     )
     if do_serve:
         console.print("[bold]3/3[/] serving")

@@ -106,7 +106,7 @@ def fit_clusters(cfg: Config, X: np.ndarray, lengths: np.ndarray | None = None) 
         c.k, k_min=c.k_min, k_max=c.k_max, selection=c.selection, method=c.method,
         micro_clusters=c.micro_clusters, min_cluster_frac=c.min_cluster_frac,
         sample_size=c.sample_size, niter=c.niter, n_init=c.n_init, seed=c.seed,
-        confidence_temperature=c.confidence_temperature,
+        confidence_temperature=c.confidence_temperature, split_bimodal=c.split_bimodal,
     ).fit(X)
 
 

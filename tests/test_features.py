@@ -8,7 +8,17 @@ import polars as pl
 import pytest
 
 from embeddings.errors import SchemaError
-from embeddings.features import FIRST_GAP, MISSING, N_SPECIAL, OOV, Featurizer, stable_hash_bucket
+from embeddings.features import (
+    FIRST_GAP,
+    MISSING,
+    N_SPECIAL,
+    OOV,
+    TRANSITION_TYPES,
+    Featurizer,
+    FeaturizerConfig,
+    stable_hash_bucket,
+    transition_ids,
+)
 
 
 def test_fit_transform_shapes_and_ids(tiny_events):
@@ -109,3 +119,33 @@ def test_context_describes_exactly_the_events_of_each_batch_row():
     np.testing.assert_allclose(np.expm1(tenure[:2]), [19 + 14 / 24, 1 / 24], rtol=1e-3)
     np.testing.assert_allclose(np.expm1(days[:2]), [3, 1], rtol=1e-5)
     assert (ctx[2] == 0).all()  # an empty row has no aggregates
+
+
+def _events(rows: list[tuple[str, str]]) -> pl.DataFrame:
+    """Canonical events (user, event), one second apart in the given order."""
+    return pl.DataFrame({
+        "user_id": [u for u, _ in rows], "ts": [datetime(2026, 1, 1, 12, 0, i) for i in range(len(rows))],
+        "event": [e for _, e in rows], "item": [None] * len(rows), "category": [None] * len(rows),
+        "amount": [None] * len(rows),
+    }, schema_overrides={"item": pl.String, "category": pl.String, "amount": pl.Float64})
+
+
+def test_transition_tokens_tell_apart_the_same_events_in_another_order():
+    """Order twins have the same bag of events and previous events; their bags of pairs differ."""
+    funnel = ["search", "view", "cart", "purchase"]
+    ev = _events([("a", e) for e in funnel] + [("b", e) for e in reversed(funnel)])
+    f = Featurizer().fit(ev)
+    d = f.transform(ev)
+    a, b = (slice(d.offsets[i], d.offsets[i + 1]) for i in range(2))
+    assert sorted(d.fields["event"][a]) == sorted(d.fields["event"][b])
+    t = d.fields["transition"]
+    assert set(t[a]).isdisjoint(set(t[b]))
+    fold = TRANSITION_TYPES
+    np.testing.assert_array_equal(t // fold, d.fields["prev_event"])  # decodes to (prev, event)
+    np.testing.assert_array_equal(t % fold, d.fields["event"])
+    assert t.max() < f.cardinalities["transition"]
+    # event ids past the table fold into OOV; padding (0, 0) stays 0
+    big = np.array([0, 3, fold + 5]), np.array([0, fold + 9, 4])
+    assert transition_ids(*big).tolist() == [0, 3 * fold + OOV, OOV * fold + 4]
+    off = Featurizer(FeaturizerConfig(transitions=False)).fit(ev)
+    assert "transition" not in off.transform(ev).fields and "transition" not in off.cardinalities

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from embeddings.cluster import SphericalKMeans, match_centroids
+from embeddings.cluster import SphericalKMeans, match_centroids, valley_ratio
 from embeddings.errors import NotFittedError
 from embeddings.index import VectorIndex, l2_normalize
 
@@ -55,9 +55,26 @@ def test_kmeans_finds_k_and_recovers_blobs():
 
 def test_tiny_clusters_are_merged_and_everyone_gets_a_cohort():
     X, _ = blobs((500, 400, 5))
-    km = SphericalKMeans(k=3, min_cluster_frac=0.02).fit(X)
+    km = SphericalKMeans(k=3, method="kmeans", min_cluster_frac=0.02).fit(X)
     assert km.k_ == 2
     assert len(km.labels_) == len(X) and km.labels_.min() >= 0
+    # the merge method cuts its tree where there are k groups that are not tiny
+    km = SphericalKMeans(k=3, min_cluster_frac=0.02, micro_clusters=12).fit(X)
+    assert km.k_ == 3 and np.bincount(km.labels_).min() >= 0.02 * len(X)
+    assert len(km.labels_) == len(X)
+
+
+def test_outliers_do_not_count_as_a_cohort_when_choosing_or_cutting():
+    """A few far-off users used to take one of the k groups, and two real groups were merged."""
+    X, y = blobs((400, 300, 300), dim=16, spread=0.3, seed=1)
+    rng = np.random.default_rng(2)
+    away = l2_normalize(-X[y < 3].mean(0, keepdims=True) + 0.05 * rng.normal(size=(6, 16)))
+    X, y = np.vstack([X, away]), np.concatenate([y, np.full(6, 3)])
+    real = y < 3
+    pinned = SphericalKMeans(k=3, micro_clusters=16, min_cluster_frac=0.02).fit(X)
+    assert pinned.k_ == 3 and adjusted_rand_score(y[real], pinned.labels_[real]) > 0.95
+    auto = SphericalKMeans(k_min=2, k_max=6, micro_clusters=16, min_cluster_frac=0.02).fit(X)
+    assert auto.k_ == 3 and adjusted_rand_score(y[real], auto.labels_[real]) > 0.95
 
 
 def test_confidence_in_unit_interval_and_batch_equals_single():
@@ -81,3 +98,29 @@ def test_match_centroids_recovers_permutation():
     perm = np.array([3, 0, 4, 1, 2])
     mapping = match_centroids(old, old[perm] + 0.01)
     assert mapping == {i: int(perm[i]) for i in range(5)}
+
+
+def test_valley_ratio_tells_two_modes_from_one_cut_in_half():
+    rng = np.random.default_rng(0)
+    one = rng.normal(size=3000)
+    assert valley_ratio(one, one > np.median(one)) > 0.9
+    two = np.concatenate([rng.normal(-3, 1, 1500), rng.normal(3, 1, 1500)])
+    assert valley_ratio(two, two > 0) < 0.2
+    assert valley_ratio(np.zeros(50), np.arange(50) < 25) == 1.0  # nothing to split
+
+
+def test_two_close_but_separate_groups_become_two_cohorts():
+    """Silhouette keeps two neighbouring groups together (order twins); the density valley splits them."""
+    rng = np.random.default_rng(0)
+    a, b, d = l2_normalize(rng.normal(size=(3, 16)))
+    d = l2_normalize((d - (d @ b) * b)[None])[0]
+    centres = [a, b, l2_normalize((b + 0.3 * d)[None])[0]]  # b and its twin: cosine 0.96
+    X = l2_normalize(np.vstack([c + 0.05 * rng.normal(size=(n, 16)) for c, n in zip(centres, (500, 300, 300), strict=True)]))
+    y = np.repeat([0, 1, 2], (500, 300, 300))
+    kept = SphericalKMeans(k_min=2, k_max=6, micro_clusters=16, split_bimodal=False).fit(X)
+    assert kept.k_ == 2  # what silhouette alone chooses
+    split = SphericalKMeans(k_min=2, k_max=6, micro_clusters=16).fit(X)
+    assert split.k_ == 3 and adjusted_rand_score(y, split.labels_) > 0.95
+    # one group is never cut in half: the blobs test's clusters stay whole
+    Xb, yb = blobs()
+    assert SphericalKMeans(k_min=2, k_max=9, min_cluster_frac=0.01).fit(Xb).k_ == 5

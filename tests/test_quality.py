@@ -34,3 +34,22 @@ def test_cohorts_recover_archetypes_far_above_rfm(tmp_path):
     assert agree["ari"] > 0.6, agree
     assert agree["ari"] > rfm_ari + 0.3, (agree, rfm_ari)
     assert agree["short_accuracy"] > 2 * agree["short_chance"], agree
+
+
+def test_archetype_agreement_reports_whether_twins_share_a_cohort():
+    truth = pl.DataFrame({
+        "user_id": [str(i) for i in range(12)],
+        "archetype": ["r"] * 4 + ["i"] * 4 + ["n"] * 2 + ["e"] * 2,
+        "short_history": [False] * 3 + [True] + [False] * 3 + [True] + [False] * 4,
+    })
+    # r and i apart (one i user strays into r's cohort); n and e share cohort 2
+    cohort = [0, 0, 0, 1, 1, 1, 0, 1, 2, 2, 2, 2]
+    a = pl.DataFrame({"user_id": truth["user_id"], "cohort_id": cohort})
+    agree = archetype_agreement(a, truth, twins=[("r", "i"), ("n", "e"), ("r", "absent")])
+    t = {row["pair"]: row for row in agree["twins"]}
+    assert set(t) == {"r/i", "n/e"}  # pairs not in the data are skipped
+    assert t["r/i"]["separated"] and not t["n/e"]["separated"]
+    long_r_i = adjusted_rand_score(["r"] * 3 + ["i"] * 3, [0, 0, 0, 1, 1, 0])
+    assert t["r/i"]["ari"] == pytest.approx(long_r_i)
+    assert t["n/e"]["ari"] == pytest.approx(0.0)
+    assert agree["short_accuracy"] == pytest.approx(0.5)  # r's short user in 1 (main 0), i's in 1

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from embeddings.config import TrainerConfig
-from embeddings.features import Featurizer, SequenceData
+from embeddings.features import Featurizer, SequenceData, transition_ids
 from training.sampling import (
     PREV_FIELDS,
     TIME_FIELDS,
@@ -131,6 +131,8 @@ def shuffled_copies(
             if name in shuffled:
                 before = torch.roll(shuffled[source], 1, dims=1)  # (M_b, T): the new previous event
                 shuffled[name] = torch.where(follow, before, shuffled[name])
+        if "transition" in shuffled:  # a pair token of the new order
+            shuffled["transition"] = transition_ids(shuffled["prev_event"], shuffled["event"])
         out_buckets.append(shuffled)
         made.append(ids[rows])
     view = np.concatenate(made) if made else np.zeros(0, dtype=np.int64)

@@ -64,6 +64,7 @@ def fit_featurizer(cfg: Config, events: pl.DataFrame) -> Featurizer:
             amount_buckets=f.amount_buckets,
             max_vocab=f.max_vocab,
             min_count=f.min_count,
+            transitions=f.transitions,
             extra_categorical=list(cfg.data.extra_categorical),
             extra_numeric=list(cfg.data.extra_numeric),
         )
