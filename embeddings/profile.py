@@ -72,6 +72,27 @@ def _session_edges(events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+MIN_POSITION_SESSIONS = 3  # events a session needs before the place of an event in it means anything
+MIN_POSITION_COUNT = 20  # occurrences of an event type before its mean place is reported
+
+
+def _event_positions(ev: pl.DataFrame) -> pl.DataFrame:
+    """Per event row with `opener` flags: `place` in its session, 0 = first .. 1 = last (null if short)."""
+    session = pl.col("opener").cast(pl.Int32).cum_sum().over("user_id")
+    ev = ev.with_columns(_session=session)
+    n = pl.len().over("user_id", "_session")
+    i = pl.int_range(pl.len()).over("user_id", "_session")
+    place = pl.when(n >= MIN_POSITION_SESSIONS).then(i / (n - 1)).otherwise(None)
+    return ev.with_columns(place=place).drop("_session")
+
+
+def _mean_places(ev: pl.DataFrame) -> dict[str, tuple[float, int]]:
+    """Event type -> (mean place in its session, occurrences) over sessions long enough to have one."""
+    g = (ev.filter(pl.col("place").is_not_null()).group_by("event")
+         .agg(pl.col("place").mean().alias("m"), pl.len().alias("n")))
+    return {str(e): (float(m), int(k)) for e, m, k in g.iter_rows()}
+
+
 def _diverse(X: np.ndarray, centroid: np.ndarray, n: int, pool: int = 64) -> list[int]:
     """Indices (into X) of n exemplars: nearest `pool` to the centroid, then farthest-point picks."""
     if len(X) == 0 or n == 0:
@@ -121,6 +142,8 @@ def compute_profiles(
 ) -> list[CohortProfile]:
     """One profile per cohort in `assignments` (user_id, cohort_id), sorted by cohort id."""
     ev = _session_edges(events.join(assignments.select("user_id", "cohort_id"), on="user_id", how="inner"))
+    ev = _event_positions(ev)
+    pop_places = _mean_places(ev)
     stats = user_stats(ev, as_of).join(assignments.select("user_id", "cohort_id"), on="user_id")
     pop = _summary(stats)
     n_users = stats.height
@@ -169,6 +192,11 @@ def compute_profiles(
                     "session_openers": [vars(x) for x in _shares(cev.filter(pl.col("opener")), "event", pop_open, 3)],
                     "session_closers": [vars(x) for x in _shares(cev.filter(pl.col("closer")), "event", pop_close, 3)],
                     "population": {k: round(v, 3) for k, v in pop.items()},
+                    # where in a session each event type falls (0 first .. 1 last), this cohort vs all
+                    "event_place": {
+                        e: {"cohort": round(m, 3), "population": round(pop_places[e][0], 3), "n": k}
+                        for e, (m, k) in sorted(_mean_places(cev).items()) if k >= MIN_POSITION_COUNT
+                    },
                 },
             )
         )

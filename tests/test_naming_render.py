@@ -77,6 +77,9 @@ def test_render_profile_states_everything_relative_to_the_population() -> None:
     assert "Top event types: purchase 40% (1.0× population)" in text
     assert "Top items: 'Garden hose 15m'" in text and "Time: mostly afternoon" in text
     assert text.count("\n- ") == 4  # 3-5 exemplar users
+    assert "Place in a session" not in text  # no event_place statistic: no line
+    p.extra = {"event_place": {"purchase": {"cohort": 0.25, "population": 0.9, "n": 50}}}
+    assert "Place in a session (0 = first event, 1 = last): purchase 0.25 (population 0.90)" in render_profile(p)
 
 
 def test_sig2() -> None:

@@ -143,3 +143,19 @@ def test_make_unique_uses_profile_qualifiers_not_counters() -> None:
     assert out[1].name == "Garden lovers (recent)" and out[2].name == "Garden lovers (night-owl)"
     locked = make_unique(ps, same, lambda i: [], locked=frozenset({2}))
     assert locked[2].name == "Garden lovers" and locked[0].name == "Garden lovers (cohort 0)"
+
+
+def test_order_twins_get_names_that_say_where_in_a_session_they_buy() -> None:
+    """Same categories, spend and times; one cohort buys first and browses after, one buys last."""
+    def twin(cid: int, place: float) -> object:
+        return make_profile(cid, events=[("search", 0.3, 1.6), ("purchase", 0.1, 1.0)],
+                            categories=[("Sports", 0.4, 4.0)],
+                            extra={"event_place": {"purchase": {"cohort": place, "population": 0.6, "n": 400},
+                                                   "search": {"cohort": 1 - place, "population": 0.3, "n": 900}}})
+    first, last, same = StatsNamer().name([twin(0, 0.25), twin(1, 0.95), twin(2, 0.62)])
+    assert first.name.startswith("Impulse ") and "buy early in a session" in first.description
+    assert "25% of the way through their sessions vs 60% overall" in first.description
+    assert last.name.startswith("Deliberate ") and "buy at the end of a session" in last.description
+    assert "Impulse" not in same.name and "Deliberate" not in same.name  # near the population: no claim
+    # profiles without the statistic (older workspaces) name as before
+    assert StatsNamer().name([make_profile(0, extra={})])[0].name

@@ -182,18 +182,33 @@ def _time_text(p: CohortProfile) -> str:
     return text
 
 
+def _order_text(p: CohortProfile) -> str | None:
+    """Where the top event types fall inside a session, vs the population (profile.py's event_place)."""
+    places = p.extra.get("event_place") if isinstance(p.extra, dict) else None
+    if not isinstance(places, dict):
+        return None
+    parts = []
+    for s in p.top_events[:5]:
+        v = places.get(s.value)
+        if isinstance(v, dict) and isinstance(v.get("cohort"), (int, float)) and isinstance(v.get("population"), (int, float)):
+            parts.append(f"{_clip(s.value)} {v['cohort']:.2f} (population {v['population']:.2f})")
+    return "; ".join(parts) or None
+
+
 def render_stats(p: CohortProfile) -> str:
     """The statistics block of a profile, without its id or exemplars (what the fingerprint hashes)."""
-    return "\n".join(
-        [
-            f"Size: {pct(p.share)} of users",
-            f"Relative to the population: {_rel_text(p)}",
-            f"Top event types: {_shares(p.top_events, 5)}",
-            f"Top categories: {_shares(p.top_categories, 5)}",
-            f"Top items: {_shares(p.top_items, 5, quote=True)}",
-            f"Time: {_time_text(p)}",
-        ]
-    )
+    lines = [
+        f"Size: {pct(p.share)} of users",
+        f"Relative to the population: {_rel_text(p)}",
+        f"Top event types: {_shares(p.top_events, 5)}",
+        f"Top categories: {_shares(p.top_categories, 5)}",
+        f"Top items: {_shares(p.top_items, 5, quote=True)}",
+        f"Time: {_time_text(p)}",
+    ]
+    order = _order_text(p)
+    if order:
+        lines.append(f"Place in a session (0 = first event, 1 = last): {order}")
+    return "\n".join(lines)
 
 
 def render_profile(p: CohortProfile, n_exemplars: int = N_EXEMPLARS, max_events: int = 12) -> str:

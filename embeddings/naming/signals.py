@@ -41,6 +41,7 @@ ORDER = {
     "recency": 0,
     "tenure": 1,
     "activity": 2,
+    "order": 2.5,
     "value": 3,
     "weekend": 4,
     "daypart": 5,
@@ -191,6 +192,7 @@ def profile_signals(p: CohortProfile, pop_hours: list[float], pop_weekend: float
             Signal("value", word, abs(math.log(m)), f"spend {how}, {p.monetary:,.2f} each ({_fmt_x(m)})")
         )
     out.extend(_time_signals(p, pop_hours, pop_weekend))
+    out.extend(_order_signals(p))
     out.extend(_share_signals(p))
     return sorted(out, key=lambda s: (-round(s.strength, 9), ORDER.get(s.kind, 9), s.word))
 
@@ -222,6 +224,35 @@ def _time_signals(p: CohortProfile, pop_hours: list[float], pop_weekend: float) 
             phrase = f"act mostly at weekends ({c:.0%} of events vs {pop_weekend:.0%} overall)"
             out.append(Signal("weekend", "weekend", math.log(c / pop_weekend), phrase))
     return out
+
+
+PLACE_SHIFT = 0.2  # a purchase's mean place in the session (0 first .. 1 last) this far from the population's
+
+
+def _order_signals(p: CohortProfile) -> list[Signal]:
+    """Where in a session the cohort buys, when that differs from everyone: buy-first vs buy-last.
+
+    Cohorts that do the same things in another order (an RFM twin of a research-then-buy cohort)
+    differ in nothing else a profile shows; `extra["event_place"]` is computed by profile.py.
+    """
+    places = p.extra.get("event_place") if isinstance(p.extra, dict) else None
+    if not isinstance(places, dict):
+        return []
+    buys = [(v.get("n", 0), e, v) for e, v in places.items()
+            if isinstance(v, dict) and behaviour_noun(str(e)) == "buyers"]
+    if not buys:
+        return []
+    _, event, v = max(buys, key=lambda b: (b[0], b[1]))
+    c, q = v.get("cohort"), v.get("population")
+    if not isinstance(c, (int, float)) or not isinstance(q, (int, float)):
+        return []
+    what = clean_value(event)
+    where = f"{what} comes {c:.0%} of the way through their sessions vs {q:.0%} overall"
+    if c <= 0.45 and c - q <= -PLACE_SHIFT:
+        return [Signal("order", "impulse", 2 * (q - c), f"buy early in a session and browse afterwards ({where})")]
+    if c >= 0.75 and c - q >= PLACE_SHIFT:
+        return [Signal("order", "deliberate", 2 * (c - q), f"look around first and buy at the end of a session ({where})")]
+    return []
 
 
 def _share_signals(p: CohortProfile) -> list[Signal]:
