@@ -22,7 +22,6 @@ from embeddings.bundle import Bundle  # noqa: E402
 from embeddings.config import load_config  # noqa: E402
 from embeddings.embed import UserEncoder  # noqa: E402
 from training.datamodule import ViewCollator  # noqa: E402
-from training.losses import multiview_infonce  # noqa: E402
 from training.module import ContrastiveModule  # noqa: E402
 from training.train import build_encoder, fit_featurizer  # noqa: E402
 
@@ -59,8 +58,14 @@ def bench_embed(enc: UserEncoder, data, batch_size: int, device: str) -> float:
     return len(data) / (time.perf_counter() - t0)
 
 
+def _to(buckets: list[dict], device: str) -> list[dict]:
+    return [{k: v.to(device) for k, v in b.items()} for b in buckets]
+
+
 def bench_train(cfg, featurizer, data, device: str, steps: int = 20) -> float:
-    module = ContrastiveModule(build_encoder(cfg, featurizer)).to(device)
+    tc = cfg.trainer
+    module = ContrastiveModule(build_encoder(cfg, featurizer), views=tc.views, temperature=tc.temperature,
+                               order_weight=tc.order_weight).to(device)
     opt = module.configure_optimizers()["optimizer"]
     col = ViewCollator(data, featurizer, cfg.trainer, cfg.model.max_len, 0)
     rows = np.arange(len(data))
@@ -69,10 +74,12 @@ def bench_train(cfg, featurizer, data, device: str, steps: int = 20) -> float:
         if step == 3:
             t0 = time.perf_counter()
         batch = col(list(np.random.default_rng(step).choice(rows, cfg.trainer.batch_size, replace=False)))
-        batch = {"buckets": [{k: v.to(device) for k, v in b.items()} for b in batch["buckets"]],
-                 "order": batch["order"].to(device)}
+        batch = {**batch, "buckets": _to(batch["buckets"], device), "order": batch["order"].to(device)}
+        if "shuffled" in batch:  # the shuffled-order copies (trainer.order_weight) are encoded too
+            batch["shuffled"] = {"buckets": _to(batch["shuffled"]["buckets"], device),
+                                 "view": batch["shuffled"]["view"].to(device)}
         z = module(batch)
-        loss = multiview_infonce(z, cfg.trainer.views, cfg.trainer.temperature)
+        loss = module.contrastive_loss(batch, z)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -103,7 +110,8 @@ def main() -> None:
     for dev in devices:
         for bs in (256, 1024):
             rows.append((dev, f"embed users/s (batch {bs}, {args.events} events/user)", bench_embed(enc, data, bs, dev)))
-        rows.append((dev, f"train sequences/s (batch {cfg.trainer.batch_size} users x {cfg.trainer.views} views)",
+        copies = " + shuffled-order copies" if cfg.trainer.order_weight > 0 else ""
+        rows.append((dev, f"train sequences/s (batch {cfg.trainer.batch_size} users x {cfg.trainer.views} views{copies})",
                      bench_train(cfg, featurizer, data, dev)))
     rows.insert(0, ("cpu", f"featurize users/s ({args.events} events/user)", feat_rate))
     table = "| device | metric | value |\n|---|---|---:|\n" + "\n".join(
