@@ -58,6 +58,10 @@ class Snapshot:
     segmentations: method name -> segment label per user (e.g. "ai_behaviour", "goal_aware").
     embeddings: name -> (n_users, dim) array for the linear probe (e.g. "behaviour", "goal_aware").
     propensity: calibrated goal probability per user, or None.
+    tie_orders: segmentation name -> its segments best first, used where past goal rates tie (the
+        way RFM segments get the marketer's order): a goal-aware segmentation's own expected goal
+        rates. Saturated past rates (every cell of the top tiers at 1.0 on a log with base rate 0.87)
+        are otherwise ordered at random.
     """
 
     user_ids: np.ndarray
@@ -65,6 +69,7 @@ class Snapshot:
     segmentations: dict[str, np.ndarray] = field(default_factory=dict)
     propensity: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)  # anything to carry into the report
+    tie_orders: dict[str, list[str]] = field(default_factory=dict)
 
 
 Producer = Callable[[pl.DataFrame, datetime], Snapshot]
@@ -407,7 +412,8 @@ def run_backtest(
     rows = [_targeting_row(RFM, ref, None, y, n_boot, seed, len(set(rfm_labels)))]
     for name, seg in snap.segmentations.items():
         s = np.asarray(seg).astype(str)[idx]
-        sel = select_top(rank_by_segments(s, _past_rates(s, uid, past_labels), seed=seed), n, budget)
+        ties = [str(x) for x in snap.tie_orders.get(name, [])] or None
+        sel = select_top(rank_by_segments(s, _past_rates(s, uid, past_labels), tie_order=ties, seed=seed), n, budget)
         rows.append(_targeting_row(name, sel, ref, y, n_boot, seed, len(set(s))))
     cal = None
     if snap.propensity is not None:

@@ -68,13 +68,23 @@ class PipelineProducer:
         head = PropensityHead.load(self.workdir / "goal_aware")
         snap.embeddings["goal_aware"] = Xg
         km = fit_cohorts(self.cfg, Xg, intent=head.intent)
-        snap.segmentations["goal_aware_cohorts"] = km.predict(Xg)
+        seg = km.predict(Xg)
+        snap.segmentations["goal_aware_cohorts"] = seg
         snap.info["goal_aware_k"] = int(km.k_)
         snap.propensity = head.predict(Xg)
+        snap.tie_orders["goal_aware_cohorts"] = expected_rate_order(seg, snap.propensity)
         snap.info["goal_aware_train_seconds"] = res.seconds
         snap.info["propensity_head"] = head.meta.get("head")
         snap.info["propensity_calibration"] = head.meta.get("calibration")
         return snap
+
+
+def expected_rate_order(segments: np.ndarray, propensity: np.ndarray) -> list[str]:
+    """Segments by their expected goal rate (mean calibrated propensity of members), best first."""
+    segments = np.asarray(segments).astype(str)
+    names = sorted(set(segments.tolist()))
+    rate = {s: float(np.mean(propensity[segments == s])) for s in names}
+    return sorted(names, key=lambda s: (-rate[s], s))
 
 
 def fold_goal_events(events: pl.DataFrame, goal: Goal, aliases: list[str]) -> pl.DataFrame:

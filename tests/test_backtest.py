@@ -148,3 +148,33 @@ def test_probe_chooses_its_regularisation_so_extra_columns_do_not_sink_a_small_s
     tuned = probe_auc(X, y)["auc"]
     assert tuned > fixed + 0.01, (tuned, fixed)  # 0.716 vs 0.697 (sklearn 1.9)
     assert alone > tuned  # what the extra columns still cost
+
+
+def test_tied_past_rates_follow_the_segmentations_own_tie_order(events: pl.DataFrame) -> None:
+    """Two segments with the same past rate: the snapshot's tie order decides, like RFM's marketer order."""
+    goal = parse_goal("purchase", "30d")
+    snap, y = _oracle_snapshot(events, CUTOFF, goal)
+    label = np.array([y[u] for u in snap.user_ids])
+    seg = np.where(label > 0, "a", "b")  # "a": the users who will buy; past rates forced equal below
+    snap.segmentations = {"tied": seg}
+    flat = {"a": 0.5, "b": 0.5}
+    import embeddings.backtest as bt
+
+    real = bt._past_rates
+    try:
+        bt._past_rates = lambda s, u, p: flat  # type: ignore[assignment]
+        snap.tie_orders = {"tied": ["a", "b"]}
+        good = {r.method: r for r in run_backtest(events, CUTOFF, goal, snap, n_boot=20).targeting}["tied"]
+        snap.tie_orders = {"tied": ["b", "a"]}
+        bad = {r.method: r for r in run_backtest(events, CUTOFF, goal, snap, n_boot=20).targeting}["tied"]
+    finally:
+        bt._past_rates = real
+    assert good.precision == 1.0 and bad.precision < 0.5
+
+
+def test_expected_rate_order_ranks_segments_by_mean_propensity() -> None:
+    from seqcohort.evaluate_cmd import expected_rate_order
+
+    seg = np.array([3, 3, 1, 1, 2, 2])
+    p = np.array([0.9, 0.7, 0.2, 0.1, 0.5, 0.5])
+    assert expected_rate_order(seg, p) == ["3", "2", "1"]
