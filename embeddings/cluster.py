@@ -142,7 +142,7 @@ class SphericalKMeans:
         micro_sizes = np.bincount(micro_labels, minlength=m).astype(np.float64)
         tree = linkage(micro.astype(np.float64), method="average", metric="cosine")
         min_size = max(1.0, self.min_cluster_frac * len(Xs))
-        ks = [min(self.k, m)] if self.k is not None else list(self._candidates(len(Xs)))
+        ks = [min(self.k, m)] if self.k is not None else [kk for kk in self._candidates(len(Xs)) if kk <= m] or [m]
         best: dict[int, np.ndarray] = {}
         for kk in ks:
             for cut in range(kk, m + 1):  # the first cut with kk groups that are not tiny

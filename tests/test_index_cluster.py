@@ -62,6 +62,9 @@ def test_tiny_clusters_are_merged_and_everyone_gets_a_cohort():
     km = SphericalKMeans(k=3, min_cluster_frac=0.02, micro_clusters=12).fit(X)
     assert km.k_ == 3 and np.bincount(km.labels_).min() >= 0.02 * len(X)
     assert len(km.labels_) == len(X)
+    # a k range reaching past the number of micro-clusters stops at it (no k scored on a stale cut)
+    few = SphericalKMeans(k_min=2, k_max=12, micro_clusters=6).fit(X)
+    assert few.k_ <= 6 and max(few.scores_) == 6
 
 
 def test_outliers_do_not_count_as_a_cohort_when_choosing_or_cutting():
