@@ -412,8 +412,8 @@ def run_backtest(
     rows = [_targeting_row(RFM, ref, None, y, n_boot, seed, len(set(rfm_labels)))]
     for name, seg in snap.segmentations.items():
         s = np.asarray(seg).astype(str)[idx]
-        ties = [str(x) for x in snap.tie_orders.get(name, [])] or None
-        sel = select_top(rank_by_segments(s, _past_rates(s, uid, past_labels), tie_order=ties, seed=seed), n, budget)
+        sel = select_top(rank_by_segments(s, _past_rates(s, uid, past_labels), tie_order=snap.tie_orders.get(name),
+                                          seed=seed), n, budget)
         rows.append(_targeting_row(name, sel, ref, y, n_boot, seed, len(set(s))))
     cal = None
     if snap.propensity is not None:

@@ -11,6 +11,7 @@ from embeddings.config import TrainerConfig
 from embeddings.features import Featurizer, SequenceData, transition_ids
 from training.sampling import (
     PREV_FIELDS,
+    REORDER_DERIVED,
     TIME_FIELDS,
     prev_from,
     sample_views,
@@ -123,7 +124,7 @@ def shuffled_copies(
         shuffled: dict[str, torch.Tensor] = {}
         for name, t in b.items():
             t = t[sel]
-            if t.ndim == 2 and name not in TIME_FIELDS and name not in PREV_FIELDS and name != "context":
+            if t.ndim == 2 and name not in TIME_FIELDS and name not in REORDER_DERIVED and name != "context":
                 t = torch.gather(t, 1, src)
             shuffled[name] = t
         follow = torch.from_numpy(np.stack(follows))  # (M_b, T)

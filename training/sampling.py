@@ -23,6 +23,8 @@ import numpy as np
 TIME_FIELDS = frozenset({"gap", "session_pos", "recency", "log_recency", "hour", "weekday"})
 # Fields derived from the previous event: recomputed after reordering (field -> its source).
 PREV_FIELDS = {"prev_event": "event"}
+# Fields a copy recomputes from its new order rather than moving with the events.
+REORDER_DERIVED = frozenset({*PREV_FIELDS, "transition"})
 
 
 def suffix_view(start: int, end: int, max_len: int, dropout: float, rng: np.random.Generator) -> np.ndarray:
