@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 # A cohort is split in two where the density along its 2-means axis dips below this share of the
 # lower of its two peaks: two groups side by side, not one group cut in half (which shows no dip).
 VALLEY_MAX = 0.5
+SPLIT_RETRIES = 3  # times a cohort's outliers may be set aside before giving up on splitting it
 
 
 def softmax_confidence(sims: np.ndarray, temperature: float) -> np.ndarray:
@@ -179,19 +180,38 @@ class SphericalKMeans:
             if room < 1 or len(Xc) < 2 * min_size:
                 out.append(c[None])
                 continue
-            halves = self._kmeans(Xc, 2, self.seed)
-            side = _nearest(Xc, halves) == 0
-            if min(side.sum(), (~side).sum()) < min_size:
+            found = self._two_modes(Xc, min_size)
+            if found is None:
                 out.append(c[None])
                 continue
-            ratio = valley_ratio(Xc @ (halves[0] - halves[1]), side, self.seed)
+            halves, core, side = found
+            ratio = valley_ratio(core @ (halves[0] - halves[1]), side, self.seed)
             if ratio < VALLEY_MAX:
-                log.info("split a cohort of %d into %d + %d (density valley %.2f)", len(Xc), side.sum(),
-                         (~side).sum(), ratio)
+                log.info("split a cohort of %d into %d + %d (density valley %.2f; %d outliers set aside)",
+                         len(Xc), side.sum(), (~side).sum(), ratio, len(Xc) - len(core))
                 out.append(halves)
             else:
                 out.append(c[None])
         return l2_normalize(np.concatenate(out).astype(np.float32))
+
+    def _two_modes(self, Xc: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """2-means halves of a cohort, the points they were fitted on, and each point's side.
+
+        A handful of outlying users make 2-means cut them off from the rest (a deep but useless
+        valley); such a side, under `min_size`, is set aside and 2-means runs again on the others,
+        up to SPLIT_RETRIES times. None when no split into two sides of min_size is found.
+        """
+        core = Xc
+        for _ in range(SPLIT_RETRIES + 1):
+            if len(core) < 2 * min_size:
+                return None
+            halves = self._kmeans(core, 2, self.seed)
+            side = _nearest(core, halves) == 0
+            small = side if side.sum() < (~side).sum() else ~side
+            if small.sum() >= min_size:
+                return halves, core, side
+            core = core[~small]
+        return None
 
     def _best_k(self) -> int:
         k = max(self.scores_, key=lambda kk: (round(self.scores_[kk], 3), -kk))

@@ -127,3 +127,18 @@ def test_two_close_but_separate_groups_become_two_cohorts():
     # one group is never cut in half: the blobs test's clusters stay whole
     Xb, yb = blobs()
     assert SphericalKMeans(k_min=2, k_max=9, min_cluster_frac=0.01).fit(Xb).k_ == 5
+
+
+def test_a_few_outliers_do_not_hide_two_groups_from_the_split():
+    """2-means on a cohort with a few far users cuts those off (a deep but useless valley, a side
+    too small to keep) and used to leave the two real groups merged; they are now set aside first."""
+    rng = np.random.default_rng(0)
+    a, b, d, e = l2_normalize(rng.normal(size=(4, 16)))
+    d = l2_normalize((d - (d @ b) * b)[None])[0]
+    e = l2_normalize((e - (e @ b) * b - (e @ d) * d)[None])[0]
+    centres = [a, b, l2_normalize((b + 0.15 * d)[None])[0]]  # b and its twin, close together
+    X = l2_normalize(np.vstack([c + 0.02 * rng.normal(size=(n, 16)) for c, n in zip(centres, (500, 300, 300), strict=True)]))
+    y = np.repeat([0, 1, 2], (500, 300, 300))
+    outliers = l2_normalize(b + 0.075 * d + e + 0.02 * rng.normal(size=(8, 16)))  # fewer than min_cluster_frac
+    m = SphericalKMeans(k_min=2, k_max=6, micro_clusters=16).fit(np.vstack([X, outliers]))
+    assert m.k_ == 3 and adjusted_rand_score(y, m.labels_[: len(y)]) > 0.95
