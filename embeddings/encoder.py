@@ -29,6 +29,11 @@ class EncoderConfig:
     dim: int = 64  # output embedding size
     max_len: int = 128  # events per user kept (the most recent)
     n_context: int = 0  # whole-history aggregate features added to the summary token
+    # recency coordinate (0 = none): output `dim - 1` is recency * (last event's log_recency -
+    # recency_mean) / recency_std, with the mean and std over the training users
+    recency: float = 0.0
+    recency_mean: float = 0.0
+    recency_std: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +71,13 @@ class Block(nn.Module):
 
 
 class EventEncoder(nn.Module):
-    """Field embeddings -> transformer -> [summary token ; masked mean] -> projection -> L2 norm."""
+    """Field embeddings -> transformer -> [summary token ; masked mean] -> projection -> L2 norm.
+
+    With `cfg.recency > 0` the last output is not learned: it is the history's recency (how long
+    before as_of its most recent event was), standardised and weighted, and the row is normalised
+    again. Behaviour stays in the learned part, which contrastive training makes time-invariant;
+    the user's current state stays readable next to it.
+    """
 
     def __init__(self, cfg: EncoderConfig) -> None:
         super().__init__()
@@ -80,8 +91,9 @@ class EventEncoder(nn.Module):
         self.context = nn.Linear(cfg.n_context, cfg.d_model) if cfg.n_context else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
+        learned = cfg.dim - (1 if cfg.recency > 0 else 0)
         self.head = nn.Sequential(
-            nn.Linear(2 * cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.dim)
+            nn.Linear(2 * cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, learned)
         )
         self.apply(self._init)
         nn.init.normal_(self.summary, std=0.02)
@@ -96,7 +108,17 @@ class EventEncoder(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Returns (B, dim) L2-normalised embeddings."""
+        """Returns (B, dim) L2-normalised embeddings: the learned part, then any recency coordinate."""
+        z = self.learned(batch)
+        if self.cfg.recency > 0:
+            lengths = batch["lengths"]
+            last = batch["log_recency"].float().gather(1, (lengths - 1).clamp(min=0)[:, None])  # (B, 1)
+            s = (last - self.cfg.recency_mean) / self.cfg.recency_std
+            z = F.normalize(torch.cat([z, (self.cfg.recency * s).to(z.dtype)], dim=-1), dim=-1)
+        return z
+
+    def learned(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, dim - 1 with a recency coordinate, else dim) unit rows: what contrastive training shapes."""
         lengths = batch["lengths"]
         ref = next(iter(batch[name] for name in self.cfg.cardinalities))
         B, T = ref.shape
@@ -123,8 +145,7 @@ class EventEncoder(nn.Module):
         x = self.ln_f(x)
         w = valid.float()[..., None]  # (B, T, 1)
         mean = (x[:, 1:] * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, d_model)
-        z = self.head(torch.cat([x[:, 0], mean], dim=-1))  # (B, dim)
-        return F.normalize(z, dim=-1)
+        return F.normalize(self.head(torch.cat([x[:, 0], mean], dim=-1)), dim=-1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

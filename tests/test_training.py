@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 import torch
 
 from embeddings.config import TrainerConfig
@@ -54,7 +55,7 @@ def test_tiny_lightning_run_learns_and_is_seeded(tmp_path, synth_small, tiny_cfg
     # a trained encoder tells views of the same user apart from others far above chance
     assert r1.metrics["val/view_acc"] > 0.3
     X = UserEncoder(r1.bundle).encode(ev)
-    assert X.shape == (ev["user_id"].n_unique(), tiny_cfg.model.dim)
+    assert X.shape == (ev["user_id"].n_unique(), tiny_cfg.model.dim + 1)  # + the recency coordinate
     assert np.isfinite(X).all()
     assert (tmp_path / "a" / "manifest.json").is_file()
 
@@ -149,3 +150,22 @@ def test_tiny_run_with_order_negatives(tmp_path, synth_small, tiny_cfg):
     assert r.metrics["steps"] == 40
     assert 0.0 < r.metrics["val/order_sim"] <= 1.0 and np.isfinite(r.metrics["val/loss"])
     assert r.metrics["val/view_acc"] > 0.3  # the extra negatives do not stop the contrastive task
+
+
+def test_contrastive_training_sees_only_the_learned_part(synth_small, tiny_cfg):
+    """Views of one user from different times differ in recency by design: InfoNCE must not see it."""
+    from training.module import ContrastiveModule
+    from training.train import build_encoder, fit_featurizer, recency_stats
+
+    f = fit_featurizer(tiny_cfg, synth_small.events)
+    data = f.transform(synth_small.events, as_of=synth_small.as_of)
+    enc = build_encoder(tiny_cfg, f, data)
+    last = data.fields["log_recency"][data.offsets[1:] - 1]
+    assert recency_stats(data) == pytest.approx((last.mean(), last.std()), rel=1e-5) and enc.cfg.recency > 0
+    batch = ViewCollator(data, f, tiny_cfg.trainer, 32, seed=0)(list(range(8)))
+    z = ContrastiveModule(enc, views=tiny_cfg.trainer.views)(batch)
+    assert z.shape == (16, tiny_cfg.model.dim)
+    enc.eval()
+    full = enc(batch["buckets"][0])
+    assert full.shape[1] == tiny_cfg.model.dim + 1
+    torch.testing.assert_close(full[:, :-1] / full[:, :-1].norm(dim=1, keepdim=True), enc.learned(batch["buckets"][0]))

@@ -29,8 +29,12 @@ class ContrastiveModule(L.LightningModule):
         self.encoder = encoder
 
     def forward(self, batch: dict) -> torch.Tensor:
-        """Embeddings (N, dim) of a bucketed view batch, in original view order."""
-        z = torch.cat([self.encoder(b) for b in batch["buckets"]], dim=0)
+        """Learned embeddings (N, learned dim) of a bucketed view batch, in original view order.
+
+        The recency coordinate is left out: views of one user from different times differ in it by
+        design, and it has nothing to train.
+        """
+        z = torch.cat([self.encoder.learned(b) for b in batch["buckets"]], dim=0)
         out = torch.empty_like(z)
         out[batch["order"]] = z
         return out
@@ -40,7 +44,7 @@ class ContrastiveModule(L.LightningModule):
         copies = batch.get("shuffled")
         if float(self.hparams.get("order_weight", 0.0)) <= 0 or not copies or not copies["buckets"]:
             return None
-        return torch.cat([self.encoder(b) for b in copies["buckets"]], dim=0).float()
+        return torch.cat([self.encoder.learned(b) for b in copies["buckets"]], dim=0).float()
 
     def contrastive_loss(self, batch: dict, z: torch.Tensor, stage: str | None = None) -> torch.Tensor:
         """InfoNCE of a view batch (z = self(batch)); shuffled-order copies join as negatives.

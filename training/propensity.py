@@ -272,8 +272,8 @@ def train_goal_aware(
             f"Goal {goal.describe()!r}: the {len(labels)} labelled (user, cut-off) pairs have only one "
             "class; pick a goal that sometimes happens (and sometimes not) within the horizon."
         )
-    encoder = build_encoder(cfg, featurizer)
-    head = nn.Linear(cfg.model.dim + N_INTENT, 1)
+    encoder = build_encoder(cfg, featurizer, data)
+    head = nn.Linear(encoder.cfg.dim + N_INTENT, 1)
     rate = float(lab.y[train_rows].mean())
     nn.init.zeros_(head.weight)
     nn.init.constant_(head.bias, float(np.log(rate / (1 - rate))))  # start at the base rate
@@ -321,7 +321,7 @@ def train_goal_aware(
     hrows = np.flatnonzero(held)  # only the users the encoder never saw are needed
     Z, Fx = embed_with_features(encoder, featurizer, lab.data.subset(hrows), cfg.model.max_len, gid)
     fit = fit_head(Z, Fx, lab.y[hrows], lab.cutoffs[hrows], np.ones(len(hrows), dtype=bool), seed=tc.seed)
-    final = nn.Linear(cfg.model.dim + N_INTENT, 1)
+    final = nn.Linear(encoder.cfg.dim + N_INTENT, 1)
     with torch.no_grad():
         final.weight.copy_(torch.from_numpy(fit.weight.astype(np.float32))[None, :])
         final.bias.fill_(fit.bias)
@@ -334,7 +334,7 @@ def train_goal_aware(
         "format": PROPENSITY_FORMAT,
         "goal": {"event": goal.event, "kind": goal.kind, "horizon_days": goal.horizon / timedelta(days=1),
                  "text": goal.describe()},
-        "head": {"type": "linear", "inputs": fit.inputs, "in_dim": cfg.model.dim + N_INTENT, "file": HEAD_FILE,
+        "head": {"type": "linear", "inputs": fit.inputs, "in_dim": encoder.cfg.dim + N_INTENT, "file": HEAD_FILE,
                  "validation_auc_latest_cutoff": fit.validation_auc},
         "calibration": fit.calibration,
         "embedding": intent.to_dict(),

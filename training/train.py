@@ -9,13 +9,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import polars as pl
 import torch
 
 from embeddings.bundle import Bundle, save_bundle
 from embeddings.config import Config
 from embeddings.encoder import EncoderConfig, EventEncoder
-from embeddings.features import N_CONTEXT, Featurizer, FeaturizerConfig, data_fingerprint
+from embeddings.features import (
+    N_CONTEXT,
+    Featurizer,
+    FeaturizerConfig,
+    SequenceData,
+    data_fingerprint,
+)
 from training.datamodule import SequenceDataModule
 from training.module import ContrastiveModule
 
@@ -38,8 +45,19 @@ def _quiet_lightning() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def build_encoder(cfg: Config, featurizer: Featurizer) -> EventEncoder:
+def recency_stats(data: SequenceData | None) -> tuple[float, float]:
+    """Mean and std of each user's most recent log_recency: the recency coordinate's scaling."""
+    if data is None or len(data) == 0:
+        return 0.0, 1.0
+    last = data.fields["log_recency"][data.offsets[1:] - 1].astype(np.float64)
+    std = float(last.std())
+    return float(last.mean()), std if std > 1e-6 else 1.0
+
+
+def build_encoder(cfg: Config, featurizer: Featurizer, data: SequenceData | None = None) -> EventEncoder:
+    """A fresh encoder for `cfg`; `data` (the training users) sets the recency coordinate's scaling."""
     m = cfg.model
+    mean, std = recency_stats(data)
     return EventEncoder(
         EncoderConfig(
             cardinalities=featurizer.cardinalities,
@@ -49,9 +67,12 @@ def build_encoder(cfg: Config, featurizer: Featurizer) -> EventEncoder:
             n_layers=m.n_layers,
             d_ff=m.d_ff,
             dropout=m.dropout,
-            dim=m.dim,
+            dim=m.dim + (1 if m.recency > 0 else 0),  # `dim` learned outputs, then the recency coordinate
             max_len=m.max_len,
             n_context=N_CONTEXT if m.context else 0,
+            recency=m.recency,
+            recency_mean=mean,
+            recency_std=std,
         )
     )
 
@@ -85,7 +106,7 @@ def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=No
         )
     featurizer = fit_featurizer(cfg, events)
     data = featurizer.transform(events, as_of=as_of)
-    encoder = build_encoder(cfg, featurizer)
+    encoder = build_encoder(cfg, featurizer, data)
     log.info("training encoder (%d parameters) on %d users", encoder.num_parameters(), len(data))
     dm = SequenceDataModule(data, featurizer, tc, cfg.model.max_len)
     module = ContrastiveModule(
