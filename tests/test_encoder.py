@@ -93,7 +93,6 @@ def test_embeddings_parquet_round_trip(tmp_path, model_and_data):
     assert dt == pl.Array(pl.Float32, 16)
 
 
-
 def test_recency_coordinate_is_the_standardised_recency_of_the_last_event(model_and_data, tmp_path):
     _, f, data = model_and_data
     cfg = EncoderConfig(cardinalities=f.cardinalities, numeric_fields=f.numeric_fields, d_model=32,
