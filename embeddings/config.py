@@ -48,7 +48,7 @@ class ModelConfig(_Section):
     n_layers: int = Field(2, ge=1)
     d_ff: int = Field(128, ge=8)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    dim: int = Field(64, ge=2)  # learned embedding size (+ 1 with the recency coordinate)
+    dim: int = Field(64, ge=2)  # learned embedding size (+ 1 per state coordinate below)
     max_len: int = Field(128, ge=1)  # most recent events per user
     # feed aggregates (count, recency, spend, tenure, active days) of the events each row holds to
     # the summary token. Always on for goal-aware training (the propensity needs them). Whole-history
@@ -61,6 +61,10 @@ class ModelConfig(_Section):
     # ended, which is the strongest predictor of what a user does next; this keeps it in the space
     # (CDNOW linear probe 0.761 -> 0.774 vs RFM 0.776; bench/RESULTS.md)
     recency: float = Field(0.2, ge=0.0)
+    # weight of the frequency coordinate, after it: standardised log1p of the events the encoder
+    # holds (up to max_len). CoLES views hold 30-100% of a history, so training likewise teaches
+    # the learned part to ignore how many events there are (Complete Journey probe +0.010)
+    frequency: float = Field(0.2, ge=0.0)
 
 
 class TrainerConfig(_Section):

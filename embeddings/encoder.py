@@ -29,11 +29,20 @@ class EncoderConfig:
     dim: int = 64  # output embedding size
     max_len: int = 128  # events per user kept (the most recent)
     n_context: int = 0  # whole-history aggregate features added to the summary token
-    # recency coordinate (0 = none): output `dim - 1` is recency * (last event's log_recency -
-    # recency_mean) / recency_std, with the mean and std over the training users
+    # state coordinates after the learned outputs (weight 0 = absent), each standardised with the
+    # mean and std over the training users: recency * (last event's log_recency - mean) / std, then
+    # frequency * (log1p(events held) - mean) / std
     recency: float = 0.0
     recency_mean: float = 0.0
     recency_std: float = 1.0
+    frequency: float = 0.0
+    frequency_mean: float = 0.0
+    frequency_std: float = 1.0
+
+    @property
+    def n_state(self) -> int:
+        """How many of the `dim` outputs are state coordinates rather than learned."""
+        return int(self.recency > 0) + int(self.frequency > 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,10 +82,12 @@ class Block(nn.Module):
 class EventEncoder(nn.Module):
     """Field embeddings -> transformer -> [summary token ; masked mean] -> projection -> L2 norm.
 
-    With `cfg.recency > 0` the last output is not learned: it is the history's recency (how long
-    before as_of its most recent event was), standardised and weighted, and the row is normalised
-    again. Behaviour stays in the learned part, which contrastive training makes time-invariant;
-    the user's current state stays readable next to it.
+    The last `cfg.n_state` outputs are not learned but state coordinates: the history's recency
+    (how long before as_of its most recent event was) and frequency (how many events it holds),
+    each standardised and weighted; then the row is normalised again. Contrastive views of one user
+    differ in exactly these two (they end at different times and hold different numbers of events),
+    so training teaches the learned part to ignore them; the user's current state stays readable
+    next to the behaviour.
     """
 
     def __init__(self, cfg: EncoderConfig) -> None:
@@ -91,7 +102,7 @@ class EventEncoder(nn.Module):
         self.context = nn.Linear(cfg.n_context, cfg.d_model) if cfg.n_context else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
-        learned = cfg.dim - (1 if cfg.recency > 0 else 0)
+        learned = cfg.dim - cfg.n_state
         self.head = nn.Sequential(
             nn.Linear(2 * cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, learned)
         )
@@ -108,17 +119,22 @@ class EventEncoder(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Returns (B, dim) L2-normalised embeddings: the learned part, then any recency coordinate."""
+        """Returns (B, dim) L2-normalised embeddings: the learned part, then any state coordinates."""
         z = self.learned(batch)
-        if self.cfg.recency > 0:
-            lengths = batch["lengths"]
+        c, lengths = self.cfg, batch["lengths"]
+        state = []
+        if c.recency > 0:
             last = batch["log_recency"].float().gather(1, (lengths - 1).clamp(min=0)[:, None])  # (B, 1)
-            s = (last - self.cfg.recency_mean) / self.cfg.recency_std
-            z = F.normalize(torch.cat([z, (self.cfg.recency * s).to(z.dtype)], dim=-1), dim=-1)
+            state.append(c.recency * (last - c.recency_mean) / c.recency_std)
+        if c.frequency > 0:
+            held = torch.log1p(lengths.float())[:, None]  # (B, 1)
+            state.append(c.frequency * (held - c.frequency_mean) / c.frequency_std)
+        if state:
+            z = F.normalize(torch.cat([z, *(v.to(z.dtype) for v in state)], dim=-1), dim=-1)
         return z
 
     def learned(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, dim - 1 with a recency coordinate, else dim) unit rows: what contrastive training shapes."""
+        """(B, dim - n_state) unit rows: what contrastive training shapes."""
         lengths = batch["lengths"]
         ref = next(iter(batch[name] for name in self.cfg.cardinalities))
         B, T = ref.shape

@@ -93,33 +93,38 @@ def test_embeddings_parquet_round_trip(tmp_path, model_and_data):
     assert dt == pl.Array(pl.Float32, 16)
 
 
-def test_recency_coordinate_is_the_standardised_recency_of_the_last_event(model_and_data, tmp_path):
+def test_state_coordinates_are_the_standardised_recency_and_frequency(model_and_data, tmp_path):
     _, f, data = model_and_data
     cfg = EncoderConfig(cardinalities=f.cardinalities, numeric_fields=f.numeric_fields, d_model=32,
                         n_heads=2, n_layers=1, d_ff=64, dim=16, max_len=8,  # max_len < most histories
-                        recency=0.5, recency_mean=0.4, recency_std=0.3)
+                        recency=0.5, recency_mean=0.4, recency_std=0.3,
+                        frequency=0.25, frequency_mean=1.5, frequency_std=0.5)
     torch.manual_seed(0)
     enc = EventEncoder(cfg).eval()
     X = UserEncoder(save_bundle(tmp_path / "b", enc, f, data_fingerprint="x")).encode(data)
     assert X.shape == (len(data), 16)
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
     last = data.fields["log_recency"][data.offsets[1:] - 1]  # the most recent event, kept by any max_len
-    s = 0.5 * (last - 0.4) / 0.3
-    # the 15 learned outputs are a unit vector, so the coordinate is s / |(z, s)|: monotone in recency
-    np.testing.assert_allclose(X[:, -1], s / np.sqrt(1 + s**2), atol=1e-5)
+    r = 0.5 * (last - 0.4) / 0.3
+    q = 0.25 * (np.log1p(np.minimum(np.diff(data.offsets), 8)) - 1.5) / 0.5  # events the encoder holds
+    # the 14 learned outputs are a unit vector, so each coordinate is its value / |(z, r, q)|
+    norm = np.sqrt(1 + r**2 + q**2)
+    np.testing.assert_allclose(X[:, -2], r / norm, atol=1e-5)
+    np.testing.assert_allclose(X[:, -1], q / norm, atol=1e-5)
 
 
-def test_bundles_without_a_recency_coordinate_still_load(tmp_path, model_and_data):
-    """Bundles written before the coordinate existed have no recency keys: all outputs stay learned."""
+def test_bundles_without_state_coordinates_still_load(tmp_path, model_and_data):
+    """Bundles written before the coordinates existed have no such keys: all outputs stay learned."""
     import json
 
     enc, f, data = model_and_data
     save_bundle(tmp_path / "b", enc, f, data_fingerprint="x")
     cfg_path = tmp_path / "b" / "config.json"
     raw = json.loads(cfg_path.read_text())
-    assert (raw.pop("recency"), raw.pop("recency_mean"), raw.pop("recency_std")) == (0.0, 0.0, 1.0)
+    for name in ("recency", "frequency"):
+        assert (raw.pop(name), raw.pop(f"{name}_mean"), raw.pop(f"{name}_std")) == (0.0, 0.0, 1.0)
     cfg_path.write_text(json.dumps(raw))
     loaded = load_bundle(tmp_path / "b")
-    assert loaded.encoder.cfg.recency == 0.0
+    assert loaded.encoder.cfg.n_state == 0
     expect = enc(f.collate_users(data, np.arange(len(data)), 32)).detach().numpy()
     np.testing.assert_allclose(UserEncoder(loaded).encode(data), expect, atol=1e-5)

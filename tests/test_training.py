@@ -55,7 +55,7 @@ def test_tiny_lightning_run_learns_and_is_seeded(tmp_path, synth_small, tiny_cfg
     # a trained encoder tells views of the same user apart from others far above chance
     assert r1.metrics["val/view_acc"] > 0.3
     X = UserEncoder(r1.bundle).encode(ev)
-    assert X.shape == (ev["user_id"].n_unique(), tiny_cfg.model.dim + 1)  # + the recency coordinate
+    assert X.shape == (ev["user_id"].n_unique(), tiny_cfg.model.dim + 2)  # + recency and frequency
     assert np.isfinite(X).all()
     assert (tmp_path / "a" / "manifest.json").is_file()
 
@@ -153,19 +153,23 @@ def test_tiny_run_with_order_negatives(tmp_path, synth_small, tiny_cfg):
 
 
 def test_contrastive_training_sees_only_the_learned_part(synth_small, tiny_cfg):
-    """Views of one user from different times differ in recency by design: InfoNCE must not see it."""
+    """Views of one user differ in recency and length by design: InfoNCE must not see those."""
     from training.module import ContrastiveModule
-    from training.train import build_encoder, fit_featurizer, recency_stats
+    from training.train import build_encoder, fit_featurizer, state_stats
 
     f = fit_featurizer(tiny_cfg, synth_small.events)
     data = f.transform(synth_small.events, as_of=synth_small.as_of)
     enc = build_encoder(tiny_cfg, f, data)
     last = data.fields["log_recency"][data.offsets[1:] - 1]
-    assert recency_stats(data) == pytest.approx((last.mean(), last.std()), rel=1e-5) and enc.cfg.recency > 0
+    held = np.log1p(np.minimum(np.diff(data.offsets), tiny_cfg.model.max_len))
+    stats = state_stats(data, tiny_cfg.model.max_len)
+    assert (stats["recency_mean"], stats["recency_std"]) == pytest.approx((last.mean(), last.std()), rel=1e-5)
+    assert (stats["frequency_mean"], stats["frequency_std"]) == pytest.approx((held.mean(), held.std()), rel=1e-5)
+    assert enc.cfg.n_state == 2
     batch = ViewCollator(data, f, tiny_cfg.trainer, 32, seed=0)(list(range(8)))
     z = ContrastiveModule(enc, views=tiny_cfg.trainer.views)(batch)
     assert z.shape == (16, tiny_cfg.model.dim)
     enc.eval()
     full = enc(batch["buckets"][0])
-    assert full.shape[1] == tiny_cfg.model.dim + 1
-    torch.testing.assert_close(full[:, :-1] / full[:, :-1].norm(dim=1, keepdim=True), enc.learned(batch["buckets"][0]))
+    assert full.shape[1] == tiny_cfg.model.dim + 2
+    torch.testing.assert_close(full[:, :-2] / full[:, :-2].norm(dim=1, keepdim=True), enc.learned(batch["buckets"][0]))

@@ -45,19 +45,26 @@ def _quiet_lightning() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def recency_stats(data: SequenceData | None) -> tuple[float, float]:
-    """Mean and std of each user's most recent log_recency: the recency coordinate's scaling."""
+def state_stats(data: SequenceData | None, max_len: int) -> dict[str, float]:
+    """Mean and std over the training users of what the state coordinates read (EncoderConfig):
+    the most recent event's log_recency and log1p of the events the encoder holds."""
     if data is None or len(data) == 0:
-        return 0.0, 1.0
-    last = data.fields["log_recency"][data.offsets[1:] - 1].astype(np.float64)
-    std = float(last.std())
-    return float(last.mean()), std if std > 1e-6 else 1.0
+        return {}
+    values = {
+        "recency": data.fields["log_recency"][data.offsets[1:] - 1].astype(np.float64),
+        "frequency": np.log1p(np.minimum(np.diff(data.offsets), max_len).astype(np.float64)),
+    }
+    out = {}
+    for name, v in values.items():
+        std = float(v.std())
+        out[f"{name}_mean"], out[f"{name}_std"] = float(v.mean()), std if std > 1e-6 else 1.0
+    return out
 
 
 def build_encoder(cfg: Config, featurizer: Featurizer, data: SequenceData | None = None) -> EventEncoder:
-    """A fresh encoder for `cfg`; `data` (the training users) sets the recency coordinate's scaling."""
+    """A fresh encoder for `cfg`; `data` (the training users) sets the state coordinates' scaling."""
     m = cfg.model
-    mean, std = recency_stats(data)
+    n_state = int(m.recency > 0) + int(m.frequency > 0)
     return EventEncoder(
         EncoderConfig(
             cardinalities=featurizer.cardinalities,
@@ -67,12 +74,12 @@ def build_encoder(cfg: Config, featurizer: Featurizer, data: SequenceData | None
             n_layers=m.n_layers,
             d_ff=m.d_ff,
             dropout=m.dropout,
-            dim=m.dim + (1 if m.recency > 0 else 0),  # `dim` learned outputs, then the recency coordinate
+            dim=m.dim + n_state,  # `dim` learned outputs, then the state coordinates
             max_len=m.max_len,
             n_context=N_CONTEXT if m.context else 0,
             recency=m.recency,
-            recency_mean=mean,
-            recency_std=std,
+            frequency=m.frequency,
+            **state_stats(data, m.max_len),
         )
     )
 
