@@ -64,24 +64,23 @@ def state_stats(data: SequenceData | None, max_len: int) -> dict[str, float]:
 def build_encoder(cfg: Config, featurizer: Featurizer, data: SequenceData | None = None) -> EventEncoder:
     """A fresh encoder for `cfg`; `data` (the training users) sets the state coordinates' scaling."""
     m = cfg.model
-    n_state = int(m.recency > 0) + int(m.frequency > 0)
-    return EventEncoder(
-        EncoderConfig(
-            cardinalities=featurizer.cardinalities,
-            numeric_fields=featurizer.numeric_fields,
-            d_model=m.d_model,
-            n_heads=m.n_heads,
-            n_layers=m.n_layers,
-            d_ff=m.d_ff,
-            dropout=m.dropout,
-            dim=m.dim + n_state,  # `dim` learned outputs, then the state coordinates
-            max_len=m.max_len,
-            n_context=N_CONTEXT if m.context else 0,
-            recency=m.recency,
-            frequency=m.frequency,
-            **state_stats(data, m.max_len),
-        )
+    enc = EncoderConfig(
+        cardinalities=featurizer.cardinalities,
+        numeric_fields=featurizer.numeric_fields,
+        d_model=m.d_model,
+        n_heads=m.n_heads,
+        n_layers=m.n_layers,
+        d_ff=m.d_ff,
+        dropout=m.dropout,
+        dim=m.dim,
+        max_len=m.max_len,
+        n_context=N_CONTEXT if m.context else 0,
+        recency=m.recency,
+        frequency=m.frequency,
+        **state_stats(data, m.max_len),
     )
+    enc.dim += enc.n_state  # `dim` learned outputs, then the state coordinates
+    return EventEncoder(enc)
 
 
 def fit_featurizer(cfg: Config, events: pl.DataFrame) -> Featurizer:
