@@ -52,7 +52,8 @@ def load(name: str, synth_users: int):
     return synth.generate(synth_users, seed=0).events, []
 
 
-def run_case(case: str, sets: list[str], synth_users: int, intent_weight: float, boot: int) -> tuple[BacktestReport, float]:
+def run_case(case: str, sets: list[str], synth_users: int, intent_weight: float, boot: int,
+             bce_weight: float = 1.0) -> tuple[BacktestReport, float]:
     from seqcohort.evaluate_cmd import PipelineProducer, fold_goal_events
 
     spec = CASES[case]
@@ -62,7 +63,7 @@ def run_case(case: str, sets: list[str], synth_users: int, intent_weight: float,
     rw = spec.get("rank_window")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        producer = PipelineProducer(cfg, goal, tmp, intent_weight=intent_weight)
+        producer = PipelineProducer(cfg, goal, tmp, intent_weight=intent_weight, bce_weight=bce_weight)
         rep = run_backtest(events, datetime.fromisoformat(spec["cutoff"]), goal, producer,  # type: ignore[arg-type]
                            n_boot=boot, label_events=fold_goal_events(events, goal, aliases),
                            rank_window=timedelta(days=rw) if rw else None)  # type: ignore[arg-type]
@@ -111,13 +112,14 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="Config override, e.g. trainer.max_steps=300.")
     ap.add_argument("--synth-users", type=int, default=5000)
     ap.add_argument("--intent-weight", type=float, default=0.5)
+    ap.add_argument("--bce-weight", type=float, default=1.0, help="Weight of the goal's BCE term in training.")
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=OUT / "quality.md")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     results = {}
     for case in args.case or list(CASES):
-        rep, secs = run_case(case, args.sets, args.synth_users, args.intent_weight, args.boot)
+        rep, secs = run_case(case, args.sets, args.synth_users, args.intent_weight, args.boot, args.bce_weight)
         results[case] = (rep, secs)
         print(f"\n=== {case} ({secs:.0f}s)\n{rep.to_table()}", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,28 @@ def test_fit_head_keeps_the_embedding_out_when_it_does_not_transfer_to_the_lates
     assert fit_head(Z, F, y, cut, held).inputs.startswith("embedding+aggregates")
 
 
+def test_fit_head_penalises_inputs_by_their_information_not_their_scale() -> None:
+    """A unit-vector embedding (coordinates ~1/sqrt(d)) must not be taxed harder than O(1) aggregates."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from training.head_fit import _fit, _raw
+
+    rng = np.random.default_rng(1)
+    n, d = 3000, 16
+    Z = rng.normal(size=(n, d))
+    F = rng.normal(size=(n, 3))
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-(Z[:, 0] + F[:, 0])))).astype(float)
+    w, b = _fit(Z / 8, F, y, True, 0.05)
+    w_big, b_big = _fit(Z, F, y, True, 0.05)
+    np.testing.assert_allclose(_raw(Z / 8, F, w, b), _raw(Z, F, w_big, b_big), rtol=1e-5, atol=1e-6)
+    # the weights act on the raw inputs: the same scores as a standardising pipeline
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=3000)).fit(np.hstack([Z / 8, F]), y)
+    np.testing.assert_allclose(_raw(Z / 8, F, w, b), ref.decision_function(np.hstack([Z / 8, F])), rtol=1e-4, atol=1e-5)
+    assert abs(w[0] / 8 * Z[:, 0].std() - w[d] * F[:, 0].std()) < 0.1  # equal signals, equal standardised weights
+
+
 def test_fit_platt_recovers_a_known_calibration() -> None:
     from training.head_fit import fit_platt
 

@@ -49,14 +49,23 @@ class HeadFit:
 
 
 def _fit(Z: np.ndarray, F: np.ndarray, y: np.ndarray, use_z: bool, C: float) -> tuple[np.ndarray, float]:
+    """Logistic regression on standardised inputs, returned as weights over the raw [z, F].
+
+    Standardising matters: the embedding is a unit vector (each coordinate ~ 1/sqrt(d)) while the
+    aggregates are O(1), so an L2 penalty on raw inputs taxes the embedding ~sqrt(d) times harder
+    and the head all but ignores it (synthetic log: AUC 0.81 raw vs 0.88 standardised, same C).
+    """
     from sklearn.linear_model import LogisticRegression
 
-    X = np.hstack([Z, F]) if use_z else F
-    lr = LogisticRegression(C=C, max_iter=3000).fit(X.astype(np.float64), y.astype(int))
-    w = lr.coef_[0]
+    X = (np.hstack([Z, F]) if use_z else F).astype(np.float64)
+    mu, sd = X.mean(0), X.std(0)
+    sd = np.where(sd > 1e-12, sd, 1.0)  # a constant column gets weight 0 either way
+    lr = LogisticRegression(C=C, max_iter=3000).fit((X - mu) / sd, y.astype(int))
+    w = lr.coef_[0] / sd
+    b = float(lr.intercept_[0] - w @ mu)
     if not use_z:
         w = np.concatenate([np.zeros(Z.shape[1]), w])
-    return w.astype(np.float64), float(lr.intercept_[0])
+    return w.astype(np.float64), b
 
 
 def _raw(Z: np.ndarray, F: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
