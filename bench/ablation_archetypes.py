@@ -11,7 +11,9 @@ event order or hour of day) is told apart, and the archetype x cohort crosstab.
 Twin separation, per pair, on users with 4+ events of the two archetypes: the ARI of the
 cohorts restricted to them (0 when both share one cohort) and the 5-fold accuracy of a linear
 probe on the embeddings (0.5 = the encoder cannot tell them apart). `--seed-data N` changes
-the synthetic data set; `--dump out.npz` keeps the embeddings, archetypes and cohorts.
+the synthetic data set; `--heldout` uses bench/heldout_synth.py (a generator the product was not
+developed against: 12 archetypes, three twin pairs) instead of `embeddings.synth`; `--dump
+out.npz` keeps the embeddings, archetypes and cohorts.
 """
 
 from __future__ import annotations
@@ -61,34 +63,46 @@ def main() -> None:
         i = args.index("--seed-data")
         data_seed = int(args[i + 1])
         del args[i : i + 2]
+    heldout = "--heldout" in args
+    if heldout:
+        args.remove("--heldout")
     dump = None
     if "--dump" in args:  # save embeddings, archetypes and cohorts (.npz) to re-analyse
         i = args.index("--dump")
         dump = args[i + 1]
         del args[i : i + 2]
     n, sets = int(args[0]), args[1:]
-    data = synth.generate(n, seed=data_seed)
+    if heldout:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from heldout_synth import TWINS, generate
+
+        events, truth_all = generate(n, data_seed)
+        pairs = [(a, b) for a, b in TWINS]
+    else:
+        data = synth.generate(n, seed=data_seed)
+        events, truth_all, pairs = data.events, data.truth, list(synth.RFM_TWINS)
     cfg = load_config(overrides=["trainer.progress=false", "trainer.val_fraction=0.0", *sets])
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(cfg, data.events, Path(tmp) / "bundle")
+        result = train(cfg, events, Path(tmp) / "bundle")
     seconds = time.perf_counter() - t0
     enc = UserEncoder(result.bundle)
-    seqs = enc.featurize(data.events)
+    seqs = enc.featurize(events)
     X = enc.encode(seqs)
     truth = pl.DataFrame({"user_id": seqs.user_ids.astype(str)}).join(
-        data.truth, on="user_id", how="left", maintain_order="left")
+        truth_all, on="user_id", how="left", maintain_order="left")
     y, long = truth["archetype"].to_numpy(), ~truth["short_history"].to_numpy()
     run = fit_clusters(cfg, X, seqs.lengths)  # as `seqcohort run` clusters
     labels = run.predict(X)
-    fixed = SphericalKMeans(k=11, n_init=2).fit(X)
+    n_arch = truth["archetype"].n_unique()
+    fixed = SphericalKMeans(k=n_arch, n_init=2).fit(X)
     ari = adjusted_rand_score
-    agree = archetype_agreement(pl.DataFrame({"user_id": truth["user_id"], "cohort_id": labels}), data.truth)
-    twins = [(pair, *twin_separation(X, y, labels, long, pair)) for pair in synth.RFM_TWINS]
+    agree = archetype_agreement(pl.DataFrame({"user_id": truth["user_id"], "cohort_id": labels}), truth_all, pairs)
+    twins = [(pair, *twin_separation(X, y, labels, long, pair)) for pair in pairs]
     twin_txt = " ".join(f"{a[:5]}/{b[:5]} ARI {t_ari:.2f} probe {acc:.2f}" for (a, b), t_ari, acc in twins)
     print(f"{' '.join(sets)} | data seed {data_seed} | train {seconds:.0f}s | k={run.k_} ARI {agree['ari']:.3f} "
           f"long {agree['ari_long']:.3f} short-acc {agree['short_accuracy']:.2f} "
-          f"(chance {agree['short_chance']:.2f}) | twins: {twin_txt} | all users k=11: ARI "
+          f"(chance {agree['short_chance']:.2f}) | twins: {twin_txt} | all users k={n_arch}: ARI "
           f"{ari(y, fixed.labels_):.3f}")
     if dump:
         np.savez(dump, X=X, y=y, long=long, labels=labels, lengths=seqs.lengths)
