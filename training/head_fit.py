@@ -52,8 +52,8 @@ def _fit(Z: np.ndarray, F: np.ndarray, y: np.ndarray, use_z: bool, C: float) -> 
     """Logistic regression on standardised inputs, returned as weights over the raw [z, F].
 
     Standardising matters: the embedding is a unit vector (each coordinate ~ 1/sqrt(d)) while the
-    aggregates are O(1), so an L2 penalty on raw inputs taxes the embedding ~sqrt(d) times harder
-    and the head all but ignores it (synthetic log: AUC 0.81 raw vs 0.88 standardised, same C).
+    aggregates are O(1), so an L2 penalty on raw inputs taxes the embedding far harder and the head
+    leans on the aggregates (synthetic backtest: propensity AUC 0.824 raw vs 0.842 standardised).
     """
     from sklearn.linear_model import LogisticRegression
 
