@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the product's RFM features
 
 EV = "login search page_view wishlist add_to_cart remove_from_cart purchase refund review".split()
 LOGIN, SEARCH, VIEW, WISH, CART, UNCART, BUY, REFUND, REVIEW = range(9)
@@ -386,38 +389,10 @@ def generate(n_users: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def rfm(events: pl.DataFrame) -> pl.DataFrame:
-    end = events["ts"].max()
-    return events.group_by("user_id").agg(
-        recency=(end - pl.col("ts").max()).dt.total_seconds() / 86400,
-        frequency=(pl.col("event") == "purchase").sum().cast(pl.Float64),
-        monetary=pl.col("amount").filter(pl.col("event") == "purchase").sum(),
-        n_events=pl.len().cast(pl.Float64),
-    )
+    """The product's own RFM features at the log's last event (purchases are the transactions)."""
+    from embeddings.rfm import rfm_features
 
-
-def _design(x: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    s = (x - mu) / sd
-    return np.c_[np.ones(len(s)), s, s**2]
-
-
-def _logreg_cv(x: np.ndarray, y: np.ndarray, rng, folds: int = 5) -> float:
-    """Balanced, stratified 5-fold accuracy of an L2 logistic regression (Newton) on features + squares."""
-    i0, i1 = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
-    m = min(len(i0), len(i1))
-    idx = np.r_[rng.choice(i0, m, replace=False), rng.choice(i1, m, replace=False)]
-    x, y = x[idx], y[idx]
-    fold = np.r_[rng.permutation(m) % folds, rng.permutation(m) % folds]  # stratified folds
-    correct = 0
-    for f in range(folds):
-        te = fold == f
-        mu, sd = x[~te].mean(0), x[~te].std(0) + 1e-9
-        xt, w = _design(x[~te], mu, sd), np.zeros(1 + 2 * x.shape[1])
-        for _ in range(30):
-            p = 1 / (1 + np.exp(-xt @ w))
-            h = xt.T @ (xt * (p * (1 - p))[:, None]) + 1e-2 * np.eye(len(w))
-            w -= np.linalg.solve(h, xt.T @ (p - y[~te]) + 1e-2 * w)
-        correct += ((_design(x[te], mu, sd) @ w > 0) == (y[te] == 1)).sum()
-    return correct / len(y)
+    return rfm_features(events, events["ts"].max(), monetary_event="purchase")
 
 
 def twin_probe(
@@ -425,18 +400,31 @@ def twin_probe(
 ) -> dict[str, float]:
     """Mean RFM-probe accuracy per pair over `repeats` balanced, stratified 5-fold CVs (long-history
     users only); ~0.5 means recency/frequency/monetary/#events cannot tell the pair apart."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     df = rfm(events).join(truth, on="user_id").filter(~pl.col("short_history"))
     rng, out = np.random.default_rng(seed), {}
     for a, b in pairs:
         d = df.filter(pl.col("archetype").is_in([a, b]))
         x = d.select(
-            pl.col("recency"),
+            pl.col("recency_days"),
             pl.col("frequency"),
-            pl.col("monetary").log1p(),
+            pl.col("monetary").clip(lower_bound=0).log1p(),
             pl.col("n_events").log(),
         ).to_numpy()
-        y = (d["archetype"] == b).to_numpy().astype(float)
-        out[f"{a} vs {b}"] = float(np.mean([_logreg_cv(x, y, rng) for _ in range(repeats)]))
+        x = np.c_[x, x**2]  # features and their squares
+        y = (d["archetype"] == b).to_numpy()
+        i0, i1, accs = np.flatnonzero(~y), np.flatnonzero(y), []
+        m = min(len(i0), len(i1))
+        for r in range(repeats):  # balanced classes: 0.5 is chance
+            idx = np.r_[rng.choice(i0, m, replace=False), rng.choice(i1, m, replace=False)]
+            cv = StratifiedKFold(5, shuffle=True, random_state=seed + r)
+            probe = make_pipeline(StandardScaler(), LogisticRegression(C=100.0, max_iter=2000))
+            accs.append(cross_val_score(probe, x[idx], y[idx], cv=cv).mean())
+        out[f"{a} vs {b}"] = float(np.mean(accs))
     return out
 
 
