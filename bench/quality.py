@@ -53,7 +53,7 @@ def load(name: str, synth_users: int):
 
 
 def run_case(case: str, sets: list[str], synth_users: int, intent_weight: float, boot: int,
-             bce_weight: float = 1.0) -> tuple[BacktestReport, float]:
+             bce_weight: float = 0.0) -> tuple[BacktestReport, float]:
     from seqcohort.evaluate_cmd import PipelineProducer, fold_goal_events
 
     spec = CASES[case]
@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="Config override, e.g. trainer.max_steps=300.")
     ap.add_argument("--synth-users", type=int, default=5000)
     ap.add_argument("--intent-weight", type=float, default=0.5)
-    ap.add_argument("--bce-weight", type=float, default=1.0, help="Weight of the goal's BCE term in training.")
+    ap.add_argument("--bce-weight", type=float, default=0.0, help="Weight of the goal's BCE term in training.")
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=OUT / "quality.md")
     args = ap.parse_args()

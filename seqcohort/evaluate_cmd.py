@@ -35,7 +35,7 @@ class PipelineProducer:
     """
 
     def __init__(self, cfg: Config, goal: Goal, workdir: str | Path, *, behaviour: bool = True,
-                 bce_weight: float = 1.0, intent_weight: float = 0.5, n_cutoffs: int = 4) -> None:
+                 bce_weight: float = 0.0, intent_weight: float = 0.5, n_cutoffs: int = 4) -> None:
         self.cfg, self.goal, self.workdir = cfg, goal, Path(workdir)
         self.behaviour, self.bce_weight, self.intent_weight = behaviour, bce_weight, intent_weight
         self.n_cutoffs = n_cutoffs
@@ -120,8 +120,9 @@ def write_report(report: Any, out: str | Path) -> tuple[Path, Path]:
               help="Another event type that counts as the goal (repeatable), e.g. purchase_coupon.")
 @click.option("--intent-weight", type=click.FloatRange(0, min_open=True), default=0.5, show_default=True,
               help="Weight of the propensity coordinate in the goal-aware embedding (vs unit behaviour).")
-@click.option("--bce-weight", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
-              help="Weight of the propensity BCE loss next to the contrastive loss.")
+@click.option("--bce-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of a propensity BCE loss on the encoder next to the contrastive loss "
+                   "(0: the head is fitted on the trained embedding only).")
 @click.option("--boot", type=click.IntRange(min=10), default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write report.json and report.md here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from embeddings.bundle import load_bundle
 from embeddings.embed import UserEncoder
@@ -196,3 +197,16 @@ def test_goal_aware_training_takes_the_shuffled_order_term(tmp_path: Path) -> No
     cfg = load_config(overrides=[*FAST, "trainer.max_steps=4", "trainer.order_weight=4"])
     res = train_goal_aware(cfg, events, GOAL, tmp_path / "b", as_of=events["ts"].max())
     assert res.metrics["steps"] == 4 and "train/order_sim" in res.metrics
+
+
+def test_bce_term_shapes_the_encoder_only_when_weighted(events: pl.DataFrame, tmp_path: Path) -> None:
+    """Default (0): contrastive training only, the head is fitted afterwards; > 0 adds BCE on labels."""
+    from embeddings.config import load_config
+    from training.propensity import train_goal_aware
+
+    cfg = load_config(overrides=[*FAST, "trainer.max_steps=4"])
+    runs = {w: train_goal_aware(cfg, events, GOAL, tmp_path / f"b{w}", as_of=events["ts"].max(), bce_weight=w)
+            for w in (0.0, 1.0)}
+    assert "train/bce" not in runs[0.0].metrics and runs[1.0].metrics["train/bce"] > 0
+    w0, w1 = (r.bundle.encoder.base.head[0].weight for r in (runs[0.0], runs[1.0]))
+    assert not torch.equal(w0, w1), "same seed, same data: only the BCE term can move the encoder"
