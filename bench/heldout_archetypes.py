@@ -1,6 +1,6 @@
 """Archetype recovery on data from a generator the product was not developed against.
 
-    python bench/heldout_archetypes.py --users 3000 --seed 11 [--set trainer.max_steps=300 ...]
+    python bench/heldout_archetypes.py --users 3000 --seed 11 [--set trainer.max_steps=300 ...] [--keep DIR]
 
 Generates an e-commerce log with `bench/heldout_synth.py` (12 archetypes, three RFM-twin pairs:
 two differ only in event order inside sessions, one only in hour of day), runs the whole
@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="keep the data and workspace in this directory (default: a temporary one)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.INFO)
@@ -62,9 +64,12 @@ def main() -> None:
     cfg = load_config(overrides=["trainer.progress=false", *args.sets])
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "events.parquet"
+        root = args.keep or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / "events.parquet"
         events.write_parquet(path)
-        res = pipeline.run(path, Path(tmp) / "ws", cfg)
+        truth.write_parquet(root / "truth.parquet")
+        res = pipeline.run(path, root / "ws", cfg)
         ours = pl.read_parquet(res.version_dir / "assignments.parquet").select("user_id", "cohort_id")
     seconds = time.perf_counter() - t0
     rows = {"seqcohort": archetype_agreement(ours, truth, twins),

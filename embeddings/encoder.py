@@ -7,12 +7,15 @@ the most recent event, so "the last event" always has position 0 whatever the hi
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from embeddings.habits import habit_raw
 
 
 @dataclass
@@ -38,11 +41,27 @@ class EncoderConfig:
     frequency: float = 0.0
     frequency_mean: float = 0.0
     frequency_std: float = 1.0
+    # habit profile after the state coordinates (embeddings/habits.py): `profile_dim` principal
+    # directions of the square-root value shares of `profile_fields` (field -> weight), as a unit
+    # vector; `profile` in [0, 1) is its length in the unit-norm row (0 = absent)
+    profile: float = 0.0
+    profile_dim: int = 0
+    profile_fields: dict[str, float] = field(default_factory=dict)
 
     @property
     def n_state(self) -> int:
         """How many of the `dim` outputs are state coordinates rather than learned."""
         return int(self.recency > 0) + int(self.frequency > 0)
+
+    @property
+    def n_profile(self) -> int:
+        """How many of the `dim` outputs are habit-profile coordinates (the last ones)."""
+        return self.profile_dim if self.profile > 0 and self.profile_fields else 0
+
+    @property
+    def n_fixed(self) -> int:
+        """Outputs that are not learned: state coordinates, then the habit profile."""
+        return self.n_state + self.n_profile
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,12 +101,17 @@ class Block(nn.Module):
 class EventEncoder(nn.Module):
     """Field embeddings -> transformer -> [summary token ; masked mean] -> projection -> L2 norm.
 
-    The last `cfg.n_state` outputs are not learned but state coordinates: the history's recency
-    (how long before as_of its most recent event was) and frequency (how many events it holds),
-    each standardised and weighted; then the row is normalised again. Contrastive views of one user
-    differ in exactly these two (they end at different times and hold different numbers of events),
-    so training teaches the learned part to ignore them; the user's current state stays readable
-    next to the behaviour.
+    After the learned outputs come `cfg.n_state` state coordinates: the history's recency (how
+    long before as_of its most recent event was) and frequency (how many events it holds), each
+    standardised and weighted. Contrastive views of one user differ in exactly these two (they end
+    at different times and hold different numbers of events), so training teaches the learned part
+    to ignore them; the user's current state stays readable next to the behaviour. Then come
+    `cfg.n_profile` habit-profile coordinates (embeddings/habits.py): habits a whole group shares,
+    which contrastive training lets fade. The behaviour part ([learned ; state], normalised) and the
+    profile direction (unit) are joined with lengths sqrt(1 - p^2) and p, p = `cfg.profile`, so
+    every row has the same split: a per-user profile magnitude would rescale the learned
+    coordinates user by user (noise for any linear read-out; Complete Journey probe 0.838 -> 0.840).
+    A row whose profile is the training mean (or a log whose habits do not vary) gets none.
     """
 
     def __init__(self, cfg: EncoderConfig) -> None:
@@ -102,7 +126,15 @@ class EventEncoder(nn.Module):
         self.context = nn.Linear(cfg.n_context, cfg.d_model) if cfg.n_context else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
-        learned = cfg.dim - cfg.n_state
+        learned = cfg.dim - cfg.n_fixed
+        if learned < 2:
+            raise ValueError(f"dim={cfg.dim} leaves {learned} learned outputs after {cfg.n_fixed} fixed ones.")
+        if not 0.0 <= cfg.profile < 1.0:
+            raise ValueError(f"profile={cfg.profile} must be in [0, 1): the habit profile's length in a unit row.")
+        if cfg.n_profile:
+            n_raw = sum(cfg.cardinalities[f] for f in cfg.profile_fields)
+            self.register_buffer("profile_mean", torch.zeros(n_raw))
+            self.register_buffer("profile_basis", torch.zeros(n_raw, cfg.n_profile))
         self.head = nn.Sequential(
             nn.Linear(2 * cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, learned)
         )
@@ -119,7 +151,7 @@ class EventEncoder(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Returns (B, dim) L2-normalised embeddings: the learned part, then any state coordinates."""
+        """(B, dim) L2-normalised embeddings: the learned part, state coordinates, habit profile."""
         z = self.learned(batch)
         c, lengths = self.cfg, batch["lengths"]
         state = []
@@ -131,10 +163,23 @@ class EventEncoder(nn.Module):
             state.append(c.frequency * (held - c.frequency_mean) / c.frequency_std)
         if state:
             z = F.normalize(torch.cat([z, *(v.to(z.dtype) for v in state)], dim=-1), dim=-1)
+        if c.n_profile:
+            q = self.habits(batch).to(z.dtype)
+            n = q.norm(dim=-1, keepdim=True)
+            q = torch.where(n > 1e-6, q / n.clamp(min=1e-6), 0.0)
+            z = F.normalize(torch.cat([math.sqrt(1.0 - c.profile**2) * z, c.profile * q], dim=-1), dim=-1)
         return z
 
+    def habits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, n_profile) habit-profile coordinates (unweighted): centred raw profile on the PCA basis.
+
+        Unseen blocks (no pairs in a one-event history) take the mean, i.e. contribute nothing.
+        """
+        raw, seen = habit_raw(batch, self.cfg.profile_fields, self.cfg.cardinalities)
+        return torch.where(seen, raw - self.profile_mean, 0.0) @ self.profile_basis
+
     def learned(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, dim - n_state) unit rows: what contrastive training shapes."""
+        """(B, dim - n_fixed) unit rows: what contrastive training shapes."""
         lengths = batch["lengths"]
         ref = next(iter(batch[name] for name in self.cfg.cardinalities))
         B, T = ref.shape

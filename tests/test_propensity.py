@@ -129,6 +129,28 @@ def test_fit_head_keeps_the_embedding_out_when_it_does_not_transfer_to_the_lates
     assert fit_head(Z, F, y, cut, held).inputs.startswith("embedding+aggregates")
 
 
+def test_fit_head_leaves_the_habit_profile_out_unless_it_helps_at_the_latest_cutoff() -> None:
+    """Many noisy habit columns and few held-out users: the head must not fit them."""
+    from training.head_fit import fit_head
+
+    rng = np.random.default_rng(2)
+    n, n_profile = 1500, 40
+    cut = np.repeat(np.array(["2024-01-01", "2024-04-01", "2024-07-01"], dtype="datetime64[us]"), n // 3)
+    Z = rng.normal(size=(n, 4 + n_profile))
+    F = rng.normal(size=(n, 3))
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-(1.5 * Z[:, 0] + F[:, 0])))).astype(float)
+    held = np.ones(n, dtype=bool)
+    fit = fit_head(Z, F, y, cut, held, n_profile=n_profile)
+    assert fit.inputs.startswith("embedding w/o habits") and not fit.weight[4 : 4 + n_profile].any()
+    assert fit.weight[0] != 0 and set(fit.validation_auc) == {
+        "aggregates", "embedding w/o habits+aggregates (strong L2)", "embedding w/o habits+aggregates",
+        "embedding+aggregates (strong L2)", "embedding+aggregates"}
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-(2.0 * Z[:, 10] + 2.0 * Z[:, 20])))).astype(float)
+    fit = fit_head(Z, F, y, cut, held, n_profile=n_profile)
+    assert fit.inputs.startswith("embedding+aggregates") and fit.weight[10] != 0
+    assert "embedding w/o habits+aggregates" not in fit_head(Z, F, y, cut, held).validation_auc
+
+
 def test_fit_head_penalises_inputs_by_their_information_not_their_scale() -> None:
     """A unit-vector embedding (coordinates ~1/sqrt(d)) must not be taxed harder than O(1) aggregates."""
     from sklearn.linear_model import LogisticRegression
@@ -142,8 +164,9 @@ def test_fit_head_penalises_inputs_by_their_information_not_their_scale() -> Non
     Z = rng.normal(size=(n, d))
     F = rng.normal(size=(n, 3))
     y = (rng.uniform(size=n) < 1 / (1 + np.exp(-(Z[:, 0] + F[:, 0])))).astype(float)
-    w, b = _fit(Z / 8, F, y, True, 0.05)
-    w_big, b_big = _fit(Z, F, y, True, 0.05)
+    every = np.ones(d, dtype=bool)
+    w, b = _fit(Z / 8, F, y, every, 0.05)
+    w_big, b_big = _fit(Z, F, y, every, 0.05)
     np.testing.assert_allclose(_raw(Z / 8, F, w, b), _raw(Z, F, w_big, b_big), rtol=1e-5, atol=1e-6)
     # the weights act on the raw inputs: the same scores as a standardising pipeline
     ref = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=3000)).fit(np.hstack([Z / 8, F]), y)

@@ -55,7 +55,8 @@ def test_tiny_lightning_run_learns_and_is_seeded(tmp_path, synth_small, tiny_cfg
     # a trained encoder tells views of the same user apart from others far above chance
     assert r1.metrics["val/view_acc"] > 0.3
     X = UserEncoder(r1.bundle).encode(ev)
-    assert X.shape == (ev["user_id"].n_unique(), tiny_cfg.model.dim + 2)  # + recency and frequency
+    # + recency and frequency, then the habit profile
+    assert X.shape == (ev["user_id"].n_unique(), tiny_cfg.model.dim + 2 + tiny_cfg.model.profile_dim)
     assert np.isfinite(X).all()
     assert (tmp_path / "a" / "manifest.json").is_file()
 
@@ -171,5 +172,14 @@ def test_contrastive_training_sees_only_the_learned_part(synth_small, tiny_cfg):
     assert z.shape == (16, tiny_cfg.model.dim)
     enc.eval()
     full = enc(batch["buckets"][0])
-    assert full.shape[1] == tiny_cfg.model.dim + 2
-    torch.testing.assert_close(full[:, :-2] / full[:, :-2].norm(dim=1, keepdim=True), enc.learned(batch["buckets"][0]))
+    n_fixed = 2 + tiny_cfg.model.profile_dim  # recency, frequency, then the habit profile
+    assert full.shape[1] == tiny_cfg.model.dim + n_fixed and enc.cfg.n_fixed == n_fixed
+    learned = full[:, :-n_fixed]
+    torch.testing.assert_close(learned / learned.norm(dim=1, keepdim=True), enc.learned(batch["buckets"][0]))
+    # the profile is the direction of the fitted PCA of the habit shares, with the same length in every row
+    p = tiny_cfg.model.profile
+    profile = full[:, -tiny_cfg.model.profile_dim:]
+    torch.testing.assert_close(profile.norm(dim=1), torch.full((len(full),), p))
+    q = enc.habits(batch["buckets"][0])
+    torch.testing.assert_close(profile, p * q / q.norm(dim=1, keepdim=True))
+    torch.testing.assert_close(full[:, :-tiny_cfg.model.profile_dim].norm(dim=1), torch.full((len(full),), (1 - p * p) ** 0.5))

@@ -28,10 +28,15 @@ from embeddings.intent import sigmoid
 
 log = logging.getLogger(__name__)
 
-CANDIDATES: dict[str, tuple[bool, float]] = {  # simplest first: name -> (uses the embedding, inverse L2 C)
-    "aggregates": (False, 1.0),
-    "embedding+aggregates (strong L2)": (True, 0.05),
-    "embedding+aggregates": (True, 1.0),
+# simplest first: name -> (which embedding columns: none / all but the habit profile / all, inverse L2 C).
+# The habit profile (embeddings/habits.py) adds columns a head fitted on a small held-out share
+# could overfit; the latest cut-off decides whether they earn their place.
+CANDIDATES: dict[str, tuple[str, float]] = {
+    "aggregates": ("none", 1.0),
+    "embedding w/o habits+aggregates (strong L2)": ("core", 0.05),
+    "embedding w/o habits+aggregates": ("core", 1.0),
+    "embedding+aggregates (strong L2)": ("all", 0.05),
+    "embedding+aggregates": ("all", 1.0),
 }
 N_FOLDS = 5  # cross-fitting folds for the Platt scaling
 TOLERANCE = 0.005  # a richer head must beat a simpler one by this much AUC on the latest cut-off
@@ -48,8 +53,18 @@ class HeadFit:
     calibration: dict[str, Any] = field(default_factory=dict)
 
 
-def _fit(Z: np.ndarray, F: np.ndarray, y: np.ndarray, use_z: bool, C: float) -> tuple[np.ndarray, float]:
+def _z_mask(d: int, part: str, n_profile: int) -> np.ndarray:
+    """(d,) bool: the embedding columns a candidate uses (the habit profile is the last n_profile)."""
+    mask = np.full(d, part != "none")
+    if part == "core" and n_profile:
+        mask[d - n_profile :] = False
+    return mask
+
+
+def _fit(Z: np.ndarray, F: np.ndarray, y: np.ndarray, z_mask: np.ndarray, C: float) -> tuple[np.ndarray, float]:
     """Logistic regression on standardised inputs, returned as weights over the raw [z, F].
+
+    Only the embedding columns in `z_mask` are inputs; the others get weight 0.
 
     Standardising matters: the embedding is a unit vector (each coordinate ~ 1/sqrt(d)) while the
     aggregates are O(1), so an L2 penalty on raw inputs taxes the embedding far harder and the head
@@ -57,15 +72,15 @@ def _fit(Z: np.ndarray, F: np.ndarray, y: np.ndarray, use_z: bool, C: float) -> 
     """
     from sklearn.linear_model import LogisticRegression
 
-    X = (np.hstack([Z, F]) if use_z else F).astype(np.float64)
+    X = np.hstack([Z[:, z_mask], F]).astype(np.float64)
     mu, sd = X.mean(0), X.std(0)
     sd = np.where(sd > 1e-12, sd, 1.0)  # a constant column gets weight 0 either way
     lr = LogisticRegression(C=C, max_iter=3000).fit((X - mu) / sd, y.astype(int))
-    w = lr.coef_[0] / sd
-    b = float(lr.intercept_[0] - w @ mu)
-    if not use_z:
-        w = np.concatenate([np.zeros(Z.shape[1]), w])
-    return w.astype(np.float64), b
+    w_used = lr.coef_[0] / sd
+    b = float(lr.intercept_[0] - w_used @ mu)
+    w = np.zeros(Z.shape[1] + F.shape[1])
+    w[np.concatenate([z_mask, np.ones(F.shape[1], dtype=bool)])] = w_used
+    return w, b
 
 
 def _raw(Z: np.ndarray, F: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
@@ -84,11 +99,12 @@ def fit_platt(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 def fit_head(Z: np.ndarray, F: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, held: np.ndarray,
-             max_rows: int = 300_000, seed: int = 0) -> HeadFit:
+             max_rows: int = 300_000, seed: int = 0, n_profile: int = 0) -> HeadFit:
     """Choose, fit and calibrate the head on the labelled pairs of held-out users.
 
     Args:
-        Z, F: (n, d) embeddings and (n, k) intent features of the labelled (user, cut-off) pairs.
+        Z, F: (n, d) embeddings and (n, k) intent features of the labelled (user, cut-off) pairs;
+            the last `n_profile` columns of Z are the habit profile.
         y: (n,) 0/1 labels; cutoffs: (n,) the pair's cut-off; held: (n,) True for pairs of users the
             encoder never trained on — the only pairs used here.
     """
@@ -104,17 +120,22 @@ def fit_head(Z: np.ndarray, F: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, h
     if len(np.unique(y[use])) < 2:
         raise ConfigError("The held-out users' labelled histories have only one class; use a longer log, "
                           "a larger calibration share, or a goal that sometimes happens and sometimes not.")
+    d = Z.shape[1]
+    # without a habit profile the "w/o habits" candidates are the full ones: not scored twice
+    names = [k for k, (part, _) in CANDIDATES.items() if part != "core" or n_profile]
     scores: dict[str, float] = {}
     if len(np.unique(y[early])) == 2 and len(np.unique(y[late])) == 2:
-        for name, (use_z, C) in CANDIDATES.items():
-            w, b = _fit(Z[early], F[early], y[early], use_z, C)
+        for name in names:
+            part, C = CANDIDATES[name]
+            w, b = _fit(Z[early], F[early], y[early], _z_mask(d, part, n_profile), C)
             scores[name] = float(roc_auc_score(y[late], _raw(Z[late], F[late], w, b)))
         best = max(scores.values())
-        choice = next(k for k in CANDIDATES if scores[k] >= best - TOLERANCE)
+        choice = next(k for k in names if scores[k] >= best - TOLERANCE)
     else:  # a single usable cut-off (short log): nothing to validate over time
-        choice = "embedding+aggregates (strong L2)"
-    use_z, C = CANDIDATES[choice]
-    w, b = _fit(Z[use], F[use], y[use], use_z, C)  # the shipped head: every held-out pair
+        choice = "embedding w/o habits+aggregates (strong L2)" if n_profile else "embedding+aggregates (strong L2)"
+    part, C = CANDIDATES[choice]
+    z_mask = _z_mask(d, part, n_profile)
+    w, b = _fit(Z[use], F[use], y[use], z_mask, C)  # the shipped head: every held-out pair
     # Platt on out-of-fold scores of the latest cut-off's pairs (each scored by a head fitted without it)
     late_idx = np.flatnonzero(late)
     fold = np.random.default_rng(seed).permutation(len(late_idx)) % N_FOLDS
@@ -123,7 +144,7 @@ def fit_head(Z: np.ndarray, F: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, h
         train = use.copy()
         train[late_idx[fold == f]] = False
         if (fold == f).any() and len(np.unique(y[train])) == 2:
-            wf, bf = _fit(Z[train], F[train], y[train], use_z, C)
+            wf, bf = _fit(Z[train], F[train], y[train], z_mask, C)
             raw[fold == f] = _raw(Z[late_idx[fold == f]], F[late_idx[fold == f]], wf, bf)
     y_cal = y[late_idx]
     platt = fit_platt(raw, y_cal)

@@ -327,7 +327,8 @@ def train_goal_aware(
     # The SGD head only shaped the encoder; the served head is chosen and fitted on the fixed embedding.
     hrows = np.flatnonzero(held)  # only the users the encoder never saw are needed
     Z, Fx = embed_with_features(encoder, featurizer, lab.data.subset(hrows), cfg.model.max_len, gid)
-    fit = fit_head(Z, Fx, lab.y[hrows], lab.cutoffs[hrows], np.ones(len(hrows), dtype=bool), seed=tc.seed)
+    fit = fit_head(Z, Fx, lab.y[hrows], lab.cutoffs[hrows], np.ones(len(hrows), dtype=bool), seed=tc.seed,
+                   n_profile=encoder.cfg.n_profile)
     final = nn.Linear(encoder.cfg.dim + N_INTENT, 1)
     with torch.no_grad():
         final.weight.copy_(torch.from_numpy(fit.weight.astype(np.float32))[None, :])

@@ -23,10 +23,13 @@ from embeddings.features import (
     SequenceData,
     data_fingerprint,
 )
+from embeddings.habits import PROFILE_FIELDS, fit_habit_pca, habit_fields, habit_raw
 from training.datamodule import SequenceDataModule
 from training.module import ContrastiveModule
 
 log = logging.getLogger(__name__)
+
+PROFILE_FIT_USERS = 20_000  # users the habit profile's PCA is fitted on (a seeded sample beyond that)
 
 
 @dataclass
@@ -78,9 +81,45 @@ def build_encoder(cfg: Config, featurizer: Featurizer, data: SequenceData | None
         recency=m.recency,
         frequency=m.frequency,
         **state_stats(data, m.max_len),
+        profile=m.profile,
+        profile_dim=m.profile_dim,
+        profile_fields=habit_fields(featurizer.cardinalities, PROFILE_FIELDS),
     )
-    enc.dim += enc.n_state  # `dim` learned outputs, then the state coordinates
-    return EventEncoder(enc)
+    enc.dim += enc.n_fixed  # `dim` learned outputs, then the state coordinates and habit profile
+    encoder = EventEncoder(enc)
+    if enc.n_profile:
+        fit_profile(encoder, featurizer, data, seed=cfg.trainer.seed)
+    return encoder
+
+
+def fit_profile(
+    encoder: EventEncoder, featurizer: Featurizer, data: SequenceData | None, *, seed: int = 0,
+    max_users: int = PROFILE_FIT_USERS, batch_size: int = 1024,
+) -> None:
+    """Fit the habit profile's PCA (encoder buffers) on up to `max_users` training users' last events."""
+    if data is None or len(data) == 0:
+        return
+    rows = np.arange(len(data))
+    if len(rows) > max_users:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
+    c = encoder.cfg
+    # only columns that occur anywhere in the data can vary; keeps the fit matrix small
+    fields = list(c.profile_fields)
+    offsets = np.cumsum([0] + [c.cardinalities[f] for f in fields])[:-1]
+    active = np.concatenate([np.unique(data.fields[f]) + off for f, off in zip(fields, offsets, strict=True)])
+    active_t = torch.from_numpy(active)
+    raw = np.empty((len(rows), len(active)), dtype=np.float32)
+    seen = np.empty((len(rows), len(active)), dtype=bool)
+    with torch.no_grad():
+        for s in range(0, len(rows), batch_size):
+            batch = featurizer.collate_users(data, rows[s : s + batch_size], c.max_len)
+            r, v = habit_raw(batch, c.profile_fields, c.cardinalities)
+            raw[s : s + batch_size], seen[s : s + batch_size] = r[:, active_t].numpy(), v[:, active_t].numpy()
+    mean, basis = fit_habit_pca(raw, seen, c.n_profile)
+    encoder.profile_mean.zero_()
+    encoder.profile_basis.zero_()
+    encoder.profile_mean[active_t] = torch.from_numpy(mean)
+    encoder.profile_basis[active_t] = torch.from_numpy(basis)
 
 
 def fit_featurizer(cfg: Config, events: pl.DataFrame) -> Featurizer:
