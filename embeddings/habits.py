@@ -64,9 +64,8 @@ def habit_raw(
         if name == "transition":  # ids p * TRANSITION_TYPES + e; p = MISSING: no previous event
             first = (ids >= MISSING * TRANSITION_TYPES) & (ids < (MISSING + 1) * TRANSITION_TYPES)
             mask = valid * (~first).float()
-        ids = ids * mask.long()  # uncounted positions -> id 0
+        ids = ids * mask.long()  # uncounted positions -> id 0, added with weight 0
         counts = torch.zeros(B, cardinalities[name], device=ref.device).scatter_add_(1, ids, mask)
-        counts[:, 0] = 0.0
         n = counts.sum(1, keepdim=True)
         parts.append((counts * (w / n.clamp(min=1.0))).sqrt())
         seen.append((n > 0).expand(B, cardinalities[name]))
