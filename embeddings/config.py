@@ -73,7 +73,8 @@ class ModelConfig(_Section):
     # 0.573 -> 0.75; bench/RESULTS.md)
     profile: float = Field(0.85, ge=0.0, lt=1.0)
     # directions kept: each costs a linear probe on a small log a little (Complete Journey, 2,212
-    # users: 0.843 without the profile, 0.841 / 0.837 / 0.832 with 8 / 16 / 32), while archetype
+    # users: 0.843 without the profile, 0.841 / 0.837 / 0.832 with 8 / 16 / 32 as a raw-scale block;
+    # 0.840 with the shipped 12 as a unit direction), while archetype
     # ARI saturates at about 12 (held-out generator 0.739 / 0.753 / 0.756 / 0.757 at 8 / 12 / 16 / 32)
     profile_dim: int = Field(12, ge=1)
 

@@ -7,9 +7,9 @@ happened in (c, c + horizon]. Cut-offs end at `as_of - horizon`, so no label pee
     loss = multiview InfoNCE(views)  +  bce_weight * BCE(head([encoder(history@c), aggregates]), label)
 
 With `bce_weight` > 0 the BCE term also shapes the encoder. The default is 0: with the served
-head fitted on standardised inputs, the BCE term no longer helped and sometimes hurt (propensity
-AUC synthetic 0.842 -> 0.875, Complete Journey 0.819 -> 0.837, CDNOW 0.7755 either way, targeting
-unchanged or better; bench/RESULTS.md). Either way the served head is chosen and fitted on the fixed
+head fitted on standardised inputs, the BCE term no longer helped (propensity AUC synthetic
+0.842 with it -> 0.875 without, CDNOW 0.7755 either way; Complete Journey 0.819 -> 0.837, inside
+that log's run-to-run spread of about +-0.012; bench/RESULTS.md). Either way the served head is chosen and fitted on the fixed
 embedding (`training.head_fit`: inputs validated on the latest cut-off, logistic regression,
 Platt scaling on held-out users). The bundle's encoder is then an `embeddings.intent.IntentEncoder`:
 its embeddings carry the standardised propensity logit as one more coordinate, so the space
