@@ -67,13 +67,13 @@ class ModelConfig(_Section):
     frequency: float = Field(0.2, ge=0.0)
     # length of the habit profile in each unit-norm embedding (embeddings/habits.py), after the
     # learned part and state coordinates (which get sqrt(1 - profile^2)): the direction of each
-    # user's square-root shares of event types, event pairs (weight 3), categories and hours, on
-    # principal directions fitted at training; 0 = none. Contrastive training lets habits a whole
-    # group shares fade (order twins merged); this keeps them (held-out generator archetype ARI
-    # 0.573 -> 0.75; bench/RESULTS.md)
+    # user's square-root shares of event types, categories and hours and of what follows each
+    # event inside sessions, on principal directions fitted at training; 0 = none. Contrastive
+    # training lets habits a whole group shares fade (order twins merged); this keeps them
+    # (held-out generator archetype ARI 0.573 -> 0.783; bench/RESULTS.md)
     profile: float = Field(0.85, ge=0.0, lt=1.0)
-    # directions kept: each costs a linear probe on a small log a little (Complete Journey, 2,212
-    # users: 0.843 without the profile, 0.841 / 0.837 / 0.832 with 8 / 16 / 32 as a raw-scale block;
+    # directions kept (measured with the earlier pair-share profile): each costs a linear probe on
+    # a small log a little (Complete Journey, 2,212 users: 0.843 without the profile, 0.841 / 0.837 / 0.832 with 8 / 16 / 32 as a raw-scale block;
     # 0.840 with the shipped 12 as a unit direction), while archetype
     # ARI saturates at about 12 (held-out generator 0.739 / 0.753 / 0.756 / 0.757 at 8 / 12 / 16 / 32)
     profile_dim: int = Field(12, ge=1)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embeddings.habits import habit_raw
+from embeddings.habits import habit_raw, habit_width
 
 
 @dataclass
@@ -132,7 +132,7 @@ class EventEncoder(nn.Module):
         if not 0.0 <= cfg.profile < 1.0:
             raise ValueError(f"profile={cfg.profile} must be in [0, 1): the habit profile's length in a unit row.")
         if cfg.n_profile:
-            n_raw = sum(cfg.cardinalities[f] for f in cfg.profile_fields)
+            n_raw = habit_width(cfg.profile_fields, cfg.cardinalities)
             self.register_buffer("profile_mean", torch.zeros(n_raw))
             self.register_buffer("profile_basis", torch.zeros(n_raw, cfg.n_profile))
         self.head = nn.Sequential(
@@ -173,10 +173,11 @@ class EventEncoder(nn.Module):
     def habits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, n_profile) habit-profile coordinates (unweighted): centred raw profile on the PCA basis.
 
-        Unseen blocks (no pairs in a one-event history) take the mean, i.e. contribute nothing.
+        Unseen blocks (no pairs in a one-event history) take the mean, i.e. contribute nothing; a
+        "next" row seen a few times is pulled toward it (habits.habit_raw's weights).
         """
-        raw, seen = habit_raw(batch, self.cfg.profile_fields, self.cfg.cardinalities)
-        return torch.where(seen, raw - self.profile_mean, 0.0) @ self.profile_basis
+        raw, weight = habit_raw(batch, self.cfg.profile_fields, self.cfg.cardinalities)
+        return (weight * (raw - self.profile_mean)) @ self.profile_basis
 
     def learned(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, dim - n_fixed) unit rows: what contrastive training shapes."""

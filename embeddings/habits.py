@@ -1,23 +1,33 @@
-"""Habit profile: what share of a user's events fall on each event type, event pair, category, hour.
+"""Habit profile: what share of a user's events fall on each event type, category and hour, and what
+each kind of event is followed by.
 
 Contrastive training keeps what tells one user from another and lets go of what a whole group
 shares: two archetypes that differ only in their usual order of events (browse then buy, or buy
 then browse) end up close in the learned space (linear probe 0.62 on the learned embedding, 0.93
-on pair shares; bench/RESULTS.md). The habit profile puts those shares back, next to the learned
+on pair shares; bench/RESULTS.md). The habit profile puts those habits back, next to the learned
 part, as a fixed function of the events the encoder sees:
 
     raw(u) = concat over fields f of sqrt(w_f * share of u's events with value v in f) / sqrt(sum w)
 
 Square-root shares make Euclidean distance a weighted Hellinger distance between two users' habit
-distributions; each field's block has norm sqrt(w_f / sum w), so `raw` has unit norm. Event pairs
-weigh 3: they carry both what users do and in which order, the part contrastive training loses
-most (held-out generator, archetype ARI 0.677 with all weights 1 -> 0.748 with pairs at 3).
+distributions; each field's block has norm sqrt(w_f / sum w).
 
-Pairs are (previous event, event) of consecutive events; a history's first event has no pair (its
-"start" pair would only say how long the history is, which the frequency coordinate already
-holds). A block with nothing observed (a one-event history has no pairs) takes the training
-users' mean block: unknown, not "none". So on a log where habits do not vary (one event type, no
-categories, dates without times) the profile is the same for everyone and adds nothing.
+Order is the "next" block: one row per previous state (an event type, or "session start"), holding
+the square roots of the user's shares of what came next, P(next | previous), a Markov chain over
+the user's sessions. A row is a distribution of its own, so a rare event's row counts as much as a
+common one's: after a purchase the restocker goes on browsing and the researcher ends the session,
+whatever share of events purchases are. Joint pair shares (the older "transition" field, still
+read from bundles that use it) scale each row by how often its event occurs, and left that
+difference at a few hundredths of the profile (held-out generator, researcher / restocker merged
+at every setting). The first event of each session is the row "session start": a session's first
+event is not caused by the last event of the previous session. A row seen n times is shrunk
+toward the training users' mean row by n / (n + NEXT_PRIOR): one observed purchase is not a
+habit, and a row never seen (a one-event history) is exactly the mean, i.e. unknown, not "none".
+
+Event shares weigh 2 and "next" rows 3: without joint pairs, event shares alone carry how often
+users review, refund or buy (measured on held-out generator seeds 11-13 and the demo generator;
+bench/RESULTS.md). So on a log where habits do not vary (one event type, no categories, dates
+without times) the profile is the same for everyone and adds nothing.
 
 A PCA fitted on the training users (stored with the encoder as buffers, `profile_mean` doubling
 as the imputed value) keeps `k` directions. It is not rescaled per data set: where habits hardly
@@ -33,64 +43,122 @@ import torch
 
 from embeddings.features import MISSING, TRANSITION_TYPES
 
-# field -> weight of its value shares in the profile, in this order; fields the featurizer lacks are
-# skipped. Weekday and amount-bucket shares were tried: no gain on either synthetic generator
-# (held-out generator ARI 0.747 -> 0.726 with them at 16 directions; bench/RESULTS.md)
-PROFILE_FIELDS = {"event": 1.0, "transition": 3.0, "category": 1.0, "hour": 1.0}
+# field -> weight of its block in the profile, in this order; fields the featurizer lacks are
+# skipped. "next" (P(next event | previous event or session start)) is read from the "transition"
+# and "session_pos" fields. Weekday and amount-bucket shares were tried: no gain on either
+# synthetic generator (held-out generator ARI 0.747 -> 0.726 with them; bench/RESULTS.md)
+PROFILE_FIELDS = {"event": 2.0, "next": 3.0, "category": 1.0, "hour": 1.0}
+# pseudo-count of the "next" rows' shrinkage toward the mean row: n observations weigh n / (n + 4).
+# 1-2 split large groups of the demo generator on single rare events; 6-10 fade the order habit
+# back into the mean (held-out researcher / restocker merged again; bench/RESULTS.md)
+NEXT_PRIOR = 4.0
+_NEEDS = {"next": ("transition", "session_pos")}  # derived blocks and the featurizer fields they read
 
 
 def habit_fields(cardinalities: dict[str, int], wanted: dict[str, float]) -> dict[str, float]:
-    """The fields of `wanted` (with their weights) that the featurizer produces, in `wanted`'s order."""
-    return {f: float(w) for f, w in wanted.items() if f in cardinalities and w > 0}
+    """The blocks of `wanted` (with their weights) the featurizer's fields allow, in `wanted`'s order."""
+    return {f: float(w) for f, w in wanted.items()
+            if w > 0 and all(n in cardinalities for n in _NEEDS.get(f, (f,)))}
+
+
+def block_width(name: str, cardinalities: dict[str, int]) -> int:
+    """Columns of one profile block: a field's values, or for "next" (previous, next) event pairs."""
+    return cardinalities["transition" if name == "next" else name]
+
+
+def habit_width(fields: dict[str, float], cardinalities: dict[str, int]) -> int:
+    return sum(block_width(f, cardinalities) for f in fields)
+
+
+def active_columns(fields: dict[str, float], cardinalities: dict[str, int],
+                   values: dict[str, np.ndarray]) -> np.ndarray:
+    """Profile columns that some event in `values` (featurizer field -> ids) can fill."""
+    cols, off = [], 0
+    for f in fields:
+        if f == "next":  # a pair, or (session start, event) for the first event of a session
+            tr = np.unique(values["transition"])
+            ids = np.union1d(tr, MISSING * TRANSITION_TYPES + tr % TRANSITION_TYPES)
+        else:
+            ids = np.unique(values[f])
+        cols.append(ids + off)
+        off += block_width(f, cardinalities)
+    return np.concatenate(cols)
 
 
 def habit_raw(
     batch: dict[str, torch.Tensor], fields: dict[str, float], cardinalities: dict[str, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted square-root value shares over each row's events, and which blocks were observed.
+    """Weighted square-root shares over each row's events, and how much each column is to be trusted.
 
-    Returns (raw (B, sum of cardinalities), seen (B, sum of cardinalities) bool): `seen` is True on
-    every column of a field's block when the row has at least one value of that field. Padding
-    (id 0) and a history's first-event pair never count; unseen blocks are zero in `raw`.
+    Returns (raw (B, habit_width), weight (B, habit_width) in [0, 1]). The centred profile is
+    `weight * (raw - mean)`: a share block weighs 1 on every column where the row has at least one
+    value of that field and 0 where it has none; a "next" row seen n times weighs n / (n + NEXT_PRIOR).
+    Padding (id 0) never counts; nor, in the joint "transition" block, does a history's first event.
     """
     lengths = batch["lengths"]
-    ref = batch[next(iter(fields))]
-    B, T = ref.shape
-    valid = (torch.arange(T, device=ref.device)[None, :] < lengths[:, None]).float()  # (B, T)
-    parts, seen = [], []
+    B = lengths.shape[0]
+    T = int(batch[next(_NEEDS.get(f, (f,))[0] for f in fields)].shape[1])
+    valid = (torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]).float()  # (B, T)
+    total = math.sqrt(sum(fields.values()))
+    parts, weights = [], []
     for name, w in fields.items():
+        if name == "next":
+            raw, weight = _next_block(batch, valid, w)
+            parts.append(raw)
+            weights.append(weight)
+            continue
         ids = batch[name].long()
         mask = valid
         if name == "transition":  # ids p * TRANSITION_TYPES + e; p = MISSING: no previous event
             first = (ids >= MISSING * TRANSITION_TYPES) & (ids < (MISSING + 1) * TRANSITION_TYPES)
             mask = valid * (~first).float()
         ids = ids * mask.long()  # uncounted positions -> id 0, added with weight 0
-        counts = torch.zeros(B, cardinalities[name], device=ref.device).scatter_add_(1, ids, mask)
+        counts = torch.zeros(B, cardinalities[name], device=lengths.device).scatter_add_(1, ids, mask)
         n = counts.sum(1, keepdim=True)
         parts.append((counts * (w / n.clamp(min=1.0))).sqrt())
-        seen.append((n > 0).expand(B, cardinalities[name]))
-    return torch.cat(parts, dim=1) / math.sqrt(sum(fields.values())), torch.cat(seen, dim=1)
+        weights.append((n > 0).float().expand(B, cardinalities[name]))
+    return torch.cat(parts, dim=1) / total, torch.cat(weights, dim=1)
 
 
-def fit_habit_pca(raw: np.ndarray, seen: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (P,), basis (P, k)) of the top-`k` principal directions of `raw` (n, P).
+def _next_block(batch: dict[str, torch.Tensor], valid: torch.Tensor, w: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """sqrt(w * P(next | previous)) per previous state, and each row's weight n / (n + NEXT_PRIOR).
 
-    The mean of each column is taken over the rows where it was `seen`; unseen entries are set to
-    it before the PCA (so they add no variance). Columns that never vary get zero rows; with fewer
-    than `k` directions of variance the rest of the basis is zero. Each direction's sign is fixed
-    (largest-magnitude entry positive), so the same data gives the same basis.
+    Row = previous state (event id, or MISSING for "session start"); column = next event id. A
+    session's last event has no "next". An end state was tried: on a log with one event type and
+    dates only, P(end | purchase) turns the profile from zero into "one purchase a day or several"
+    (CDNOW), and its held-out gain (+0.012 / +0.028 / -0.001 ARI over three seeds) did not pay for it.
+    """
+    tt = TRANSITION_TYPES
+    ids = batch["transition"].long()
+    prev = torch.where(batch["session_pos"] == 1, MISSING, ids // tt)  # session start is its own state
+    cell = (prev * tt + ids % tt) * valid.long()
+    B = ids.shape[0]
+    counts = torch.zeros(B, tt * tt, device=ids.device).scatter_add_(1, cell, valid).view(B, tt, tt)
+    n = counts.sum(2, keepdim=True)  # (B, tt, 1) times each previous state was seen
+    raw = (counts * (w / n.clamp(min=1.0))).sqrt().view(B, tt * tt)
+    return raw, (n / (n + NEXT_PRIOR)).expand(B, tt, tt).reshape(B, tt * tt)
+
+
+def fit_habit_pca(raw: np.ndarray, weight: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (P,), basis (P, k)) of the top-`k` principal directions of `weight * (raw - mean)` (n, P).
+
+    The mean of each column is taken over the rows where its weight is above 0 (`habit_raw`);
+    unseen entries (weight 0) sit at the mean and add no variance, partly seen ones are pulled toward
+    it. Columns that never vary get zero rows; with fewer than `k` directions of variance the rest of
+    the basis is zero. Each direction's sign is fixed (largest-magnitude entry positive), so the same
+    data gives the same basis.
     """
     raw = np.asarray(raw, dtype=np.float64)
-    seen = np.asarray(seen, dtype=bool)
+    weight = np.asarray(weight, dtype=np.float64)
     n, P = raw.shape
+    seen = weight > 0
     mean = (raw * seen).sum(axis=0) / np.maximum(seen.sum(axis=0), 1)
-    raw = np.where(seen, raw, mean)
+    X = weight * (raw - mean)
     basis = np.zeros((P, k), dtype=np.float64)
-    active = np.flatnonzero(raw.std(axis=0) > 1e-7)  # float noise on a constant column is not variance
+    active = np.flatnonzero(X.std(axis=0) > 1e-7)  # float noise on a constant column is not variance
     if n < 2 or len(active) == 0:
         return mean.astype(np.float32), basis.astype(np.float32)
-    X = raw[:, active] - mean[active]
-    _, s, vt = np.linalg.svd(X, full_matrices=False)
+    _, s, vt = np.linalg.svd(X[:, active], full_matrices=False)
     m = min(k, int((s > 1e-9 * max(s[0], 1e-30)).sum()))
     v = vt[:m].T  # (active, m)
     signs = np.sign(v[np.abs(v).argmax(axis=0), np.arange(m)])

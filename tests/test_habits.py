@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 import torch
 
 from embeddings.bundle import load_bundle, save_bundle
@@ -135,3 +136,60 @@ def test_encoder_profile_separates_order_twins_and_survives_the_bundle(tmp_path,
     pred = ((q - mu1) ** 2).sum(1) < ((q - mu0) ** 2).sum(1)
     acc = (pred[~half] == y[~half]).mean()
     assert acc > 0.9, f"habit coordinates tell order twins apart only {acc:.2f} of the time"
+
+
+def test_next_block_is_what_follows_each_event_within_sessions(synth_small) -> None:
+    """P(next | previous) per previous event, session starts as their own row, shrunk by n / (n + 4)."""
+    from embeddings.features import MISSING, TRANSITION_TYPES
+    from embeddings.habits import NEXT_PRIOR, active_columns
+
+    f = fit_featurizer(load_config(), synth_small.events)
+    t0 = datetime(2025, 1, 1)
+    minutes = [0, 1, 2, 120, 121]  # two sessions: view purchase view | view view
+    ev = pl.DataFrame({
+        "user_id": ["a"] * 5,
+        "ts": [t0 + timedelta(minutes=m) for m in minutes],
+        "event": ["page_view", "purchase", "page_view", "page_view", "page_view"],
+        "item": [None] * 5, "category": [None] * 5, "amount": [None] * 5,
+    })
+    data = f.transform(ev)
+    batch = f.collate_users(data, np.arange(1), 16)
+    raw, weight = habit_raw(batch, {"next": 1.0}, f.cardinalities)
+    tt = TRANSITION_TYPES
+    view, buy = int(data.fields["event"][0]), int(data.fields["event"][1])
+    assert view != buy
+    got = {(int(i) // tt, int(i) % tt): float(raw[0, i]) ** 2 for i in np.flatnonzero(raw[0].numpy())}
+    # start -> view twice; view -> purchase once, view -> view once; purchase -> view once.
+    # The view that ends session 1 is not followed by the view that starts session 2.
+    assert got == pytest.approx({(MISSING, view): 1.0, (view, buy): 0.5, (view, view): 0.5, (buy, view): 1.0})
+    w = weight[0].view(tt, tt)[:, 0].numpy()
+    assert w[MISSING] == pytest.approx(2 / (2 + NEXT_PRIOR)) and w[view] == pytest.approx(2 / (2 + NEXT_PRIOR))
+    assert w[buy] == pytest.approx(1 / (1 + NEXT_PRIOR)) and w[0] == 0, "rows never seen weigh nothing"
+    cols = active_columns({"next": 1.0}, f.cardinalities, data.fields)
+    assert set(np.flatnonzero(raw[0].numpy())) <= set(cols.tolist())
+
+
+def test_next_block_tells_order_twins_apart_where_rows_are_rare(synth_small) -> None:
+    """Buy-then-browse vs browse-then-buy with one purchase in ten events: the purchase row differs fully."""
+    from embeddings.habits import habit_width
+
+    f = fit_featurizer(load_config(), synth_small.events)
+    t0 = datetime(2025, 1, 1)
+    sessions = {"researcher": ["search", "page_view", "page_view", "page_view", "add_to_cart", "purchase"],
+                "restocker": ["add_to_cart", "purchase", "search", "page_view", "page_view", "page_view"]}
+    rows = []
+    for user, evs in sessions.items():
+        for s in range(3):
+            rows += [(user, t0 + timedelta(hours=5 * s, minutes=j), e) for j, e in enumerate(evs)]
+    ev = pl.DataFrame(rows, schema=["user_id", "ts", "event"], orient="row").with_columns(
+        item=pl.lit(None, pl.String), category=pl.lit(None, pl.String), amount=pl.lit(None, pl.Float64))
+    data = f.transform(ev)
+    batch = f.collate_users(data, np.arange(2), 32)
+    card = f.cardinalities
+    ev_raw, _ = habit_raw(batch, {"event": 1.0}, card)
+    nxt, _ = habit_raw(batch, {"next": 1.0}, card)
+    joint, _ = habit_raw(batch, {"transition": 1.0}, card)
+    torch.testing.assert_close(ev_raw[0], ev_raw[1])
+    assert nxt.shape[1] == habit_width({"next": 1.0}, card)
+    # the conditional rows differ more than the joint pair shares do
+    assert (nxt[0] - nxt[1]).norm() > 1.5 * (joint[0] - joint[1]).norm()

@@ -23,7 +23,7 @@ from embeddings.features import (
     SequenceData,
     data_fingerprint,
 )
-from embeddings.habits import PROFILE_FIELDS, fit_habit_pca, habit_fields, habit_raw
+from embeddings.habits import PROFILE_FIELDS, active_columns, fit_habit_pca, habit_fields, habit_raw
 from training.datamodule import SequenceDataModule
 from training.module import ContrastiveModule
 
@@ -104,18 +104,16 @@ def fit_profile(
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
     c = encoder.cfg
     # only columns that occur anywhere in the data can vary; keeps the fit matrix small
-    fields = list(c.profile_fields)
-    offsets = np.cumsum([0] + [c.cardinalities[f] for f in fields])[:-1]
-    active = np.concatenate([np.unique(data.fields[f]) + off for f, off in zip(fields, offsets, strict=True)])
+    active = active_columns(c.profile_fields, c.cardinalities, data.fields)
     active_t = torch.from_numpy(active)
     raw = np.empty((len(rows), len(active)), dtype=np.float32)
-    seen = np.empty((len(rows), len(active)), dtype=bool)
+    weight = np.empty((len(rows), len(active)), dtype=np.float32)
     with torch.no_grad():
         for s in range(0, len(rows), batch_size):
             batch = featurizer.collate_users(data, rows[s : s + batch_size], c.max_len)
             r, v = habit_raw(batch, c.profile_fields, c.cardinalities)
-            raw[s : s + batch_size], seen[s : s + batch_size] = r[:, active_t].numpy(), v[:, active_t].numpy()
-    mean, basis = fit_habit_pca(raw, seen, c.n_profile)
+            raw[s : s + batch_size], weight[s : s + batch_size] = r[:, active_t].numpy(), v[:, active_t].numpy()
+    mean, basis = fit_habit_pca(raw, weight, c.n_profile)
     encoder.profile_mean.zero_()
     encoder.profile_basis.zero_()
     encoder.profile_mean[active_t] = torch.from_numpy(mean)
