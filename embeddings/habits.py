@@ -15,8 +15,8 @@ distributions; each field's block has norm sqrt(w_f / sum w).
 Order is the "next" block: one row per previous state (an event type, or "session start"), holding
 the square roots of the user's shares of what came next, P(next | previous), a Markov chain over
 the user's sessions. A row is a distribution of its own, so a rare event's row counts as much as a
-common one's: after a purchase the restocker goes on browsing and the researcher ends the session,
-whatever share of events purchases are. Joint pair shares (the older "transition" field, still
+common one's: after a purchase the restocker goes on browsing, while the researcher's purchases
+end sessions (the row stays at the mean), whatever share of events purchases are. Joint pair shares (the older "transition" field, still
 read from bundles that use it) scale each row by how often its event occurs, and left that
 difference at a few hundredths of the profile (held-out generator, researcher / restocker merged
 at every setting). The first event of each session is the row "session start": a session's first
@@ -26,12 +26,13 @@ habit, and a row never seen (a one-event history) is exactly the mean, i.e. unkn
 
 Event shares weigh 2 and "next" rows 3: without joint pairs, event shares alone carry how often
 users review, refund or buy (measured on held-out generator seeds 11-13 and the demo generator;
-bench/RESULTS.md). So on a log where habits do not vary (one event type, no categories, dates
-without times) the profile is the same for everyone and adds nothing.
+bench/RESULTS.md).
 
 A PCA fitted on the training users (stored with the encoder as buffers, `profile_mean` doubling
-as the imputed value) keeps `k` directions. It is not rescaled per data set: where habits hardly
-vary the profile stays small and the learned part decides.
+as the imputed value) keeps `k` directions. The encoder joins the projection's direction, not its
+size (embeddings/encoder.py), so every user whose habits differ from the mean gets the full
+profile length; only a profile exactly at the mean adds nothing. On a log where habits do not
+vary (one event type, no categories, dates without times, as CDNOW) that is everyone.
 """
 
 from __future__ import annotations
