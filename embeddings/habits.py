@@ -56,6 +56,11 @@ NEXT_PRIOR = 4.0
 _NEEDS = {"next": ("transition", "session_pos")}  # derived blocks and the featurizer fields they read
 
 
+def _source(name: str) -> str:
+    """The featurizer field a block's columns are values of ("next": the pair ids)."""
+    return _NEEDS.get(name, (name,))[0]
+
+
 def habit_fields(cardinalities: dict[str, int], wanted: dict[str, float]) -> dict[str, float]:
     """The blocks of `wanted` (with their weights) the featurizer's fields allow, in `wanted`'s order."""
     return {f: float(w) for f, w in wanted.items()
@@ -64,7 +69,7 @@ def habit_fields(cardinalities: dict[str, int], wanted: dict[str, float]) -> dic
 
 def block_width(name: str, cardinalities: dict[str, int]) -> int:
     """Columns of one profile block: a field's values, or for "next" (previous, next) event pairs."""
-    return cardinalities["transition" if name == "next" else name]
+    return cardinalities[_source(name)]
 
 
 def habit_width(fields: dict[str, float], cardinalities: dict[str, int]) -> int:
@@ -98,7 +103,7 @@ def habit_raw(
     """
     lengths = batch["lengths"]
     B = lengths.shape[0]
-    T = int(batch[next(_NEEDS.get(f, (f,))[0] for f in fields)].shape[1])
+    T = int(batch[_source(next(iter(fields)))].shape[1])
     valid = (torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]).float()  # (B, T)
     total = math.sqrt(sum(fields.values()))
     parts, weights = [], []
@@ -111,8 +116,7 @@ def habit_raw(
         ids = batch[name].long()
         mask = valid
         if name == "transition":  # ids p * TRANSITION_TYPES + e; p = MISSING: no previous event
-            first = (ids >= MISSING * TRANSITION_TYPES) & (ids < (MISSING + 1) * TRANSITION_TYPES)
-            mask = valid * (~first).float()
+            mask = valid * (ids // TRANSITION_TYPES != MISSING).float()
         ids = ids * mask.long()  # uncounted positions -> id 0, added with weight 0
         counts = torch.zeros(B, cardinalities[name], device=lengths.device).scatter_add_(1, ids, mask)
         n = counts.sum(1, keepdim=True)

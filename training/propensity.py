@@ -139,10 +139,10 @@ class PropensityModule(ContrastiveModule):
     def _step(self, batch: dict, stage: str) -> torch.Tensor:  # type: ignore[override]
         z = self(batch["views"]).float()
         nce = self.contrastive_loss(batch["views"], z, stage)
-        bs = batch["y"].shape[0]
-        if self.hparams.bce_weight <= 0:  # the head is fitted afterwards; skip its forward pass
-            self.log(f"{stage}/loss", nce, prog_bar=True, batch_size=bs)
+        if self.hparams.bce_weight <= 0:  # the head is fitted afterwards: no labelled batch to score
+            self.log(f"{stage}/loss", nce, prog_bar=True, batch_size=z.shape[0] // self.hparams.views)
             return nce
+        bs = batch["y"].shape[0]
         sup = batch["sup"]
         zs = self.encoder(sup).float()
         logits = self.head(torch.cat([zs, intent_features(sup, self.hparams.goal_event)], dim=1)).squeeze(-1)
@@ -164,7 +164,10 @@ class PropensityModule(ContrastiveModule):
 
 
 class _GoalCollator:
-    """Contrastive views of the batch's users + a random batch of labelled (user, cut-off) histories."""
+    """Contrastive views of the batch's users + a random batch of `n` labelled (user, cut-off) histories.
+
+    With n = 0 (no BCE term) only the views: the labelled batch would be collated and thrown away.
+    """
 
     def __init__(self, views: ViewCollator, labelled: LabelledSequences, rows: np.ndarray, n: int,
                  featurizer: Featurizer, max_len: int, seed: int) -> None:
@@ -173,6 +176,8 @@ class _GoalCollator:
         self.rng = np.random.default_rng(seed + 7)
 
     def __call__(self, rows: list[int]) -> dict[str, Any]:
+        if self.n == 0:
+            return {"views": self.views(rows)}
         pick = self.rows[self.rng.integers(0, len(self.rows), size=self.n)]
         sup = self.featurizer.collate_users(self.labelled.data, pick, self.max_len)
         return {"views": self.views(rows), "sup": sup, "y": torch.from_numpy(self.labelled.y[pick])}
@@ -298,7 +303,7 @@ def train_goal_aware(
     dm.val_rows = np.zeros(0, dtype=np.int64)
     n_users = min(tc.batch_size, len(dm.train_rows))
     collate = _GoalCollator(ViewCollator(data, featurizer, tc, cfg.model.max_len, tc.seed), lab, train_rows,
-                            n_users, featurizer, cfg.model.max_len, tc.seed)
+                            n_users if bce_weight > 0 else 0, featurizer, cfg.model.max_len, tc.seed)
     loader = DataLoader(_Users(dm.train_rows), batch_size=n_users, shuffle=True,
                         drop_last=len(dm.train_rows) >= tc.batch_size,
                         generator=torch.Generator().manual_seed(tc.seed), collate_fn=collate)
