@@ -313,7 +313,7 @@ def _window_labels(events: pl.DataFrame, goal: Goal, cutoff: datetime) -> pl.Dat
     make_labels rejects such a cut-off because it cannot know that the log is complete up to
     cutoff + horizon; here the caller does (the log is everything up to the backtest cut-off).
     """
-    target = pl.col("event") == goal.event if goal.event is not None else pl.lit(True)
+    target = goal.target()
     hits = events.filter((pl.col("ts") > cutoff) & (pl.col("ts") <= cutoff + goal.horizon) & target)
     hit = pl.col("user_id").is_in(hits["user_id"].unique().implode())
     return (
@@ -340,7 +340,6 @@ def run_backtest(
     n_folds: int = 5,
     n_boot: int = 1000,
     seed: int = 0,
-    label_events: pl.DataFrame | None = None,
     rank_window: timedelta | None = None,
 ) -> BacktestReport:
     """Score a pipeline run on the events up to `cutoff` against the following `goal.horizon`.
@@ -349,16 +348,13 @@ def run_backtest(
         events: the whole canonical log (the pipeline only ever sees events at or before cutoff).
         producer: a function (pre-cut-off events, cutoff) -> Snapshot, or a Snapshot already made.
         budget: the share of all users (with history at the cut-off) a campaign may target.
-        label_events: events the goal is read from, when they differ from `events` (e.g. every
-            purchase type folded into "purchase"); default `events`.
         rank_window: the window before the cut-off whose goal rate ranks the segments; default the
             horizon (shorten it when the log does not reach one horizon back from the cut-off).
     """
     if not 0 < budget <= 1:
         raise ConfigError(f"budget must be in (0, 1], got {budget}.")
     cutoff = to_naive_utc(cutoff)
-    label_events = events if label_events is None else label_events
-    last = latest_cutoff(label_events, goal)
+    last = latest_cutoff(events, goal)
     if cutoff > last:
         raise ConfigError(
             f"cut-off {cutoff} leaves less than the {goal.horizon} horizon before the data ends "
@@ -367,20 +363,20 @@ def run_backtest(
     hist = events_before(events, cutoff)
     if hist.is_empty():
         raise SchemaError(f"No events at or before the cut-off {cutoff}.")
-    labels = make_labels(label_events, goal, cutoffs=[cutoff]).select("user_id", "label")
+    labels = make_labels(events, goal, cutoffs=[cutoff]).select("user_id", "label")
     past_goal = goal if rank_window is None else replace(goal, horizon=rank_window)
     past_cut = cutoff - past_goal.horizon
-    label_hist = events_before(label_events, cutoff)
-    if past_cut < label_hist["ts"].min():  # type: ignore[operator]
+    if past_cut < hist["ts"].min():  # type: ignore[operator]
         raise ConfigError(
-            f"The data starts at {label_hist['ts'].min()}: less than {past_goal.horizon} before the "
+            f"The data starts at {hist['ts'].min()}: less than {past_goal.horizon} before the "
             f"cut-off {cutoff}, so segments cannot be ranked by their past goal rate; pass a shorter "
             "rank_window."
         )
-    past_labels = _window_labels(label_hist, past_goal, past_cut)
+    past_labels = _window_labels(hist, past_goal, past_cut)
 
     snap = producer if isinstance(producer, Snapshot) else producer(hist, cutoff)
-    monetary = goal.event if goal.event is not None and (hist["event"] == goal.event).any() else None
+    # The baseline's transactions are the goal's events (every alias too), when the history has any.
+    monetary = goal.event_types if goal.event is not None and hist.select(goal.target().any()).item() else None
     feats = rfm_features(hist, cutoff, monetary_event=monetary, log=True)
     rfm_seg = RFMSegmenter().fit_predict(feats)
 

@@ -45,11 +45,14 @@ class Goal:
 
     kind="event": the user has at least one `event` in (cutoff, cutoff + horizon].
     kind="churn": the user has no event at all (event=None), or no `event`, in that window.
+    `aliases` are further event types that count as `event` (e.g. purchase_coupon next to
+    purchase) wherever the goal is read: labels, past goal rates, the RFM baseline's transactions.
     """
 
     event: str | None  # None means churn on any activity (no event at all)
     horizon: timedelta  # length of the label window after the cut-off
     kind: Literal["event", "churn"] = "event"
+    aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in ("event", "churn"):
@@ -58,14 +61,28 @@ class Goal:
             raise ConfigError("An 'event' goal needs an event type, e.g. Goal('purchase', ...).")
         if self.horizon <= timedelta(0):
             raise ConfigError(f"Goal horizon must be positive, got {self.horizon}.")
+        if self.aliases and self.event is None:
+            raise ConfigError("Goal aliases need a goal with an event type (e.g. purchase, churn:purchase).")
+        object.__setattr__(self, "aliases", tuple(a for a in dict.fromkeys(self.aliases) if a != self.event))
+
+    @property
+    def event_types(self) -> list[str] | None:
+        """Every event type that counts as the goal's event; None for churn on any activity."""
+        return None if self.event is None else [self.event, *self.aliases]
+
+    def target(self) -> pl.Expr:
+        """Polars expression: True for the events the goal counts."""
+        types = self.event_types
+        return pl.lit(True) if types is None else pl.col("event").is_in(types)
 
     def describe(self) -> str:
         """Human text, e.g. 'purchase within 30 days' or 'churn (no event) within 90 days'."""
         days = self.horizon / timedelta(days=1)
         span = f"{days:g} days"
+        name = " or ".join(self.event_types or [])
         if self.kind == "event":
-            return f"{self.event} within {span}"
-        what = "no event" if self.event is None else f"no {self.event}"
+            return f"{name} within {span}"
+        what = "no event" if self.event is None else f"no {name}"
         return f"churn ({what}) within {span}"
 
 
@@ -80,11 +97,12 @@ def parse_horizon(horizon: str) -> timedelta:
     return timedelta(days=int(m.group(1)) * _UNIT_DAYS[m.group(2).lower()])
 
 
-def parse_goal(goal: str, horizon: str) -> Goal:
+def parse_goal(goal: str, horizon: str, aliases: list[str] | tuple[str, ...] = ()) -> Goal:
     """Build a Goal from config text.
 
     'purchase' -> purchase within the horizon; 'churn' or 'none' -> no event at all;
-    'churn:purchase' (or 'none:purchase') -> no purchase within the horizon.
+    'churn:purchase' (or 'none:purchase') -> no purchase within the horizon. `aliases`: further
+    event types that count as the goal's event (Goal.aliases).
     """
     text = str(goal).strip()
     if not text:
@@ -95,8 +113,8 @@ def parse_goal(goal: str, horizon: str) -> Goal:
         event = tail.strip() or None
         if sep and event is None:
             raise ConfigError(f"Goal {goal!r}: write 'churn' or 'churn:<event type>'.")
-        return Goal(event=event, horizon=h, kind="churn")
-    return Goal(event=text, horizon=h, kind="event")
+        return Goal(event=event, horizon=h, kind="churn", aliases=tuple(aliases))
+    return Goal(event=text, horizon=h, kind="event", aliases=tuple(aliases))
 
 
 def events_before(events: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
@@ -192,7 +210,7 @@ def make_labels(
     """
     check_events(events)
     chosen = _resolve_cutoffs(events, goal, cutoffs, n_cutoffs, stride, last_cutoff)
-    target = pl.col("event") == goal.event if goal.event is not None else pl.lit(True)
+    target = goal.target()
     frames = []
     for cutoff in chosen:
         window = events.filter(

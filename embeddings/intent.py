@@ -27,16 +27,22 @@ from embeddings.features import LOG_RECENCY_SCALE
 N_INTENT = 8  # head inputs next to the embedding: 5 history aggregates + 3 goal-event aggregates
 
 
-def intent_features(batch: dict[str, torch.Tensor], goal_event: int | None) -> torch.Tensor:
+def intent_features(batch: dict[str, torch.Tensor], goal_event: int | list[int] | None) -> torch.Tensor:
     """(B, N_INTENT) what the propensity head reads beside the embedding, from a padded batch.
 
     The 5 aggregates of the row's events (`batch["context"]`: count, recency, spend, tenure, active
-    days) and, for the goal's own event type: how many, how recent the last one, whether any.
+    days) and, for the goal's own event type(s) (`goal_event`: one featurizer id, or a list when
+    the goal has aliases): how many, how recent the last one, whether any.
     """
     lengths = batch["lengths"]
     T = batch["event"].shape[1]
     valid = torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
-    hit = valid if goal_event is None else valid & (batch["event"] == goal_event)
+    if goal_event is None:
+        hit = valid
+    elif isinstance(goal_event, int):
+        hit = valid & (batch["event"] == goal_event)
+    else:
+        hit = valid & torch.isin(batch["event"], torch.tensor(goal_event, dtype=batch["event"].dtype))
     count = hit.sum(1).float()
     rec = torch.where(hit, batch["log_recency"].float(), torch.full_like(batch["log_recency"].float(), 1e9))
     last = rec.min(1).values
@@ -55,7 +61,7 @@ class IntentConfig:
     b: float
     mean: float  # standardisation of the calibrated logit over the training users
     std: float
-    goal_event: int | None = None  # featurizer id of the goal's event type (None: any event / churn)
+    goal_event: int | list[int] | None = None  # featurizer id(s) of the goal's event type(s) (None: any event)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -117,7 +117,7 @@ def rfm_features(
     events: pl.DataFrame,
     as_of: datetime,
     *,
-    monetary_event: str | None = None,
+    monetary_event: str | list[str] | None = None,
     log: bool = False,
 ) -> pl.DataFrame:
     """Per-user RFM and engagement features computed from events at or before `as_of`.
@@ -126,7 +126,7 @@ def rfm_features(
         events: canonical events (user_id, ts, event, optional amount).
         as_of: the moment the features describe; later events are ignored, and users whose
             events all come later are absent.
-        monetary_event: event type that counts as a transaction (e.g. "purchase"). None: every
+        monetary_event: event type(s) that count as a transaction (e.g. "purchase"). None: every
             event is a transaction.
         log: also add log1p versions of recency_days, frequency and monetary.
 
@@ -146,7 +146,8 @@ def rfm_features(
     n_late = events.height - seen.height
     if n_late:
         logger.debug("rfm_features: ignoring %d events after as_of=%s", n_late, as_of)
-    if monetary_event is not None and seen.filter(pl.col("event") == monetary_event).is_empty():
+    tx_types = [monetary_event] if isinstance(monetary_event, str) else monetary_event
+    if tx_types is not None and seen.filter(pl.col("event").is_in(tx_types)).is_empty():
         logger.warning(
             "rfm_features: no %r events at or before %s; frequency and monetary are all 0",
             monetary_event,
@@ -157,7 +158,7 @@ def rfm_features(
         amount = pl.col("amount").cast(pl.Float64).fill_nan(None).fill_null(0.0)
     else:
         amount = pl.lit(0.0, dtype=pl.Float64)
-    is_tx = pl.col("event") == monetary_event if monetary_event is not None else pl.lit(True)
+    is_tx = pl.col("event").is_in(tx_types) if tx_types is not None else pl.lit(True)
     as_of_lit = pl.lit(as_of, dtype=pl.Datetime("us"))
 
     out = (

@@ -18,7 +18,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from embeddings.errors import SeqcohortError
+from embeddings.errors import ConfigError, SeqcohortError
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -115,19 +115,24 @@ def synth(users: int, out: str, seed: int, short_share: float) -> None:
 @click.option("--goal", default=None, help="Goal-aware cohorts: an event type (e.g. purchase), 'churn' or "
               "'churn:<event>'; adds a calibrated propensity per user and an expected goal rate per cohort.")
 @click.option("--horizon", default="90d", show_default=True, help="Goal horizon, e.g. 30d, 12w, 3m.")
+@click.option("--goal-alias", "aliases", multiple=True, metavar="EVENT",
+              help="Another event type that counts as the goal (repeatable), e.g. purchase_coupon.")
 @workspace_option
 @map_option
 @config_options
 @handle_errors
-def run(events: str, goal: str | None, horizon: str, workspace: str, maps: tuple[str, ...],
-        config_path: str | None, sets: tuple[str, ...]) -> None:
+def run(events: str, goal: str | None, horizon: str, aliases: tuple[str, ...], workspace: str,
+        maps: tuple[str, ...], config_path: str | None, sets: tuple[str, ...]) -> None:
     """Train -> embed -> cluster -> name; publish a new version as the workspace's `current`."""
     from embeddings.goals import parse_goal
     from seqcohort import pipeline
     from seqcohort.report import print_cohorts, print_run_summary
 
     cfg = _cfg(config_path, sets)
-    res = pipeline.run(events, workspace, cfg, maps, goal=parse_goal(goal, horizon) if goal else None)
+    if aliases and not goal:
+        raise ConfigError("--goal-alias needs --goal: name the goal's event type, e.g. --goal purchase "
+                          "--goal-alias purchase_coupon.")
+    res = pipeline.run(events, workspace, cfg, maps, goal=parse_goal(goal, horizon, aliases) if goal else None)
     print_run_summary(console, res)
     print_cohorts(console, res.cohorts)
     for c in res.cohorts.cohorts if goal else []:

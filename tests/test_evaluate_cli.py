@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -80,8 +81,17 @@ def test_experiment_assign_analyze_power(tmp_path: Path) -> None:
 def test_evaluate_backtest_end_to_end(events_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     text = invoke("evaluate", "--events", str(events_file), "--cutoff", "2025-04-01", "--goal", "purchase",
-                  "--horizon", "30d", "--boot", "50", "--intent-weight", "1", "--out", str(out), *_sets(FAST))
+                  "--goal-alias", "cart", "--horizon", "30d", "--boot", "50", "--intent-weight", "1", "--out", str(out),
+                  *_sets(FAST))
     rep = json.loads((out / "report.json").read_text())
+    # the alias counts as the goal in the scored outcomes (and in the labels the head was trained on)
+    assert rep["goal"] == "purchase or cart within 30 days"
+    from embeddings.goals import make_labels, parse_goal
+
+    ev = pl.read_parquet(events_file)
+    y = make_labels(ev, parse_goal("purchase", "30d", ["cart"]), cutoffs=[datetime(2025, 4, 1)])["label"]
+    assert rep["n_positive"] == int(y.sum()) > int(
+        make_labels(ev, parse_goal("purchase", "30d"), cutoffs=[datetime(2025, 4, 1)])["label"].sum())
     methods = [r["method"] for r in rep["targeting"]]
     assert methods == ["rfm_segments", "ai_behaviour_cohorts", "goal_aware_cohorts", "propensity_score",
                        "ceiling_rfm_lr_on_outcomes"]
@@ -92,6 +102,8 @@ def test_evaluate_backtest_end_to_end(events_file: Path, tmp_path: Path) -> None
     bad = CliRunner().invoke(cli, ["evaluate", "--events", str(events_file), "--cutoff", "2025-05-30",
                                    "--goal", "purchase", "--horizon", "30d"])
     assert bad.exit_code == 2 and "horizon" in bad.output
+    bad = CliRunner().invoke(cli, ["run", "--events", str(events_file), "--goal-alias", "cart"])
+    assert bad.exit_code == 2 and "--goal-alias needs --goal" in bad.output
 
 
 @pytest.mark.slow

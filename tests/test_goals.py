@@ -228,3 +228,27 @@ def test_goal_rate_by_segment(events: pl.DataFrame) -> None:
         "Champions": 1.0,
         "New Customers": 1.0,
     }
+
+
+def test_goal_aliases_count_as_the_goal_everywhere(events: pl.DataFrame) -> None:
+    # u2 "buys with a coupon" on Jan 30: a distinct event type the marketer counts as a purchase.
+    ev = events.with_columns(
+        pl.when((pl.col("user_id") == "u2") & (pl.col("ts") == D(2024, 1, 30)))
+        .then(pl.lit("purchase_coupon")).otherwise(pl.col("event")).alias("event"))
+    plain = parse_goal("purchase", "10d")
+    either = parse_goal("purchase", "10d", ["purchase_coupon", "purchase"])
+    assert either.aliases == ("purchase_coupon",)  # the goal's own type is not repeated
+    assert either.event_types == ["purchase", "purchase_coupon"]
+    assert either.describe() == "purchase or purchase_coupon within 10 days"
+    cut = [D(2024, 1, 20)]
+    assert _as_dict(make_labels(ev, plain, cutoffs=cut))[("u2", D(2024, 1, 20))] == 0
+    assert _as_dict(make_labels(ev, either, cutoffs=cut))[("u2", D(2024, 1, 20))] == 1
+    lost = parse_goal("churn:purchase", "10d", ["purchase_coupon"])
+    assert _as_dict(make_labels(ev, lost, cutoffs=cut))[("u2", D(2024, 1, 20))] == 0
+    # The RFM baseline's transactions take the aliases too.
+    feats = rfm_features(ev, D(2024, 2, 1), monetary_event=either.event_types)
+    assert feats.filter(pl.col("user_id") == "u2")["frequency"].item() == 1
+    assert rfm_features(ev, D(2024, 2, 1), monetary_event="purchase").filter(
+        pl.col("user_id") == "u2")["frequency"].item() == 0
+    with pytest.raises(ConfigError, match="aliases"):
+        parse_goal("churn", "10d", ["purchase_coupon"])

@@ -108,6 +108,24 @@ def test_intent_features_read_the_goal_events_of_each_row() -> None:
     assert f[:, N_CONTEXT + 2].tolist() == [1.0, 0.0] and f[1, N_CONTEXT + 1] == 0.0
     anything = intent_features(batch, goal_event=None).numpy()
     np.testing.assert_allclose(np.expm1(anything[:, N_CONTEXT] * 5), [3, 2], atol=1e-5)
+    aliased = intent_features(batch, goal_event=[5, 6]).numpy()  # a goal with an alias: both types count
+    np.testing.assert_allclose(aliased, anything, atol=1e-6)
+
+
+def test_goal_event_ids_take_the_aliases() -> None:
+    from datetime import timedelta
+
+    from embeddings.features import N_SPECIAL, OOV, Featurizer
+    from embeddings.goals import Goal
+    from training.propensity import goal_event_id
+
+    f = Featurizer()
+    f.vocabs_ = {"event": ["view", "purchase", "purchase_coupon"]}
+    h = timedelta(days=30)
+    assert goal_event_id(f, Goal("purchase", h)) == f.vocabs_["event"].index("purchase") + N_SPECIAL
+    ids = goal_event_id(f, Goal("purchase", h, aliases=("purchase_coupon", "refund")))
+    assert isinstance(ids, list) and len(ids) == 3 and OOV in ids  # a type never seen maps to OOV
+    assert goal_event_id(f, Goal(None, h, "churn")) is None
 
 
 def test_fit_head_keeps_the_embedding_out_when_it_does_not_transfer_to_the_latest_cutoff() -> None:

@@ -130,7 +130,7 @@ def holdout_mask(user_ids: np.ndarray, fraction: float) -> np.ndarray:
 class PropensityModule(ContrastiveModule):
     """ContrastiveModule + a Linear propensity head on [embedding, intent_features]; loss = InfoNCE + w * BCE."""
 
-    def __init__(self, encoder: nn.Module, head: nn.Linear, *, goal_event: int | None = None,
+    def __init__(self, encoder: nn.Module, head: nn.Linear, *, goal_event: int | list[int] | None = None,
                  bce_weight: float = 0.0, **kwargs: Any) -> None:
         super().__init__(encoder, **kwargs)  # type: ignore[arg-type]
         self.save_hyperparameters(ignore=["encoder", "head"])
@@ -185,7 +185,7 @@ class _GoalCollator:
 
 @torch.inference_mode()
 def embed_with_features(encoder: nn.Module, featurizer: Featurizer, data: SequenceData, max_len: int,
-                        goal_event: int | None, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+                        goal_event: int | list[int] | None, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings (n, d), intent features (n, N_INTENT)) of every user row of `data`."""
     encoder.eval()
     Z = np.empty((len(data), encoder.cfg.dim), dtype=np.float32)  # type: ignore[union-attr]
@@ -199,12 +199,14 @@ def embed_with_features(encoder: nn.Module, featurizer: Featurizer, data: Sequen
     return Z, Fx
 
 
-def goal_event_id(featurizer: Featurizer, goal: Goal) -> int | None:
-    """The featurizer's id of the goal's event type (None for 'any event' goals)."""
-    if goal.event is None:
+def goal_event_id(featurizer: Featurizer, goal: Goal) -> int | list[int] | None:
+    """The featurizer's id of the goal's event type; a list of ids when the goal has aliases (None
+    for 'any event' goals). A type the featurizer never saw maps to OOV."""
+    if goal.event_types is None:
         return None
     vocab = featurizer.vocabs_["event"] if featurizer.vocabs_ else []
-    return vocab.index(goal.event) + N_SPECIAL if goal.event in vocab else OOV
+    ids = [vocab.index(e) + N_SPECIAL if e in vocab else OOV for e in goal.event_types]
+    return ids[0] if len(ids) == 1 else sorted(set(ids))
 
 
 # ----------------------------------------------------------------------------- calibrated head on a bundle
@@ -345,8 +347,8 @@ def train_goal_aware(
     metrics.update({f"calib_{k}": float(v) for k, v in fit.calibration.items() if k in ("auc", "brier")})
     meta = {
         "format": PROPENSITY_FORMAT,
-        "goal": {"event": goal.event, "kind": goal.kind, "horizon_days": goal.horizon / timedelta(days=1),
-                 "text": goal.describe()},
+        "goal": {"event": goal.event, "aliases": list(goal.aliases), "kind": goal.kind,
+                 "horizon_days": goal.horizon / timedelta(days=1), "text": goal.describe()},
         "head": {"type": "linear", "inputs": fit.inputs, "in_dim": encoder.cfg.dim + N_INTENT, "file": HEAD_FILE,
                  "validation_auc_latest_cutoff": fit.validation_auc},
         "calibration": fit.calibration,
