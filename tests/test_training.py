@@ -183,3 +183,16 @@ def test_contrastive_training_sees_only_the_learned_part(synth_small, tiny_cfg):
     q = enc.habits(batch["buckets"][0])
     torch.testing.assert_close(profile, p * q / q.norm(dim=1, keepdim=True))
     torch.testing.assert_close(full[:, :-tiny_cfg.model.profile_dim].norm(dim=1), torch.full((len(full),), (1 - p * p) ** 0.5))
+
+
+def test_progress_bar_titles_a_step_bound_run_without_a_negative_epoch_count():
+    from types import SimpleNamespace
+
+    from training.module import progress_callbacks
+
+    assert progress_callbacks(False) == []
+    bar = progress_callbacks(True)[0]
+    bar._trainer = SimpleNamespace(max_epochs=-1)  # training by max_steps, as train() and train_goal_aware() do
+    assert bar._get_train_description(2).strip() == "Epoch 2"
+    bar._trainer = SimpleNamespace(max_epochs=10)
+    assert bar._get_train_description(2).strip() == "Epoch 2/9"

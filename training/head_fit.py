@@ -153,6 +153,8 @@ def fit_head(Z: np.ndarray, F: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, h
     if len(np.unique(y_cal)) == 2:
         p = sigmoid(platt["a"] * raw + platt["b"])
         calibration.update(auc=float(roc_auc_score(y_cal, raw)), brier=float(np.mean((p - y_cal) ** 2)))
-    log.info("propensity head: inputs %r (latest-cut-off AUC %s); fitted on %d held-out pairs, calibrated out "
-             "of fold on %d", choice, {k: round(v, 4) for k, v in scores.items()}, int(use.sum()), len(late_idx))
+    chosen_by = (f"latest-cut-off AUC {({k: round(v, 4) for k, v in scores.items()})}" if scores
+                 else "a single usable cut-off, so the default: nothing to validate over time")
+    log.info("propensity head: inputs %r (%s); fitted on %d held-out pairs, calibrated out of fold on %d",
+             choice, chosen_by, int(use.sum()), len(late_idx))
     return HeadFit(w, b, platt["a"], platt["b"], choice, scores, calibration)

@@ -98,3 +98,21 @@ class ContrastiveModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def progress_callbacks(enabled: bool) -> list[L.Callback]:
+    """The progress bar for a run bounded by steps, or none.
+
+    Lightning's rich bar titles each epoch "Epoch N/<max_epochs - 1>", which reads "Epoch 2/-2"
+    when training runs by `max_steps` with `max_epochs=-1`; this one says "Epoch 2" there.
+    """
+    if not enabled:
+        return []
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class StepBoundBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            text = super()._get_train_description(current_epoch)
+            return text.replace(f"/{self.trainer.max_epochs - 1}", "") if (self.trainer.max_epochs or 0) < 0 else text
+
+    return [StepBoundBar()]

@@ -61,7 +61,7 @@ from embeddings.intent import (
 )
 from training.datamodule import SequenceDataModule, ViewCollator, _Users
 from training.head_fit import fit_head
-from training.module import ContrastiveModule
+from training.module import ContrastiveModule, progress_callbacks
 from training.train import TrainResult, build_encoder, fit_featurizer
 
 log = logging.getLogger(__name__)
@@ -318,8 +318,8 @@ def train_goal_aware(
     trainer = L.Trainer(
         accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,  # type: ignore[arg-type]
         max_steps=tc.max_steps, max_epochs=-1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=tc.progress, enable_model_summary=False, limit_val_batches=0,
-        num_sanity_val_steps=0, gradient_clip_val=1.0, deterministic=False,
+        enable_progress_bar=tc.progress, callbacks=progress_callbacks(tc.progress), enable_model_summary=False,
+        limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0, deterministic=False,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")

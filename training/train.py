@@ -25,7 +25,7 @@ from embeddings.features import (
 )
 from embeddings.habits import PROFILE_FIELDS, active_columns, fit_habit_pca, habit_fields, habit_raw
 from training.datamodule import SequenceDataModule
-from training.module import ContrastiveModule
+from training.module import ContrastiveModule, progress_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,7 @@ def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=No
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=tc.progress,
+        callbacks=progress_callbacks(tc.progress),
         enable_model_summary=False,
         limit_val_batches=1.0 if has_val else 0,
         val_check_interval=min(tc.val_every, tc.max_steps) if has_val else None,
