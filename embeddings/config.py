@@ -61,9 +61,10 @@ class ModelConfig(_Section):
     # ended, which is the strongest predictor of what a user does next; this keeps it in the space
     # (CDNOW linear probe 0.761 -> 0.774 vs RFM 0.776; bench/RESULTS.md)
     recency: float = Field(0.2, ge=0.0)
-    # weight of the frequency coordinate, after it: standardised log1p of the events the encoder
-    # holds (up to max_len). CoLES views hold 30-100% of a history, so training likewise teaches
-    # the learned part to ignore how many events there are (Complete Journey probe +0.010)
+    # weight of the frequency coordinate, after it: standardised log1p of the events in the user's
+    # history (all of them, not only the max_len the transformer reads). CoLES views hold 30-100%
+    # of a history, so training likewise teaches the learned part to ignore how many events there
+    # are (Complete Journey probe +0.010)
     frequency: float = Field(0.2, ge=0.0)
     # length of the habit profile in each unit-norm embedding (embeddings/habits.py), after the
     # learned part and state coordinates (which get sqrt(1 - profile^2)): the direction of each

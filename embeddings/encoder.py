@@ -34,13 +34,15 @@ class EncoderConfig:
     n_context: int = 0  # whole-history aggregate features added to the summary token
     # state coordinates after the learned outputs (weight 0 = absent), each standardised with the
     # mean and std over the training users: recency * (last event's log_recency - mean) / std, then
-    # frequency * (log1p(events held) - mean) / std
+    # frequency * (log1p(events) - mean) / std, the events counted over the whole history
+    # (batch["n_events"]) when frequency_history, else only those held (bundles before it)
     recency: float = 0.0
     recency_mean: float = 0.0
     recency_std: float = 1.0
     frequency: float = 0.0
     frequency_mean: float = 0.0
     frequency_std: float = 1.0
+    frequency_history: bool = False
     # habit profile after the state coordinates (embeddings/habits.py): `profile_dim` principal
     # directions of the square-root value shares of `profile_fields` (field -> weight), as a unit
     # vector; `profile` in [0, 1) is its length in the unit-norm row (0 = absent)
@@ -102,7 +104,8 @@ class EventEncoder(nn.Module):
     """Field embeddings -> transformer -> [summary token ; masked mean] -> projection -> L2 norm.
 
     After the learned outputs come `cfg.n_state` state coordinates: the history's recency (how
-    long before as_of its most recent event was) and frequency (how many events it holds), each
+    long before as_of its most recent event was) and frequency (how many events it has, beyond the
+    `max_len` the transformer reads when `frequency_history`), each
     standardised and weighted. Contrastive views of one user differ in exactly these two (they end
     at different times and hold different numbers of events), so training teaches the learned part
     to ignore them; the user's current state stays readable next to the behaviour. Then come
@@ -159,7 +162,8 @@ class EventEncoder(nn.Module):
             last = batch["log_recency"].float().gather(1, (lengths - 1).clamp(min=0)[:, None])  # (B, 1)
             state.append(c.recency * (last - c.recency_mean) / c.recency_std)
         if c.frequency > 0:
-            held = torch.log1p(lengths.float())[:, None]  # (B, 1)
+            n = batch.get("n_events", lengths) if c.frequency_history else lengths
+            held = torch.log1p(n.float())[:, None]  # (B, 1)
             state.append(c.frequency * (held - c.frequency_mean) / c.frequency_std)
         if state:
             z = F.normalize(torch.cat([z, *(v.to(z.dtype) for v in state)], dim=-1), dim=-1)

@@ -326,10 +326,14 @@ class Featurizer:
     def collate_users(
         self, data: SequenceData, rows: np.ndarray, max_len: int
     ) -> dict[str, torch.Tensor]:
-        """Batch of the last `max_len` events of users at positions `rows`."""
+        """Batch of the last `max_len` events of users at positions `rows`, plus `n_events` (B,):
+        how many events each user's whole history holds (a plain `collate` batch holds exactly its
+        `lengths`)."""
         ends = data.offsets[np.asarray(rows) + 1]
         starts = np.maximum(data.offsets[np.asarray(rows)], ends - max_len)
-        return self.collate(data, [np.arange(s, e) for s, e in zip(starts, ends, strict=True)], max_len)
+        batch = self.collate(data, [np.arange(s, e) for s, e in zip(starts, ends, strict=True)], max_len)
+        batch["n_events"] = torch.from_numpy((ends - data.offsets[np.asarray(rows)]).astype(np.int64))
+        return batch
 
     # ----------------------------------------------------------------- persistence
     def to_dict(self) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -111,6 +112,15 @@ def test_state_coordinates_are_the_standardised_recency_and_frequency(model_and_
     norm = np.sqrt(1 + r**2 + q**2)
     np.testing.assert_allclose(X[:, -2], r / norm, atol=1e-5)
     np.testing.assert_allclose(X[:, -1], q / norm, atol=1e-5)
+    # new bundles count the whole history's events, beyond the max_len the transformer reads
+    assert np.diff(data.offsets).max() > 8
+    enc_h = EventEncoder(replace(cfg, frequency_history=True))
+    enc_h.load_state_dict(enc.state_dict())
+    Xh = UserEncoder(save_bundle(tmp_path / "h", enc_h.eval(), f, data_fingerprint="x")).encode(data)
+    qh = 0.25 * (np.log1p(np.diff(data.offsets)) - 1.5) / 0.5
+    nh = np.sqrt(1 + r**2 + qh**2)
+    np.testing.assert_allclose(Xh[:, -1], qh / nh, atol=1e-5)
+    np.testing.assert_allclose(Xh[:, :-1] * nh[:, None], X[:, :-1] * norm[:, None], atol=1e-5)  # the rest as before
 
 
 def test_bundles_without_state_coordinates_still_load(tmp_path, model_and_data):

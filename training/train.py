@@ -48,14 +48,16 @@ def _quiet_lightning() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def state_stats(data: SequenceData | None, max_len: int) -> dict[str, float]:
+def state_stats(data: SequenceData | None) -> dict[str, float]:
     """Mean and std over the training users of what the state coordinates read (EncoderConfig):
-    the most recent event's log_recency and log1p of the events the encoder holds."""
+    the most recent event's log_recency and log1p of the events in the whole history (not capped
+    at `max_len`: a log whose heavy users hold thousands of lines would otherwise show them all at
+    one frequency)."""
     if data is None or len(data) == 0:
         return {}
     values = {
         "recency": data.fields["log_recency"][data.offsets[1:] - 1].astype(np.float64),
-        "frequency": np.log1p(np.minimum(np.diff(data.offsets), max_len).astype(np.float64)),
+        "frequency": np.log1p(np.diff(data.offsets).astype(np.float64)),
     }
     out = {}
     for name, v in values.items():
@@ -80,7 +82,8 @@ def build_encoder(cfg: Config, featurizer: Featurizer, data: SequenceData | None
         n_context=N_CONTEXT if m.context else 0,
         recency=m.recency,
         frequency=m.frequency,
-        **state_stats(data, m.max_len),
+        frequency_history=True,
+        **state_stats(data),
         profile=m.profile,
         profile_dim=m.profile_dim,
         profile_fields=habit_fields(featurizer.cardinalities, PROFILE_FIELDS),
