@@ -27,12 +27,15 @@ from embeddings.features import LOG_RECENCY_SCALE
 N_INTENT = 8  # head inputs next to the embedding: 5 history aggregates + 3 goal-event aggregates
 
 
-def intent_features(batch: dict[str, torch.Tensor], goal_event: int | list[int] | None) -> torch.Tensor:
+def intent_features(batch: dict[str, torch.Tensor], goal_event: int | list[int] | None,
+                    history: bool = False) -> torch.Tensor:
     """(B, N_INTENT) what the propensity head reads beside the embedding, from a padded batch.
 
     The 5 aggregates of the row's events (`batch["context"]`: count, recency, spend, tenure, active
-    days) and, for the goal's own event type(s) (`goal_event`: one featurizer id, or a list when
-    the goal has aliases): how many, how recent the last one, whether any.
+    days; with `history`, `batch["history_context"]`, the same over the user's whole history when
+    the batch has it, so a customer with thousands of lines is not read as their last `max_len`)
+    and, for the goal's own event type(s) among the events held (`goal_event`: one featurizer id,
+    or a list when the goal has aliases): how many, how recent the last one, whether any.
     """
     lengths = batch["lengths"]
     T = batch["event"].shape[1]
@@ -49,7 +52,8 @@ def intent_features(batch: dict[str, torch.Tensor], goal_event: int | list[int] 
     has = count > 0
     days = torch.where(has, torch.expm1(last * LOG_RECENCY_SCALE), torch.zeros_like(last))
     goal = torch.stack([torch.log1p(count) / 5, torch.log1p(days) / 5, has.float()], dim=1)
-    return torch.cat([batch["context"].float(), goal], dim=1)
+    ctx = batch["history_context"] if history and "history_context" in batch else batch["context"]
+    return torch.cat([ctx.float(), goal], dim=1)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class IntentConfig:
     mean: float  # standardisation of the calibrated logit over the training users
     std: float
     goal_event: int | list[int] | None = None  # featurizer id(s) of the goal's event type(s) (None: any event)
+    history_context: bool = False  # the head reads whole-history aggregates (heads before it: the events held)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,7 +83,8 @@ class IntentEncoder(nn.Module):
         self.cfg: EncoderConfig = replace(base.cfg, dim=base.cfg.dim + 1)
 
     def raw_logit(self, z: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(torch.cat([z.float(), intent_features(batch, self.intent.goal_event)], dim=1)).squeeze(-1)
+        return self.head(torch.cat([z.float(), intent_features(batch, self.intent.goal_event,
+                                                                 self.intent.history_context)], dim=1)).squeeze(-1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         z = self.base(batch)

@@ -112,6 +112,24 @@ def test_intent_features_read_the_goal_events_of_each_row() -> None:
     np.testing.assert_allclose(aliased, anything, atol=1e-6)
 
 
+def test_the_head_reads_aggregates_of_the_whole_history_beyond_max_len(trained: Path, events: pl.DataFrame) -> None:
+    from embeddings.features import N_CONTEXT
+    from embeddings.intent import intent_features
+
+    bundle = load_bundle(trained)
+    assert bundle.encoder.intent.history_context  # new heads; older ones keep reading the events held
+    data = UserEncoder(bundle).featurize(events, events["ts"].max())
+    f, rows, n, cap = bundle.featurizer, np.arange(len(data)), np.diff(data.offsets), 8
+    assert (n > cap).sum() > 10
+    batch = f.collate_users(data, rows, cap)
+    assert batch["n_events"].tolist() == n.tolist()
+    whole = f.collate_users(data, rows, int(n.max()))["context"]  # a batch that holds every event
+    torch.testing.assert_close(batch["history_context"], whole)
+    np.testing.assert_allclose(np.expm1(batch["context"][:, 0].double().numpy() * 5), np.minimum(n, cap), rtol=1e-4)
+    torch.testing.assert_close(intent_features(batch, None, history=True)[:, :N_CONTEXT], whole.float())
+    torch.testing.assert_close(intent_features(batch, None)[:, :N_CONTEXT], batch["context"].float())
+
+
 def test_goal_event_ids_take_the_aliases() -> None:
     from datetime import timedelta
 

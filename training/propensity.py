@@ -145,7 +145,8 @@ class PropensityModule(ContrastiveModule):
         bs = batch["y"].shape[0]
         sup = batch["sup"]
         zs = self.encoder(sup).float()
-        logits = self.head(torch.cat([zs, intent_features(sup, self.hparams.goal_event)], dim=1)).squeeze(-1)
+        logits = self.head(torch.cat([zs, intent_features(sup, self.hparams.goal_event, history=True)],
+                                     dim=1)).squeeze(-1)
         bce = F.binary_cross_entropy_with_logits(logits, batch["y"])
         loss = nce + self.hparams.bce_weight * bce
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs)
@@ -195,7 +196,7 @@ def embed_with_features(encoder: nn.Module, featurizer: Featurizer, data: Sequen
         rows = order[s : s + batch_size]
         batch = featurizer.collate_users(data, rows, max_len)
         Z[rows] = encoder(batch).float().numpy()
-        Fx[rows] = intent_features(batch, goal_event).numpy()
+        Fx[rows] = intent_features(batch, goal_event, history=True).numpy()
     return Z, Fx
 
 
@@ -343,7 +344,7 @@ def train_goal_aware(
     Zu, Fu = embed_with_features(encoder, featurizer, data, cfg.model.max_len, gid)
     logit = fit.a * (np.hstack([Zu, Fu]).astype(np.float64) @ fit.weight + fit.bias) + fit.b
     intent = IntentConfig(weight=intent_weight, a=fit.a, b=fit.b, mean=float(logit.mean()),
-                          std=max(float(logit.std()), 1e-6), goal_event=gid)
+                          std=max(float(logit.std()), 1e-6), goal_event=gid, history_context=True)
     metrics.update({f"calib_{k}": float(v) for k, v in fit.calibration.items() if k in ("auc", "brier")})
     meta = {
         "format": PROPENSITY_FORMAT,
