@@ -45,7 +45,8 @@ def intent_features(batch: dict[str, torch.Tensor], goal_event: int | list[int] 
     elif isinstance(goal_event, int):
         hit = valid & (batch["event"] == goal_event)
     else:
-        hit = valid & torch.isin(batch["event"], torch.tensor(goal_event, dtype=batch["event"].dtype))
+        ids = torch.tensor(goal_event, dtype=batch["event"].dtype, device=batch["event"].device)
+        hit = valid & torch.isin(batch["event"], ids)
     count = hit.sum(1).float()
     rec = torch.where(hit, batch["log_recency"].float(), torch.full_like(batch["log_recency"].float(), 1e9))
     last = rec.min(1).values
