@@ -117,6 +117,21 @@ def parse_goal(goal: str, horizon: str, aliases: list[str] | tuple[str, ...] = (
     return Goal(event=text, horizon=h, kind="event", aliases=tuple(aliases))
 
 
+def warn_unlisted_variants(events: pl.DataFrame, goal: Goal) -> list[str]:
+    """Log (and return) event types that look like variants of the goal's event but do not count
+    as it, e.g. purchase_coupon next to purchase: a marketer probably meant them as the goal too."""
+    if goal.event is None:
+        return []
+    stem = goal.event.lower()
+    counted = set(goal.event_types or [])
+    types = events.get_column("event").drop_nulls().unique().sort().to_list()
+    found = [t for t in types if t not in counted and (t.lower().startswith(stem + "_") or t.lower().endswith("_" + stem))]
+    if found:
+        logger.warning("the events also hold %s, which do not count as the goal %r; to count them, add %s",
+                       ", ".join(found), goal.event, " ".join(f"--goal-alias {t}" for t in found))
+    return found
+
+
 def events_before(events: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
     """The history a model may see at `cutoff`: events at or before it."""
     check_events(events)

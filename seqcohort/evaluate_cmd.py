@@ -125,7 +125,7 @@ def evaluate(events: str, cutoff: str, goal: str, horizon: str, budget: float, a
              maps: tuple[str, ...], config_path: str | None, sets: tuple[str, ...]) -> None:
     """Backtest: run the pipeline on events up to --cutoff and score it on what happened after."""
     from embeddings.backtest import run_backtest
-    from embeddings.goals import parse_goal
+    from embeddings.goals import parse_goal, warn_unlisted_variants
     from seqcohort import pipeline
 
     cfg = _cfg(config_path, sets)
@@ -133,6 +133,7 @@ def evaluate(events: str, cutoff: str, goal: str, horizon: str, budget: float, a
     cut = parse_ts(cutoff)
     assert cut is not None
     ev = pipeline.load_events(events, cfg, maps)
+    warn_unlisted_variants(ev, g)
     with tempfile.TemporaryDirectory(prefix="seqcohort-backtest-") as tmp:
         producer = PipelineProducer(cfg, g, tmp, bce_weight=bce_weight, intent_weight=intent_weight)
         report = run_backtest(ev, cut, g, producer, budget=budget, n_boot=boot, seed=cfg.trainer.seed)

@@ -211,8 +211,10 @@ def run(
         if goal is None:
             result = train(cfg, events, out / "encoder", as_of=as_of)
         else:
+            from embeddings.goals import warn_unlisted_variants
             from training.propensity import train_goal_aware
 
+            warn_unlisted_variants(events, goal)
             result = train_goal_aware(cfg, events, goal, out / "encoder", as_of=as_of)
         t["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -252,3 +252,17 @@ def test_goal_aliases_count_as_the_goal_everywhere(events: pl.DataFrame) -> None
         pl.col("user_id") == "u2")["frequency"].item() == 0
     with pytest.raises(ConfigError, match="aliases"):
         parse_goal("churn", "10d", ["purchase_coupon"])
+
+
+def test_variants_of_the_goal_event_that_do_not_count_are_named(events: pl.DataFrame, caplog) -> None:
+    from embeddings.goals import warn_unlisted_variants
+
+    ev = pl.concat([events, _events([("u4", D(2024, 1, 3), "purchase_coupon"), ("u4", D(2024, 1, 4), "re_purchase"),
+                                     ("u4", D(2024, 1, 5), "purchases_page")])])
+    with caplog.at_level(logging.WARNING, logger="embeddings.goals"):
+        assert warn_unlisted_variants(ev, parse_goal("purchase", "10d")) == ["purchase_coupon", "re_purchase"]
+    assert "--goal-alias purchase_coupon --goal-alias re_purchase" in caplog.text
+    caplog.clear()
+    both = parse_goal("purchase", "10d", ["purchase_coupon", "re_purchase"])
+    assert warn_unlisted_variants(ev, both) == [] and not caplog.text
+    assert warn_unlisted_variants(ev, parse_goal("churn", "10d")) == []
