@@ -63,6 +63,12 @@ def map_option(fn: Callable[..., Any]) -> Callable[..., Any]:
                         help="Map your column to a canonical one, e.g. --map user_id=CustomerID (repeatable).")(fn)
 
 
+def goal_alias_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--goal-alias", "aliases", multiple=True, metavar="EVENT",
+                        help="Another event type that counts as the goal (repeatable), e.g. purchase_coupon: in "
+                             "the labels the propensity is trained on, the scored outcomes and the RFM baseline.")(fn)
+
+
 def workspace_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--workspace", "-w", type=click.Path(file_okay=False), default="workspace",
                         show_default=True, help="Workspace directory (versions + current).")(fn)
@@ -115,8 +121,7 @@ def synth(users: int, out: str, seed: int, short_share: float) -> None:
 @click.option("--goal", default=None, help="Goal-aware cohorts: an event type (e.g. purchase), 'churn' or "
               "'churn:<event>'; adds a calibrated propensity per user and an expected goal rate per cohort.")
 @click.option("--horizon", default="90d", show_default=True, help="Goal horizon, e.g. 30d, 12w, 3m.")
-@click.option("--goal-alias", "aliases", multiple=True, metavar="EVENT",
-              help="Another event type that counts as the goal (repeatable), e.g. purchase_coupon.")
+@goal_alias_option
 @workspace_option
 @map_option
 @config_options

@@ -17,7 +17,16 @@ from embeddings.backtest import Snapshot
 from embeddings.config import Config
 from embeddings.errors import ConfigError, SchemaError, SeqcohortError
 from embeddings.goals import Goal
-from seqcohort.cli import _cfg, cli, config_options, console, handle_errors, map_option, parse_ts
+from seqcohort.cli import (
+    _cfg,
+    cli,
+    config_options,
+    console,
+    goal_alias_option,
+    handle_errors,
+    map_option,
+    parse_ts,
+)
 
 log = logging.getLogger("seqcohort")
 
@@ -106,9 +115,7 @@ def write_report(report: Any, out: str | Path) -> tuple[Path, Path]:
 @click.option("--horizon", default="90d", show_default=True, help="Goal horizon after the cut-off, e.g. 90d.")
 @click.option("--budget", type=click.FloatRange(0, 1, min_open=True), default=0.2, show_default=True,
               help="Share of users a campaign targets.")
-@click.option("--goal-alias", "aliases", multiple=True, metavar="EVENT",
-              help="Another event type that counts as the goal (repeatable), e.g. purchase_coupon: in the "
-                   "labels the propensity is trained on, in the scored outcomes and in the RFM baseline.")
+@goal_alias_option
 @click.option("--intent-weight", type=click.FloatRange(0, min_open=True), default=0.5, show_default=True,
               help="Weight of the propensity coordinate in the goal-aware embedding (vs unit behaviour).")
 @click.option("--bce-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
