@@ -376,7 +376,7 @@ def run_backtest(
 
     snap = producer if isinstance(producer, Snapshot) else producer(hist, cutoff)
     # The baseline's transactions are the goal's events (every alias too), when the history has any.
-    monetary = goal.event_types if goal.event is not None and hist.select(goal.target().any()).item() else None
+    monetary = goal.event_types if hist.select(goal.target().any()).item() else None
     feats = rfm_features(hist, cutoff, monetary_event=monetary, log=True)
     rfm_seg = RFMSegmenter().fit_predict(feats)
 

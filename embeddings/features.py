@@ -329,10 +329,10 @@ class Featurizer:
         """Batch of the last `max_len` events of users at positions `rows`, plus `n_events` (B,):
         how many events each user's whole history holds, and `history_context` (B, N_CONTEXT):
         view_context over that whole history (a plain `collate` batch holds exactly its rows)."""
-        ends = data.offsets[np.asarray(rows) + 1]
-        starts = np.maximum(data.offsets[np.asarray(rows)], ends - max_len)
+        rows = np.asarray(rows)
+        firsts, ends = data.offsets[rows], data.offsets[rows + 1]
+        starts = np.maximum(firsts, ends - max_len)
         batch = self.collate(data, [np.arange(s, e) for s, e in zip(starts, ends, strict=True)], max_len)
-        firsts = data.offsets[np.asarray(rows)]
         batch["n_events"] = torch.from_numpy((ends - firsts).astype(np.int64))
         batch["history_context"] = torch.from_numpy(self.view_context(data, _ranges(firsts, ends), ends - firsts))
         return batch
