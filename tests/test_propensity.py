@@ -46,6 +46,46 @@ def test_label_cutoffs_never_peek_past_as_of(events: pl.DataFrame) -> None:
     assert labels["cutoff"].n_unique() == 3
 
 
+def test_label_cutoffs_overlap_their_windows_only_when_the_log_is_too_short() -> None:
+    """Four 30-day cut-offs need 120 days of history; with 60 they step by 15 days (windows
+    overlap) instead of losing all but two cut-offs, and never peek past the end."""
+    from training.propensity import label_cutoffs
+
+    start = datetime(2025, 1, 1)
+    rows = [(f"u{u}", start + timedelta(days=d), "purchase") for u in range(20) for d in range(0, 91, 3 + u % 5)]
+    short = pl.DataFrame(rows, schema=["user_id", "ts", "event"], orient="row")
+    labels = label_cutoffs(short, GOAL, None, n_cutoffs=4)
+    cuts = sorted(labels["cutoff"].unique().to_list())
+    last = short["ts"].max() - GOAL.horizon
+    assert len(cuts) == 4 and cuts[-1] == last
+    assert all(b - a == (last - start) / 4 for a, b in zip(cuts, cuts[1:], strict=False))
+    assert cuts[0] > start
+    long = make_events(40, seed=5)  # a year of events: whole horizons apart, as before
+    cuts = sorted(label_cutoffs(long, GOAL, None, n_cutoffs=4)["cutoff"].unique().to_list())
+    assert [b - a for a, b in zip(cuts, cuts[1:], strict=False)] == [GOAL.horizon] * 3
+
+
+def test_fit_head_scores_no_latest_pair_with_a_head_that_saw_the_same_user() -> None:
+    """Overlapping label windows: a user's earlier pairs carry the label the latest pair is scored
+    on. Embeddings here are user noise, so a head that saw the user memorises them; grouped by
+    user, the choice and the calibration see only what transfers to new users (nothing)."""
+    from training.head_fit import fit_head
+
+    rng = np.random.default_rng(3)
+    n_users, n_cut, d = 120, 3, 80  # as many embedding columns as users: a linear head can memorise them
+    user_z, user_y = rng.normal(size=(n_users, d)), (rng.uniform(size=n_users) < 0.5).astype(float)
+    users = np.tile(np.arange(n_users), n_cut)
+    cut = np.repeat(np.array(["2024-01-01", "2024-02-01", "2024-03-01"], dtype="datetime64[us]"), n_users)
+    Z, y = user_z[users] + 0.01 * rng.normal(size=(len(users), d)), user_y[users]
+    F, held = rng.normal(size=(len(users), 3)), np.ones(len(users), dtype=bool)
+    leaky = fit_head(Z, F, y, cut, held)  # each pair its own group: the user's other pairs train it
+    grouped = fit_head(Z, F, y, cut, held, groups=users)
+    assert leaky.validation_auc["embedding+aggregates"] > 0.85, leaky.validation_auc
+    assert abs(grouped.validation_auc["embedding+aggregates"] - 0.5) < 0.15, grouped.validation_auc
+    assert leaky.calibration["auc"] > 0.85 and abs(grouped.calibration["auc"] - 0.5) < 0.15
+    assert abs(grouped.a) < 0.2 < leaky.a  # Platt: no slope (the base rate for all) vs an overconfident one
+
+
 def test_labelled_sequences_hold_only_history_up_to_each_cutoff(events: pl.DataFrame) -> None:
     from embeddings.config import load_config
     from training.propensity import label_cutoffs, labelled_sequences

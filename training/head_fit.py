@@ -87,6 +87,19 @@ def _raw(Z: np.ndarray, F: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
     return np.hstack([Z, F]).astype(np.float64) @ w + b
 
 
+def _out_of_fold(Z: np.ndarray, F: np.ndarray, y: np.ndarray, fit_rows: np.ndarray, score_rows: np.ndarray,
+                 fold: np.ndarray, z_mask: np.ndarray, C: float) -> np.ndarray:
+    """(n,) raw scores of `score_rows`, each from a head fitted on the `fit_rows` of other folds (0 elsewhere)."""
+    raw = np.zeros(len(y))
+    for f in range(N_FOLDS):
+        test = score_rows & (fold == f)
+        train = fit_rows & (fold != f)
+        if test.any() and len(np.unique(y[train])) == 2:
+            w, b = _fit(Z[train], F[train], y[train], z_mask, C)
+            raw[test] = _raw(Z[test], F[test], w, b)
+    return raw
+
+
 def fit_platt(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """p = sigmoid(a * logit + b), fitted by (nearly unregularised) logistic regression."""
     from sklearn.linear_model import LogisticRegression
@@ -99,7 +112,8 @@ def fit_platt(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 def fit_head(Z: np.ndarray, F: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, held: np.ndarray,
-             max_rows: int = 300_000, seed: int = 0, n_profile: int = 0) -> HeadFit:
+             max_rows: int = 300_000, seed: int = 0, n_profile: int = 0,
+             groups: np.ndarray | None = None) -> HeadFit:
     """Choose, fit and calibrate the head on the labelled pairs of held-out users.
 
     Args:
@@ -107,6 +121,10 @@ def fit_head(Z: np.ndarray, F: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, h
             the last `n_profile` columns of Z are the habit profile.
         y: (n,) 0/1 labels; cutoffs: (n,) the pair's cut-off; held: (n,) True for pairs of users the
             encoder never trained on — the only pairs used here.
+        groups: (n,) the pair's user. Every score of a latest-cut-off pair (candidate choice,
+            Platt) comes from a head fitted without any pair of that user: where label windows
+            overlap (a log shorter than its cut-offs' horizons), an earlier pair's label counts
+            some of the very events a later one is scored on. None: each pair its own group.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -124,11 +142,14 @@ def fit_head(Z: np.ndarray, F: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, h
     # without a habit profile the "w/o habits" candidates are the full ones: not scored twice
     names = [k for k, (part, _) in CANDIDATES.items() if part != "core" or n_profile]
     scores: dict[str, float] = {}
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    _, gidx = np.unique(groups, return_inverse=True)
+    fold = np.random.default_rng(seed).permutation(gidx.max() + 1 if len(gidx) else 0)[gidx] % N_FOLDS
     if len(np.unique(y[early])) == 2 and len(np.unique(y[late])) == 2:
         for name in names:
             part, C = CANDIDATES[name]
-            w, b = _fit(Z[early], F[early], y[early], _z_mask(d, part, n_profile), C)
-            scores[name] = float(roc_auc_score(y[late], _raw(Z[late], F[late], w, b)))
+            raw_late = _out_of_fold(Z, F, y, early, late, fold, _z_mask(d, part, n_profile), C)
+            scores[name] = float(roc_auc_score(y[late], raw_late[late]))
         best = max(scores.values())
         choice = next(k for k in names if scores[k] >= best - TOLERANCE)
     else:  # a single usable cut-off (short log): nothing to validate over time
@@ -136,16 +157,10 @@ def fit_head(Z: np.ndarray, F: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, h
     part, C = CANDIDATES[choice]
     z_mask = _z_mask(d, part, n_profile)
     w, b = _fit(Z[use], F[use], y[use], z_mask, C)  # the shipped head: every held-out pair
-    # Platt on out-of-fold scores of the latest cut-off's pairs (each scored by a head fitted without it)
+    # Platt on out-of-fold scores of the latest cut-off's pairs (each scored by a head fitted
+    # without that user's pairs)
     late_idx = np.flatnonzero(late)
-    fold = np.random.default_rng(seed).permutation(len(late_idx)) % N_FOLDS
-    raw = np.zeros(len(late_idx))
-    for f in range(N_FOLDS):
-        train = use.copy()
-        train[late_idx[fold == f]] = False
-        if (fold == f).any() and len(np.unique(y[train])) == 2:
-            wf, bf = _fit(Z[train], F[train], y[train], z_mask, C)
-            raw[fold == f] = _raw(Z[late_idx[fold == f]], F[late_idx[fold == f]], wf, bf)
+    raw = _out_of_fold(Z, F, y, use, late, fold, z_mask, C)[late_idx]
     y_cal = y[late_idx]
     platt = fit_platt(raw, y_cal)
     calibration: dict[str, Any] = {"method": "platt", **platt, "n": int(len(late_idx)), "n_fit": int(use.sum()),

@@ -96,10 +96,20 @@ def _concat(parts: list[SequenceData]) -> SequenceData:
 
 def label_cutoffs(events: pl.DataFrame, goal: Goal, as_of: datetime | None, n_cutoffs: int,
                   stride: timedelta | None = None) -> pl.DataFrame:
-    """make_labels with the last cut-off at min(as_of, max ts) - horizon (no label peeks past as_of)."""
+    """make_labels with the last cut-off at min(as_of, max ts) - horizon (no label peeks past as_of).
+
+    Cut-offs step back by the horizon, so label windows do not overlap, unless the log is too short
+    for `n_cutoffs` of them: then they step by span / n_cutoffs and the windows overlap (Complete
+    Journey's 6 months at 90 days would otherwise give 2 cut-offs, and an RFM regression trained on
+    them reaches 0.839 AUC at the next one vs 0.844 on 4 overlapping ones; bench/RESULTS.md).
+    """
     last = latest_cutoff(events, goal)
     if as_of is not None:
         last = min(last, as_of - goal.horizon)
+    if stride is None and n_cutoffs > 1:
+        span = last - events.get_column("ts").min()
+        if timedelta(0) < span < n_cutoffs * goal.horizon:
+            stride = span / n_cutoffs
     return make_labels(events, goal, n_cutoffs=n_cutoffs, stride=stride, last_cutoff=last)
 
 
@@ -336,7 +346,7 @@ def train_goal_aware(
     hrows = np.flatnonzero(held)  # only the users the encoder never saw are needed
     Z, Fx = embed_with_features(encoder, featurizer, lab.data.subset(hrows), cfg.model.max_len, gid)
     fit = fit_head(Z, Fx, lab.y[hrows], lab.cutoffs[hrows], np.ones(len(hrows), dtype=bool), seed=tc.seed,
-                   n_profile=encoder.cfg.n_profile)
+                   n_profile=encoder.cfg.n_profile, groups=lab.user_ids[hrows])
     final = nn.Linear(encoder.cfg.dim + N_INTENT, 1)
     with torch.no_grad():
         final.weight.copy_(torch.from_numpy(fit.weight.astype(np.float32))[None, :])
