@@ -8,10 +8,11 @@ encodes what came after it, and a head fitted there learns a leak that is gone a
 Which inputs generalise is an empirical question: on a log whose users all joined together
 (CDNOW), the embedding learns how "young" the customers were at the early cut-offs and does not
 transfer, while the aggregates do. So each candidate is fitted on the held-out users' earlier
-cut-offs and scored (ROC AUC) on their latest one, the one closest to deployment; the simplest
+cut-offs and scored (ROC AUC) on their latest one, the one closest to deployment (cross-fitted by
+user, so no user's latest pair is scored by a head that saw their earlier ones); the simplest
 candidate within TOLERANCE of the best wins, since one cut-off's AUC is a noisy guide to the next.
 The chosen head is refitted on all their pairs and Platt-scaled on out-of-fold scores of the
-latest cut-off (each pair scored by a head fitted without it), which also corrects the drift of
+latest cut-off (each pair scored by a head fitted without that user), which also corrects the drift of
 the goal rate over time.
 """
 
@@ -142,9 +143,8 @@ def fit_head(Z: np.ndarray, F: np.ndarray, y: np.ndarray, cutoffs: np.ndarray, h
     # without a habit profile the "w/o habits" candidates are the full ones: not scored twice
     names = [k for k, (part, _) in CANDIDATES.items() if part != "core" or n_profile]
     scores: dict[str, float] = {}
-    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
-    _, gidx = np.unique(groups, return_inverse=True)
-    fold = np.random.default_rng(seed).permutation(gidx.max() + 1 if len(gidx) else 0)[gidx] % N_FOLDS
+    users, gidx = np.unique(np.arange(len(y)) if groups is None else np.asarray(groups), return_inverse=True)
+    fold = np.random.default_rng(seed).permutation(len(users))[gidx] % N_FOLDS  # a user's pairs share a fold
     if len(np.unique(y[early])) == 2 and len(np.unique(y[late])) == 2:
         for name in names:
             part, C = CANDIDATES[name]
