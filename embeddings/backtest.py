@@ -206,7 +206,7 @@ def probe_predictions(X: np.ndarray, y: np.ndarray, *, n_folds: int = 5,
     In each outer fold the regression's penalty is chosen by an inner 3-fold CV on the training
     part only, the same way for every feature set: an L2 strength from PROBE_CS or an L1 strength
     from PROBE_L1_CS. A fixed strength favours the feature set with fewer columns (7 RFM features
-    vs a 78-dimensional embedding) on small logs, and L2 alone still charges an embedding for
+    vs a 79-dimensional embedding) on small logs, and L2 alone still charges an embedding for
     every weak coordinate it fits (0.009-0.012 AUC on Complete Journey's 2,212 households, where
     L1 drops them; RFM features gain under 0.001): that measures the probe, not the features.
     """

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embeddings.features import CONTEXT_SPEND
 from embeddings.habits import habit_raw, habit_width
 
 
@@ -43,6 +44,11 @@ class EncoderConfig:
     frequency_mean: float = 0.0
     frequency_std: float = 1.0
     frequency_history: bool = False
+    # then monetary * (log1p(whole-history spend) / 8 - mean) / std, read off batch["history_context"]
+    # (bundles before it: absent)
+    monetary: float = 0.0
+    monetary_mean: float = 0.0
+    monetary_std: float = 1.0
     # habit profile after the state coordinates (embeddings/habits.py): `profile_dim` principal
     # directions of the square-root value shares of `profile_fields` (field -> weight), as a unit
     # vector; `profile` in [0, 1) is its length in the unit-norm row (0 = absent)
@@ -53,7 +59,7 @@ class EncoderConfig:
     @property
     def n_state(self) -> int:
         """How many of the `dim` outputs are state coordinates rather than learned."""
-        return int(self.recency > 0) + int(self.frequency > 0)
+        return int(self.recency > 0) + int(self.frequency > 0) + int(self.monetary > 0)
 
     @property
     def n_profile(self) -> int:
@@ -104,9 +110,9 @@ class EventEncoder(nn.Module):
     """Field embeddings -> transformer -> [summary token ; masked mean] -> projection -> L2 norm.
 
     After the learned outputs come `cfg.n_state` state coordinates: the history's recency (how
-    long before as_of its most recent event was) and frequency (how many events it has, beyond the
-    `max_len` the transformer reads when `frequency_history`), each
-    standardised and weighted. Contrastive views of one user differ in exactly these two (they end
+    long before as_of its most recent event was), frequency (how many events it has, beyond the
+    `max_len` the transformer reads when `frequency_history`) and monetary value (total spend over
+    the whole history; bundles before it have none), each standardised and weighted. Contrastive views of one user differ in exactly these two (they end
     at different times and hold different numbers of events), so training teaches the learned part
     to ignore them; the user's current state stays readable next to the behaviour. Then come
     `cfg.n_profile` habit-profile coordinates (embeddings/habits.py): habits a whole group shares,
@@ -165,6 +171,10 @@ class EventEncoder(nn.Module):
             n = batch.get("n_events", lengths) if c.frequency_history else lengths
             held = torch.log1p(n.float())[:, None]  # (B, 1)
             state.append(c.frequency * (held - c.frequency_mean) / c.frequency_std)
+        if c.monetary > 0:  # a plain `collate` batch (training views) holds its own events only
+            ctx = batch["history_context"] if "history_context" in batch else batch["context"]
+            spend = ctx[:, CONTEXT_SPEND : CONTEXT_SPEND + 1].float()  # (B, 1)
+            state.append(c.monetary * (spend - c.monetary_mean) / c.monetary_std)
         if state:
             z = F.normalize(torch.cat([z, *(v.to(z.dtype) for v in state)], dim=-1), dim=-1)
         if c.n_profile:

@@ -55,8 +55,8 @@ def test_tiny_lightning_run_learns_and_is_seeded(tmp_path, synth_small, tiny_cfg
     # a trained encoder tells views of the same user apart from others far above chance
     assert r1.metrics["val/view_acc"] > 0.3
     X = UserEncoder(r1.bundle).encode(ev)
-    # + recency and frequency, then the habit profile
-    assert X.shape == (ev["user_id"].n_unique(), tiny_cfg.model.dim + 2 + tiny_cfg.model.profile_dim)
+    # + recency, frequency and monetary value, then the habit profile
+    assert X.shape == (ev["user_id"].n_unique(), tiny_cfg.model.dim + 3 + tiny_cfg.model.profile_dim)
     assert np.isfinite(X).all()
     assert (tmp_path / "a" / "manifest.json").is_file()
 
@@ -163,16 +163,24 @@ def test_contrastive_training_sees_only_the_learned_part(synth_small, tiny_cfg):
     enc = build_encoder(tiny_cfg, f, data)
     last = data.fields["log_recency"][data.offsets[1:] - 1]
     held = np.log1p(np.diff(data.offsets))  # the whole history, beyond max_len
-    stats = state_stats(data)
+    stats = state_stats(data, f)
     assert (stats["recency_mean"], stats["recency_std"]) == pytest.approx((last.mean(), last.std()), rel=1e-5)
     assert (stats["frequency_mean"], stats["frequency_std"]) == pytest.approx((held.mean(), held.std()), rel=1e-5)
-    assert enc.cfg.n_state == 2
+    assert enc.cfg.n_state == 3
+    # monetary: log1p of each user's whole-history spend (positive amounts), as view_context reads it
+    spend = pl.DataFrame({"u": np.repeat(np.arange(len(data)), np.diff(data.offsets)),
+                          "a": np.where(data.fields["amount_value"] > 0, np.expm1(
+                              data.fields["amount_value"].astype(np.float64) * f.numeric_stats_["amount"][1]), 0.0)}
+                         ).group_by("u").agg(pl.col("a").sum()).sort("u")["a"].to_numpy()
+    m = np.log1p(spend) / 8
+    assert (stats["monetary_mean"], stats["monetary_std"]) == pytest.approx((m.mean(), m.std()), rel=1e-4)
+    assert state_stats(data)["recency_mean"] == stats["recency_mean"] and "monetary_mean" not in state_stats(data)
     batch = ViewCollator(data, f, tiny_cfg.trainer, 32, seed=0)(list(range(8)))
     z = ContrastiveModule(enc, views=tiny_cfg.trainer.views)(batch)
     assert z.shape == (16, tiny_cfg.model.dim)
     enc.eval()
     full = enc(batch["buckets"][0])
-    n_fixed = 2 + tiny_cfg.model.profile_dim  # recency, frequency, then the habit profile
+    n_fixed = 3 + tiny_cfg.model.profile_dim  # recency, frequency, monetary, then the habit profile
     assert full.shape[1] == tiny_cfg.model.dim + n_fixed and enc.cfg.n_fixed == n_fixed
     learned = full[:, :-n_fixed]
     torch.testing.assert_close(learned / learned.norm(dim=1, keepdim=True), enc.learned(batch["buckets"][0]))
@@ -196,3 +204,21 @@ def test_progress_bar_titles_a_step_bound_run_without_a_negative_epoch_count():
     assert bar._get_train_description(2).strip() == "Epoch 2"
     bar._trainer = SimpleNamespace(max_epochs=10)
     assert bar._get_train_description(2).strip() == "Epoch 2/9"
+
+
+def test_monetary_coordinate_reads_the_whole_history_spend(synth_small, tiny_cfg):
+    """Embedding reads total spend over all of a user's events, not only the `max_len` held."""
+    from embeddings.features import CONTEXT_SPEND
+    from training.train import build_encoder, fit_featurizer
+
+    f = fit_featurizer(tiny_cfg, synth_small.events)
+    data = f.transform(synth_small.events, as_of=synth_small.as_of)
+    enc = build_encoder(tiny_cfg, f, data).eval()
+    batch = f.collate_users(data, np.arange(200), max_len=4)  # most histories hold far more
+    with torch.no_grad():
+        col = enc(batch)[:, tiny_cfg.model.dim + 2].numpy()  # after recency and frequency
+    mean = enc.cfg.monetary_mean
+    whole = batch["history_context"][:, CONTEXT_SPEND].numpy() - mean
+    held = batch["context"][:, CONTEXT_SPEND].numpy() - mean
+    assert np.array_equal(np.sign(col), np.sign(whole))
+    assert (np.sign(col) != np.sign(held)).any()  # what a held-events-only read would get wrong

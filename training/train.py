@@ -17,6 +17,7 @@ from embeddings.bundle import Bundle, save_bundle
 from embeddings.config import Config
 from embeddings.encoder import EncoderConfig, EventEncoder
 from embeddings.features import (
+    CONTEXT_SPEND,
     N_CONTEXT,
     Featurizer,
     FeaturizerConfig,
@@ -48,17 +49,22 @@ def _quiet_lightning() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def state_stats(data: SequenceData | None) -> dict[str, float]:
+def state_stats(data: SequenceData | None, featurizer: Featurizer | None = None) -> dict[str, float]:
     """Mean and std over the training users of what the state coordinates read (EncoderConfig):
-    the most recent event's log_recency and log1p of the events in the whole history (not capped
+    the most recent event's log_recency, log1p of the events in the whole history (not capped
     at `max_len`: a log whose heavy users hold thousands of lines would otherwise show them all at
-    one frequency)."""
+    one frequency) and, given the featurizer, the whole history's spend as `collate_users` puts it
+    in `history_context`."""
     if data is None or len(data) == 0:
         return {}
+    lens = np.diff(data.offsets)
     values = {
         "recency": data.fields["log_recency"][data.offsets[1:] - 1].astype(np.float64),
-        "frequency": np.log1p(np.diff(data.offsets).astype(np.float64)),
+        "frequency": np.log1p(lens.astype(np.float64)),
     }
+    if featurizer is not None:
+        ctx = featurizer.view_context(data, np.arange(data.offsets[-1]), lens)
+        values["monetary"] = ctx[:, CONTEXT_SPEND].astype(np.float64)
     out = {}
     for name, v in values.items():
         std = float(v.std())
@@ -83,7 +89,8 @@ def build_encoder(cfg: Config, featurizer: Featurizer, data: SequenceData | None
         recency=m.recency,
         frequency=m.frequency,
         frequency_history=True,
-        **state_stats(data),
+        monetary=m.monetary,
+        **state_stats(data, featurizer),
         profile=m.profile,
         profile_dim=m.profile_dim,
         profile_fields=habit_fields(featurizer.cardinalities, PROFILE_FIELDS),
