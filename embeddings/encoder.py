@@ -112,9 +112,10 @@ class EventEncoder(nn.Module):
     After the learned outputs come `cfg.n_state` state coordinates: the history's recency (how
     long before as_of its most recent event was), frequency (how many events it has, beyond the
     `max_len` the transformer reads when `frequency_history`) and monetary value (total spend over
-    the whole history; bundles before it have none), each standardised and weighted. Contrastive views of one user differ in exactly these two (they end
-    at different times and hold different numbers of events), so training teaches the learned part
-    to ignore them; the user's current state stays readable next to the behaviour. Then come
+    the whole history; bundles before it have none), each standardised and weighted. Contrastive
+    views of one user differ in exactly these (they end at different times and hold different
+    numbers of events and purchases), so training teaches the learned part to ignore them; the
+    user's current state stays readable next to the behaviour. Then come
     `cfg.n_profile` habit-profile coordinates (embeddings/habits.py): habits a whole group shares,
     which contrastive training lets fade. The behaviour part ([learned ; state], normalised) and the
     profile direction (unit) are joined with lengths sqrt(1 - p^2) and p, p = `cfg.profile`, so
