@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embeddings.features import CONTEXT_SPEND
+from embeddings.features import CONTEXT_SPEND, whole_history_context
 from embeddings.habits import habit_raw, habit_width
 
 
@@ -173,8 +173,7 @@ class EventEncoder(nn.Module):
             held = torch.log1p(n.float())[:, None]  # (B, 1)
             state.append(c.frequency * (held - c.frequency_mean) / c.frequency_std)
         if c.monetary > 0:  # a plain `collate` batch (training views) holds its own events only
-            ctx = batch["history_context"] if "history_context" in batch else batch["context"]
-            spend = ctx[:, CONTEXT_SPEND : CONTEXT_SPEND + 1].float()  # (B, 1)
+            spend = whole_history_context(batch)[:, CONTEXT_SPEND : CONTEXT_SPEND + 1].float()  # (B, 1)
             state.append(c.monetary * (spend - c.monetary_mean) / c.monetary_std)
         if state:
             z = F.normalize(torch.cat([z, *(v.to(z.dtype) for v in state)], dim=-1), dim=-1)

@@ -38,6 +38,12 @@ SESSION_POS = 32  # position of an event inside its session, clipped (funnel ord
 TRANSITION_TYPES = 64  # event ids kept apart in the (previous event, event) pair; rarer ones fold into OOV
 
 
+def whole_history_context(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, N_CONTEXT) aggregates of each user's whole history: `history_context` where
+    `collate_users` built the batch, else `context` (a plain `collate` batch holds its rows only)."""
+    return batch["history_context"] if "history_context" in batch else batch["context"]
+
+
 @dataclass
 class FeaturizerConfig:
     """Which fields are featurised and how; saved in the bundle as `featurizer.json`."""

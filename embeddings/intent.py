@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from embeddings.encoder import EncoderConfig, EventEncoder
-from embeddings.features import LOG_RECENCY_SCALE
+from embeddings.features import LOG_RECENCY_SCALE, whole_history_context
 
 N_INTENT = 8  # head inputs next to the embedding: 5 history aggregates + 3 goal-event aggregates
 
@@ -42,10 +42,9 @@ def intent_features(batch: dict[str, torch.Tensor], goal_event: int | list[int] 
     valid = torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
     if goal_event is None:
         hit = valid
-    elif isinstance(goal_event, int):
-        hit = valid & (batch["event"] == goal_event)
     else:
-        ids = torch.tensor(goal_event, dtype=batch["event"].dtype, device=batch["event"].device)
+        ids = torch.tensor([goal_event] if isinstance(goal_event, int) else goal_event,
+                           dtype=batch["event"].dtype, device=batch["event"].device)
         hit = valid & torch.isin(batch["event"], ids)
     count = hit.sum(1).float()
     rec = torch.where(hit, batch["log_recency"].float(), torch.full_like(batch["log_recency"].float(), 1e9))
@@ -53,7 +52,7 @@ def intent_features(batch: dict[str, torch.Tensor], goal_event: int | list[int] 
     has = count > 0
     days = torch.where(has, torch.expm1(last * LOG_RECENCY_SCALE), torch.zeros_like(last))
     goal = torch.stack([torch.log1p(count) / 5, torch.log1p(days) / 5, has.float()], dim=1)
-    ctx = batch["history_context"] if history and "history_context" in batch else batch["context"]
+    ctx = whole_history_context(batch) if history else batch["context"]
     return torch.cat([ctx.float(), goal], dim=1)
 
 
