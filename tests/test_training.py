@@ -222,3 +222,13 @@ def test_monetary_coordinate_reads_the_whole_history_spend(synth_small, tiny_cfg
     held = batch["context"][:, CONTEXT_SPEND].numpy() - mean
     assert np.array_equal(np.sign(col), np.sign(whole))
     assert (np.sign(col) != np.sign(held)).any()  # what a held-events-only read would get wrong
+
+
+def test_describe_lengths_says_how_many_histories_pass_max_len():
+    from training.train import describe_lengths
+
+    assert "every history fits model.max_len=8" in describe_lengths(np.array([1, 3, 8]), 8)
+    line = describe_lengths(np.array([1, 3, 9, 200]), 8)
+    assert "median 6, max 200" in line
+    assert "2 users (50%) have more than model.max_len=8" in line
+    assert describe_lengths(np.array([], dtype=np.int64), 8) == "no users"

@@ -145,6 +145,22 @@ def fit_featurizer(cfg: Config, events: pl.DataFrame) -> Featurizer:
     ).fit(events)
 
 
+def describe_lengths(lengths: np.ndarray, max_len: int) -> str:
+    """One line on history lengths: median, max, and how many users pass `max_len`, with what that means."""
+    lengths = np.asarray(lengths)
+    if not len(lengths):
+        return "no users"
+    over = int((lengths > max_len).sum())
+    head = f"events per user: median {int(np.median(lengths))}, max {int(lengths.max())}"
+    if not over:
+        return f"{head}; every history fits model.max_len={max_len}"
+    return (
+        f"{head}; {over} users ({over / len(lengths):.0%}) have more than model.max_len={max_len}: the "
+        f"transformer reads their most recent {max_len} events, while frequency, spend and the propensity "
+        f"head count the whole history (raise model.max_len to read more; cost grows with it)"
+    )
+
+
 def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=None) -> TrainResult:
     """Fit the featurizer, train the encoder contrastively, save a bundle at `bundle_dir`."""
     t0 = time.perf_counter()
@@ -161,6 +177,7 @@ def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=No
     data = featurizer.transform(events, as_of=as_of)
     encoder = build_encoder(cfg, featurizer, data)
     log.info("training encoder (%d parameters) on %d users", encoder.num_parameters(), len(data))
+    log.info("%s", describe_lengths(data.lengths, cfg.model.max_len))
     dm = SequenceDataModule(data, featurizer, tc, cfg.model.max_len)
     module = ContrastiveModule(
         encoder,
