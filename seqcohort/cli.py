@@ -117,6 +117,30 @@ def synth(users: int, out: str, seed: int, short_share: float) -> None:
 
 
 @cli.command()
+@click.argument("name")
+@click.option("--root", type=click.Path(file_okay=False), default="../shared/datasets", show_default=True,
+              help="The datasets folder, or the dataset's own folder.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Parquet file to write.")
+@handle_errors
+def dataset(name: str, root: str, out: str) -> None:
+    """Convert a public dataset (cdnow, completejourney) into canonical events parquet for `run`/`evaluate`."""
+    from embeddings.datasets import load_dataset
+    from embeddings.fsutil import atomic_path
+
+    events = load_dataset(name, root)
+    with atomic_path(out) as tmp:
+        events.write_parquet(tmp)
+    types = events.group_by("event").len().sort("len", descending=True)
+    console.print(f"wrote {events.height:,} events of {events['user_id'].n_unique():,} users "
+                  f"({events['ts'].min()} .. {events['ts'].max()}) to {out}")
+    console.print("event types: " + ", ".join(f"{e} ({n:,})" for e, n in types.iter_rows()))
+    extra = [e for e in types["event"] if e.startswith("purchase") and e != "purchase"]
+    if extra:
+        console.print("for a purchase goal, count every purchase type: "
+                      + " ".join(f"--goal-alias {e}" for e in extra))
+
+
+@cli.command()
 @click.option("--events", required=True, type=click.Path(), help="Events file (parquet/csv/jsonl).")
 @click.option("--goal", default=None, help="Goal-aware cohorts: an event type (e.g. purchase), 'churn' or "
               "'churn:<event>'; adds a calibrated propensity per user and an expected goal rate per cohort.")

@@ -159,3 +159,20 @@ def test_name_with_hosted_llm_through_cli(trained_workspace, tmp_path, monkeypat
     for f in ws.rglob("*"):
         if f.is_file() and f.suffix in (".json", ".txt"):
             assert "SECRET123" not in f.read_text(errors="ignore"), f
+
+
+def test_dataset_command_writes_canonical_events_run_can_read(tmp_path):
+    from embeddings.schema import read_events
+    from tests.test_datasets import DATASETS_ROOT
+
+    if not (DATASETS_ROOT / "completejourney_sample").is_dir():
+        pytest.skip(f"Complete Journey sample not found under {DATASETS_ROOT}")
+    out = tmp_path / "cj.parquet"
+    r = invoke("dataset", "completejourney", "--root", str(DATASETS_ROOT), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "--goal-alias purchase_coupon" in r.output  # tells the user how to count every purchase type
+    df, report = read_events(out)
+    assert df.height == 75_000 and report.n_rejected == 0
+    r = invoke("dataset", "movielens", "--root", str(DATASETS_ROOT), "--out", str(tmp_path / "m.parquet"))
+    assert r.exit_code == 2 and "Available: cdnow, completejourney" in r.output
+    assert not (tmp_path / "m.parquet").exists()

@@ -232,3 +232,18 @@ def test_describe_lengths_says_how_many_histories_pass_max_len():
     assert "median 6, max 200" in line
     assert "2 users (50%) have more than model.max_len=8" in line
     assert describe_lengths(np.array([], dtype=np.int64), 8) == "no users"
+
+
+def test_quiet_fit_silences_lightnings_noise_but_not_real_warnings():
+    import warnings
+
+    from training.module import quiet_fit
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_fit():
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning, stacklevel=1)
+            warnings.warn("The 'train_dataloader' does not have many workers which may be a bottleneck.",
+                          UserWarning, stacklevel=1)
+            warnings.warn("loss is NaN", RuntimeWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["loss is NaN"]

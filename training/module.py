@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import lightning as L
 import torch
@@ -98,6 +101,17 @@ class ContrastiveModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+@contextmanager
+def quiet_fit() -> Iterator[None]:
+    """Silence Lightning's advice that does not apply here (in-process loaders, step-bound runs,
+    no validation loop) and a torch deprecation raised inside Lightning itself; real warnings pass."""
+    with warnings.catch_warnings():
+        for pattern in (".*does not have many workers.*", ".*number of training batches.*",
+                        ".*defined a `validation_step`.*", ".*LeafSpec.*is deprecated.*"):
+            warnings.filterwarnings("ignore", pattern)
+        yield
 
 
 def progress_callbacks(enabled: bool) -> list[L.Callback]:

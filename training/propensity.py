@@ -61,7 +61,7 @@ from embeddings.intent import (
 )
 from training.datamodule import SequenceDataModule, ViewCollator, _Users
 from training.head_fit import fit_head
-from training.module import ContrastiveModule, progress_callbacks
+from training.module import ContrastiveModule, progress_callbacks, quiet_fit
 from training.train import TrainResult, build_encoder, fit_featurizer
 
 log = logging.getLogger(__name__)
@@ -332,10 +332,7 @@ def train_goal_aware(
         enable_progress_bar=tc.progress, callbacks=progress_callbacks(tc.progress), enable_model_summary=False,
         limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0, deterministic=False,
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*number of training batches.*")
-        warnings.filterwarnings("ignore", ".*defined a `validation_step`.*")
+    with quiet_fit():
         trainer.fit(module, train_dataloaders=loader)
     seconds = time.perf_counter() - t0
     encoder = module.encoder.cpu().eval()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from embeddings.features import (
 )
 from embeddings.habits import PROFILE_FIELDS, active_columns, fit_habit_pca, habit_fields, habit_raw
 from training.datamodule import SequenceDataModule
-from training.module import ContrastiveModule, progress_callbacks
+from training.module import ContrastiveModule, progress_callbacks, quiet_fit
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +207,10 @@ def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=No
         gradient_clip_val=1.0,
         deterministic=False,
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*number of training batches.*")
+    with quiet_fit():
         trainer.fit(module, datamodule=dm)
-    if has_val:
-        trainer.validate(module, datamodule=dm, verbose=False)
+        if has_val:
+            trainer.validate(module, datamodule=dm, verbose=False)
     seconds = time.perf_counter() - t0
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     metrics["steps"] = float(trainer.global_step)
