@@ -97,7 +97,8 @@ class ColumnMap:
     def from_pairs(cls, pairs: list[str]) -> ColumnMap:
         """Build from CLI pairs such as `["user_id=CustomerID", "ts=InvoiceDate"]`.
 
-        `item=` (empty) turns an optional column off; `extra_numeric=qty,price` adds extras.
+        `item=` (empty) turns an optional column off; `extra_numeric=qty,price` adds extras;
+        `amount=Quantity*UnitPrice` makes the amount the product of those columns (line value).
         """
         valid = [f.name for f in fields(cls)]
         cmap = cls()
@@ -135,6 +136,12 @@ class FieldSpec:
     canonical: str  # output column name
     source: str | None  # input column name; None = not in the data (filled with nulls/constant)
     kind: Literal["id", "ts", "event", "text", "num"]
+    factors: tuple[str, ...] = ()  # amount as a product of columns ("Quantity*UnitPrice"); else empty
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The data columns this field is read from."""
+        return self.factors or ((self.source,) if self.source is not None else ())
 
 
 
@@ -160,6 +167,8 @@ def resolve_fields(
         )
         if src_opt is not None and src_opt in present:
             spec.append(FieldSpec(canon, src_opt, kind))
+        elif canon == "amount" and src_opt is not None and "*" in src_opt:
+            spec.append(FieldSpec(canon, src_opt, kind, _factors(src_opt, found, source)))
         elif src_opt is not None and src_opt != defaults[canon]:
             raise missing_column_error(canon, src_opt, found, source)
         else:
@@ -175,6 +184,20 @@ def resolve_fields(
                 raise missing_column_error(name, name, found, source, extra=True)
             spec.append(FieldSpec(name, name, kind2))  # type: ignore[arg-type]
     return spec
+
+
+def _factors(expr: str, found: list[str], source: str) -> tuple[str, ...]:
+    """The columns of an amount given as a product, e.g. "Quantity*UnitPrice" (each must exist)."""
+    factors = tuple(c.strip() for c in expr.split("*"))
+    if len(factors) < 2 or not all(factors):
+        raise SchemaError(
+            f"{source}: amount mapping {expr!r} is not a product of columns; write it as "
+            f"--map amount=Quantity*UnitPrice (column names joined by '*')."
+        )
+    for c in factors:
+        if c not in found:
+            raise missing_column_error("amount", c, found, source)
+    return factors
 
 
 def missing_column_error(

@@ -108,7 +108,7 @@ def read_events(
     try:
         found = [c for c in lf.collect_schema().names() if c != _ROW]
         spec = resolve_fields(found, columns, str(path), event_default)
-        needed = list(dict.fromkeys(f.source for f in spec if f.source is not None))
+        needed = list(dict.fromkeys(c for f in spec for c in f.inputs))
         try:
             df = lf.select(_ROW, *needed).collect()
         except pl.exceptions.ComputeError:
@@ -168,7 +168,7 @@ def validate_events(
         )
     spec = resolve_fields(df.columns, columns, source, event_default)
     indexed = df.with_row_index(_ROW, offset=1)
-    needed = list(dict.fromkeys(f.source for f in spec if f.source is not None))
+    needed = list(dict.fromkeys(c for f in spec for c in f.inputs))
     return _validate(
         indexed.select(_ROW, *needed),
         spec,
@@ -294,6 +294,18 @@ def _validate(
             value = pl.lit(event_default if f.kind == "event" else None)
             exprs.append(value.cast(_dtype(f)).alias(f.canonical))
             continue
+        if f.factors:  # amount = product of columns: numeric where every factor is
+            out = pl.col(f.canonical)
+            value = pl.lit(1.0, dtype=pl.Float64)
+            givens = []
+            for c in f.factors:
+                value = value * _num_expr(pl.col(c), schema[c], source, c)
+                givens.append(_given(pl.col(c), schema[c]))
+            exprs.append(value.alias(f.canonical))
+            exprs.append(pl.all_horizontal(givens).alias(f"__given_{f.canonical}"))
+            numeric.append((f"non_numeric_{f.canonical}", f, pl.col(f"__given_{f.canonical}") & out.is_null()))
+            numeric.append((f"nonfinite_{f.canonical}", f, ~out.is_finite()))
+            continue
         col, dtype, out = pl.col(f.source), schema[f.source], pl.col(f.canonical)
         if f.kind == "ts" and dtype in (pl.String, pl.Categorical, pl.Enum):
             parsed = _parse_ts_strings(df[f.source].cast(pl.String), ts_unit)
@@ -302,10 +314,7 @@ def _validate(
             exprs.append(_ts_expr(col, dtype, ts_unit, source, f.source).alias(f.canonical))
         elif f.kind == "num":
             exprs.append(_num_expr(col, dtype, source, f.source).alias(f.canonical))
-            given = col.is_not_null()
-            if dtype == pl.String:
-                given = given & (col.str.strip_chars() != "")
-            exprs.append(given.alias(f"__given_{f.canonical}"))
+            exprs.append(_given(col, dtype).alias(f"__given_{f.canonical}"))
             numeric.append(
                 (f"non_numeric_{f.canonical}", f, pl.col(f"__given_{f.canonical}") & out.is_null())
             )
@@ -411,6 +420,11 @@ def _text_expr(col: pl.Expr, dtype: pl.DataType, source: str, name: str) -> pl.E
     if dtype.is_nested() or dtype == pl.Object:
         raise _type_error(source, name, dtype, "text")
     return col.cast(pl.String)
+
+
+def _given(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """True where a value was supplied (not null, not blank text)."""
+    return col.is_not_null() & (col.str.strip_chars() != "") if dtype == pl.String else col.is_not_null()
 
 
 def _num_expr(col: pl.Expr, dtype: pl.DataType, source: str, name: str) -> pl.Expr:

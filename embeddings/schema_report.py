@@ -70,11 +70,11 @@ def _describe(
     key = "nonfinite" if reason.startswith("nonfinite_") else key
     what, fix = _PROBLEMS[key]
     assert f.source is not None  # problems only arise for columns read from the data
-    examples = (
-        df.filter(mask)
-        .head(_MAX_EXAMPLES)
-        .select(pl.col(_ROW), _as_string(f.source, df.schema[f.source]).alias("v"))
+    value = (
+        pl.concat_str([_as_string(c, df.schema[c]).fill_null("(empty)") for c in f.factors], separator=" * ")
+        if f.factors else _as_string(f.source, df.schema[f.source])
     )
+    examples = df.filter(mask).head(_MAX_EXAMPLES).select(pl.col(_ROW), value.alias("v"))
     shown = ", ".join(
         f"row {r}: {v!r}" if v is not None and v.strip() else f"row {r}: (empty)"
         for r, v in examples.iter_rows()
@@ -82,7 +82,8 @@ def _describe(
     more = f" and {n - examples.height} more" if n > examples.height else ""
     mapped = f" (mapped to {f.canonical!r})" if f.source != f.canonical else ""
     verb = "has" if n == 1 else "have"
-    summary = f"{n} of {n_in} rows {verb} {what} in column {f.source!r}{mapped}"
+    where = " * ".join(repr(c) for c in f.inputs)
+    summary = f"{n} of {n_in} rows {verb} {what} in column{'s' if f.factors else ''} {where}{mapped}"
     return _Problem(summary, shown + more, fix)
 
 

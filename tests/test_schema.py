@@ -478,3 +478,42 @@ def test_sorted_by_user_then_time_stable_for_ties() -> None:
 def test_required_is_the_documented_triple() -> None:
     assert REQUIRED == ("user_id", "ts", "event")
     assert set(REQUIRED) <= set(CANONICAL)
+
+
+def test_amount_as_a_product_of_columns(tmp_path: Path) -> None:
+    """A line-level retail log gives quantity and unit price; the amount is their product."""
+    path = _write_csv(
+        tmp_path / "retail.csv",
+        "CustomerID,InvoiceDate,Quantity,UnitPrice\n"
+        "17850,2010-12-01 08:26:00,6,2.55\n"
+        "17850,2010-12-01 08:26:00,-2,3.39\n"
+        "13047,2010-12-01 08:34:00,12, 1.65\n",
+    )
+    cmap = ColumnMap.from_pairs(["user_id=CustomerID", "ts=InvoiceDate", "amount=Quantity * UnitPrice"])
+    df, _ = read_events(path, cmap, event_default="purchase")
+    assert df.sort("user_id", "amount")["amount"].to_list() == pytest.approx([19.8, -6.78, 15.3])
+    # the extra columns can still be kept as they are
+    cmap.extra_numeric = ["Quantity"]
+    assert read_events(path, cmap, event_default="purchase")[0]["Quantity"].to_list() == [12.0, 6.0, -2.0]
+
+
+def test_amount_product_errors_name_the_factor_and_the_rows(tmp_path: Path) -> None:
+    path = _write_csv(
+        tmp_path / "retail.csv",
+        "CustomerID,InvoiceDate,Quantity,UnitPrice\n"
+        "17850,2010-12-01 08:26:00,6,2.55\n"
+        "17850,2010-12-01 08:27:00,six,3.39\n",
+    )
+    base = ["user_id=CustomerID", "ts=InvoiceDate"]
+    with pytest.raises(SchemaError, match=r"column 'Qty' \(mapped to 'amount'\) not found. Columns found: .*'Quantity'"):
+        read_events(path, ColumnMap.from_pairs([*base, "amount=Qty*UnitPrice"]), event_default="purchase")
+    with pytest.raises(SchemaError, match="not a product of columns"):
+        read_events(path, ColumnMap.from_pairs([*base, "amount=Quantity*"]), event_default="purchase")
+    cmap = ColumnMap.from_pairs([*base, "amount=Quantity*UnitPrice"])
+    with pytest.raises(SchemaError) as e:
+        read_events(path, cmap, event_default="purchase")
+    msg = str(e.value)
+    assert "1 of 2 rows has a value that is not a number in columns 'Quantity' * 'UnitPrice' (mapped to 'amount')" in msg
+    assert "row 2: 'six * 3.39'" in msg
+    df, report = read_events(path, cmap, mode="lenient", event_default="purchase")
+    assert df.height == 1 and report.n_rejected == 1 and report.reasons == {"non_numeric_amount": 1}
