@@ -36,6 +36,14 @@ LOG_RECENCY_SCALE = 3.0  # log_recency = log1p(days before as_of) / LOG_RECENCY_
 SESSION_GAP_S = 1800.0  # a new session starts after 30 minutes without events
 SESSION_POS = 32  # position of an event inside its session, clipped (funnel order: search -> cart -> buy)
 TRANSITION_TYPES = 64  # event ids kept apart in the (previous event, event) pair; rarer ones fold into OOV
+EXTRA_Z_MAX = 50.0  # standardised extra numeric values are clipped here: one absurd value (1e300) would be inf in float32
+
+
+def standardise_extra(v: np.ndarray, mu: float, sd: float) -> np.ndarray:
+    """(v - mu) / sd as float32; missing or infinite -> 0, finite outliers clipped to +-EXTRA_Z_MAX."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = np.nan_to_num((np.asarray(v, dtype=np.float64) - mu) / sd, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(z, -EXTRA_Z_MAX, EXTRA_Z_MAX).astype(np.float32)
 
 
 def whole_history_context(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -266,9 +274,7 @@ class Featurizer:
         for col in self.config.extra_numeric:
             mu, sd = self.numeric_stats_[col]
             v = df.get_column(col).cast(pl.Float64).to_numpy()
-            cols[col] = np.nan_to_num((v - mu) / sd, nan=0.0, posinf=0.0, neginf=0.0).astype(
-                np.float32
-            )
+            cols[col] = standardise_extra(v, mu, sd)
         starts = np.flatnonzero(new_user)
         offsets = np.concatenate([starts, [len(uid)]]).astype(np.int64)
         return SequenceData(uid[starts].astype(object), offsets, cols, as_of)

@@ -37,6 +37,7 @@ from embeddings.features import (
     Featurizer,
     FeaturizerConfig,
     SequenceData,
+    standardise_extra,
     transition_ids,
 )
 
@@ -149,7 +150,7 @@ class SmallFeaturizer:
         for col in cfg.extra_numeric:
             mu, sd = f.numeric_stats_[col]
             v = _floats(columns[col])[order]
-            cols[col] = np.nan_to_num((v - mu) / sd, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+            cols[col] = standardise_extra(v, mu, sd)
         starts = np.flatnonzero(new_user)
         offsets = np.concatenate([starts, [n]]).astype(np.int64)
         return SequenceData(uid[starts].astype(object), offsets, cols, as_of)

@@ -187,3 +187,16 @@ def test_follows_a_refit():
     after = small.transform(cols)
     assert not np.array_equal(before.fields["event"], after.fields["event"])
     assert_identical(f.transform(columns_frame(cols, f.config)), after)
+
+
+def test_absurd_extra_numeric_values_stay_finite_on_both_paths():
+    """A price of 1e300 once overflowed to inf in the float32 features (and NaN embeddings)."""
+    f = FEATURIZERS[True]
+    cols = {"user_id": ["a", "a", "a", "b"], "ts": [T0, T0 + 10**6, T0 + 2 * 10**6, T0],
+            "event": ["view", "buy", "view", "view"], "item": ["x", "y", None, "x"],
+            "category": [None] * 4, "amount": [1.0, 2.0, None, 3.0],
+            "channel": ["web"] * 4, "price": [1e300, -1e300, float("inf"), 20.0]}
+    ref, fast = both(f, cols, None)
+    assert_identical(ref, fast)
+    z = fast.fields["price"]
+    assert np.isfinite(z).all() and z.max() == 50.0 and z.min() == -50.0
