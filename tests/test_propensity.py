@@ -289,15 +289,22 @@ def test_errors_are_clear(tmp_path: Path, events: pl.DataFrame) -> None:
     assert timedelta(days=30) == GOAL.horizon
 
 
-def test_goal_aware_training_takes_the_shuffled_order_term(tmp_path: Path) -> None:
+def test_goal_aware_training_takes_the_shuffled_order_term(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
     from embeddings.config import load_config
     from embeddings.synth import generate
     from training.propensity import train_goal_aware
 
     events = generate(200, seed=3).events  # sessions of several events: something to reorder
     cfg = load_config(overrides=[*FAST, "trainer.max_steps=4", "trainer.order_weight=4"])
-    res = train_goal_aware(cfg, events, GOAL, tmp_path / "b", as_of=events["ts"].max())
+    for name in ("lightning", "lightning.pytorch", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.NOTSET)  # as in a fresh `seqcohort run --goal`
+    with caplog.at_level(logging.INFO):
+        res = train_goal_aware(cfg, events, GOAL, tmp_path / "b", as_of=events["ts"].max())
     assert res.metrics["steps"] == 4 and "train/order_sim" in res.metrics
+    banners = [r.getMessage() for r in caplog.records if r.name.startswith("lightning")]
+    assert not banners, f"Lightning's INFO banners reach the user: {banners}"
 
 
 def test_bce_term_shapes_the_encoder_only_when_weighted(events: pl.DataFrame, tmp_path: Path) -> None:

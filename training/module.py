@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Iterator
@@ -101,6 +102,13 @@ class ContrastiveModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def quiet_lightning() -> None:
+    """Lightning logs banners (accelerator, tips) at INFO when a Trainer is built; keep them for --verbose only."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @contextmanager

@@ -61,7 +61,7 @@ from embeddings.intent import (
 )
 from training.datamodule import SequenceDataModule, ViewCollator, _Users
 from training.head_fit import fit_head
-from training.module import ContrastiveModule, progress_callbacks, quiet_fit
+from training.module import ContrastiveModule, progress_callbacks, quiet_fit, quiet_lightning
 from training.train import TrainResult, build_encoder, fit_featurizer
 
 log = logging.getLogger(__name__)
@@ -326,6 +326,7 @@ def train_goal_aware(
                                   weight_decay=tc.weight_decay, warmup_steps=tc.warmup_steps,
                                   max_steps=tc.max_steps, temperature=tc.temperature,
                                   order_weight=tc.order_weight)
+    quiet_lightning()
     trainer = L.Trainer(
         accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,  # type: ignore[arg-type]
         max_steps=tc.max_steps, max_epochs=-1, logger=False, enable_checkpointing=False,

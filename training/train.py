@@ -25,7 +25,7 @@ from embeddings.features import (
 )
 from embeddings.habits import PROFILE_FIELDS, active_columns, fit_habit_pca, habit_fields, habit_raw
 from training.datamodule import SequenceDataModule
-from training.module import ContrastiveModule, progress_callbacks, quiet_fit
+from training.module import ContrastiveModule, progress_callbacks, quiet_fit, quiet_lightning
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,6 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     sequences_per_s: float = 0.0  # training views processed per second
-
-
-def _quiet_lightning() -> None:
-    """Lightning logs banners (accelerator, tips) at INFO on import; keep them for --verbose only."""
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def state_stats(data: SequenceData | None, featurizer: Featurizer | None = None) -> dict[str, float]:
@@ -164,7 +157,7 @@ def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=No
     """Fit the featurizer, train the encoder contrastively, save a bundle at `bundle_dir`."""
     t0 = time.perf_counter()
     tc = cfg.trainer
-    _quiet_lightning()
+    quiet_lightning()
     L.seed_everything(tc.seed, workers=True, verbose=False)
     if cfg.model.d_model % cfg.model.n_heads:
         from embeddings.errors import ConfigError
