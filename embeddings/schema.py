@@ -294,15 +294,14 @@ def _validate(
             value = pl.lit(event_default if f.kind == "event" else None)
             exprs.append(value.cast(_dtype(f)).alias(f.canonical))
             continue
-        if f.factors:  # amount = product of columns: numeric where every factor is
-            out = pl.col(f.canonical)
-            value = pl.lit(1.0, dtype=pl.Float64)
-            givens = []
-            for c in f.factors:
+        if f.kind == "num":  # one column, or the product of several (amount=Quantity*UnitPrice)
+            value = _num_expr(pl.col(f.inputs[0]), schema[f.inputs[0]], source, f.inputs[0])
+            given = _given(pl.col(f.inputs[0]), schema[f.inputs[0]])
+            for c in f.inputs[1:]:
                 value = value * _num_expr(pl.col(c), schema[c], source, c)
-                givens.append(_given(pl.col(c), schema[c]))
-            exprs.append(value.alias(f.canonical))
-            exprs.append(pl.all_horizontal(givens).alias(f"__given_{f.canonical}"))
+                given = given & _given(pl.col(c), schema[c])
+            exprs += [value.alias(f.canonical), given.alias(f"__given_{f.canonical}")]
+            out = pl.col(f.canonical)
             numeric.append((f"non_numeric_{f.canonical}", f, pl.col(f"__given_{f.canonical}") & out.is_null()))
             numeric.append((f"nonfinite_{f.canonical}", f, ~out.is_finite()))
             continue
@@ -312,13 +311,6 @@ def _validate(
             exprs.append(pl.lit(parsed).alias(f.canonical))
         elif f.kind == "ts":
             exprs.append(_ts_expr(col, dtype, ts_unit, source, f.source).alias(f.canonical))
-        elif f.kind == "num":
-            exprs.append(_num_expr(col, dtype, source, f.source).alias(f.canonical))
-            exprs.append(_given(col, dtype).alias(f"__given_{f.canonical}"))
-            numeric.append(
-                (f"non_numeric_{f.canonical}", f, pl.col(f"__given_{f.canonical}") & out.is_null())
-            )
-            numeric.append((f"nonfinite_{f.canonical}", f, ~out.is_finite()))
         elif f.kind == "text":
             exprs.append(_text_expr(col, dtype, source, f.source).alias(f.canonical))
         else:
