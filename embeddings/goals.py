@@ -117,15 +117,20 @@ def parse_goal(goal: str, horizon: str, aliases: list[str] | tuple[str, ...] = (
     return Goal(event=text, horizon=h, kind="event", aliases=tuple(aliases))
 
 
+def event_variants(events: pl.DataFrame, event: str, counted: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Event types named like variants of `event` (purchase_coupon, coupon_purchase), other than `counted`."""
+    stem = event.lower()
+    types = events.get_column("event").drop_nulls().unique().sort().to_list()
+    return [t for t in types if t not in {event, *counted}
+            and (t.lower().startswith(stem + "_") or t.lower().endswith("_" + stem))]
+
+
 def warn_unlisted_variants(events: pl.DataFrame, goal: Goal) -> list[str]:
     """Log (and return) event types that look like variants of the goal's event but do not count
     as it, e.g. purchase_coupon next to purchase: a marketer probably meant them as the goal too."""
     if goal.event is None:
         return []
-    stem = goal.event.lower()
-    counted = set(goal.event_types or [])
-    types = events.get_column("event").drop_nulls().unique().sort().to_list()
-    found = [t for t in types if t not in counted and (t.lower().startswith(stem + "_") or t.lower().endswith("_" + stem))]
+    found = event_variants(events, goal.event, goal.event_types or [])
     if found:
         logger.warning("the events also hold %s, which do not count as the goal %r; to count them, add %s",
                        ", ".join(found), goal.event, " ".join(f"--goal-alias {t}" for t in found))

@@ -126,6 +126,7 @@ def dataset(name: str, root: str, out: str) -> None:
     """Convert a public dataset (cdnow, completejourney) into canonical events parquet for `run`/`evaluate`."""
     from embeddings.datasets import load_dataset
     from embeddings.fsutil import atomic_path
+    from embeddings.goals import event_variants
 
     events = load_dataset(name, root)
     with atomic_path(out) as tmp:
@@ -134,7 +135,7 @@ def dataset(name: str, root: str, out: str) -> None:
     console.print(f"wrote {events.height:,} events of {events['user_id'].n_unique():,} users "
                   f"({events['ts'].min()} .. {events['ts'].max()}) to {out}")
     console.print("event types: " + ", ".join(f"{e} ({n:,})" for e, n in types.iter_rows()))
-    extra = [e for e in types["event"] if e.startswith("purchase") and e != "purchase"]
+    extra = event_variants(events, "purchase")
     if extra:
         console.print("for a purchase goal, count every purchase type: "
                       + " ".join(f"--goal-alias {e}" for e in extra))

@@ -62,7 +62,7 @@ from embeddings.intent import (
 from training.datamodule import SequenceDataModule, ViewCollator, _Users
 from training.head_fit import fit_head
 from training.module import ContrastiveModule, progress_callbacks, quiet_fit, quiet_lightning
-from training.train import TrainResult, build_encoder, describe_lengths, fit_featurizer
+from training.train import TrainResult, build_encoder, fit_featurizer
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,6 @@ def train_goal_aware(
     nn.init.constant_(head.bias, float(np.log(rate / (1 - rate))))  # start at the base rate
     log.info("goal-aware training: %s; %d labelled pairs over %d cut-offs (rate %.3f), %d held out",
              goal.describe(), len(lab.y), labels["cutoff"].n_unique(), lab.y.mean(), int(held.sum()))
-    log.info("%s", describe_lengths(data.lengths, cfg.model.max_len))
 
     dm = SequenceDataModule(data, featurizer, tc, cfg.model.max_len)
     # No contrastive validation here: the held-out users' labels are the check that matters. The

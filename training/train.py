@@ -67,6 +67,8 @@ def state_stats(data: SequenceData | None, featurizer: Featurizer | None = None)
 def build_encoder(cfg: Config, featurizer: Featurizer, data: SequenceData | None = None) -> EventEncoder:
     """A fresh encoder for `cfg`; `data` (the training users) sets the state coordinates' scaling."""
     m = cfg.model
+    if data is not None:
+        log.info("%s", describe_lengths(data.lengths, m.max_len))
     enc = EncoderConfig(
         cardinalities=featurizer.cardinalities,
         numeric_fields=featurizer.numeric_fields,
@@ -169,7 +171,6 @@ def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=No
     data = featurizer.transform(events, as_of=as_of)
     encoder = build_encoder(cfg, featurizer, data)
     log.info("training encoder (%d parameters) on %d users", encoder.num_parameters(), len(data))
-    log.info("%s", describe_lengths(data.lengths, cfg.model.max_len))
     dm = SequenceDataModule(data, featurizer, tc, cfg.model.max_len)
     module = ContrastiveModule(
         encoder,
