@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from datetime import datetime
@@ -19,6 +20,27 @@ from embeddings.fsutil import atomic_path
 log = logging.getLogger(__name__)
 
 
+def resolve_device(device: str | None = None) -> str:
+    """The torch device to embed on: "auto" (or None) is the GPU when torch sees one, else the CPU.
+
+    "gpu" is accepted for "cuda" so that `trainer.accelerator` values can be passed straight in.
+    Under Ray, a replica without `num_gpus` sees no GPU, so "auto" stays on the CPU there.
+    """
+    d = (device or "auto").lower()
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if d == "gpu":
+        d = "cuda"
+    if d.startswith("cuda") and not torch.cuda.is_available():
+        from embeddings.errors import ConfigError
+
+        raise ConfigError(
+            f"device {device!r} was asked for, but torch sees no CUDA GPU (torch {torch.__version__}). "
+            "Use device 'cpu' or 'auto', or install a CUDA build of torch on a machine with a GPU."
+        )
+    return d
+
+
 class UserEncoder:
     """Turns event histories into embeddings with a bundle's featurizer and encoder.
 
@@ -27,18 +49,24 @@ class UserEncoder:
         X = enc.encode(events)          # (n_users, dim) float32, rows in enc.last_user_ids order
     """
 
-    def __init__(self, bundle: Bundle, device: str | None = None) -> None:
+    def __init__(self, bundle: Bundle, device: str | None = "auto") -> None:
         self.bundle = bundle
-        self.device = device or "cpu"
-        self.encoder = bundle.encoder.to(self.device).eval()
+        self.device = resolve_device(device)
+        # a copy on another device: moving the caller's module in place would leave the bundle on the
+        # GPU for code that feeds it CPU batches afterwards (propensity, backtests)
+        on, want = next(iter(bundle.encoder.parameters()), torch.empty(0)).device, torch.device(self.device)
+        same = on.type == want.type and want.index in (None, on.index)
+        enc = bundle.encoder if same else copy.deepcopy(bundle.encoder).to(want)
+        self.encoder = enc.eval()
         self.featurizer = bundle.featurizer
         self.max_len = bundle.config.max_len
         self.last_user_ids: np.ndarray = np.zeros(0, dtype=object)
         self._small: SmallFeaturizer | None = None
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None) -> UserEncoder:
-        return cls(load_bundle(path, device=device or "cpu"), device)
+    def load(cls, path: str | Path, device: str | None = "auto") -> UserEncoder:
+        device = resolve_device(device)
+        return cls(load_bundle(path, device=device), device)
 
     @property
     def dim(self) -> int:

@@ -196,12 +196,14 @@ def train(events: str, out: str, maps: tuple[str, ...], config_path: str | None,
               help="Encoder bundle (default: the workspace's current encoder).")
 @click.option("--as-of", default=None, help="Time recency is measured against (ISO; default: latest event).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--device", default="auto", show_default=True,
+              help="Torch device to embed on: auto (the GPU when torch sees one), cpu, cuda, cuda:1, ...")
 @workspace_option
 @map_option
 @config_options
 @handle_errors
-def embed(events: str, out: str, bundle: str | None, as_of: str | None, batch_size: int, workspace: str,
-          maps: tuple[str, ...], config_path: str | None, sets: tuple[str, ...]) -> None:
+def embed(events: str, out: str, bundle: str | None, as_of: str | None, batch_size: int, device: str,
+          workspace: str, maps: tuple[str, ...], config_path: str | None, sets: tuple[str, ...]) -> None:
     """Embed every user of an event log with a bundle (batch re-embedding)."""
     from embeddings.embed import UserEncoder, embed_events
     from embeddings.workspace import Workspace
@@ -209,12 +211,12 @@ def embed(events: str, out: str, bundle: str | None, as_of: str | None, batch_si
 
     cfg = _cfg(config_path, sets)
     bundle_dir = Path(bundle) if bundle else Workspace(workspace).path("encoder")
-    enc = UserEncoder.load(bundle_dir)
+    enc = UserEncoder.load(bundle_dir, device=device)
     ev = pipeline.load_events(events, cfg, maps)
     t0 = time.perf_counter()
     ids, _ = embed_events(enc, ev, out, as_of=parse_ts(as_of), batch_size=batch_size, show_progress=True)
     dt = time.perf_counter() - t0
-    console.print(f"embedded {len(ids):,} users in {dt:.1f}s ({len(ids) / dt:,.0f} users/s) -> {out}")
+    console.print(f"embedded {len(ids):,} users in {dt:.1f}s ({len(ids) / dt:,.0f} users/s on {enc.device}) -> {out}")
 
 
 @cli.command()

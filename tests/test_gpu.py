@@ -1,0 +1,80 @@
+"""The GPU paths: Lightning training on CUDA, embedding on CUDA, and a whole run with a GPU present.
+
+Skipped without a CUDA GPU (CI has none); run on a GPU machine with `pytest -m gpu`.
+The device-selection rules themselves are checked on the CPU too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from conftest import TINY_SETS
+
+from embeddings.config import load_config
+from embeddings.embed import UserEncoder, resolve_device
+from embeddings.errors import ConfigError
+
+
+def test_auto_device_follows_torch():
+    assert resolve_device(None) == resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without a GPU")
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ConfigError, match="no CUDA GPU.*'cpu' or 'auto'"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("gpu")
+
+
+def test_encoder_on_another_device_leaves_the_callers_module_in_place(trained_workspace):
+    """UserEncoder copies the module to its device; code holding the bundle keeps a CPU module."""
+    from embeddings.bundle import load_bundle
+
+    b = load_bundle(trained_workspace / "current" / "encoder")
+    enc = UserEncoder(b, device="meta")  # a device every machine has, without any memory behind it
+    assert next(enc.encoder.parameters()).device.type == "meta"
+    assert next(b.encoder.parameters()).device.type == "cpu"
+    assert UserEncoder(b, device="cpu").encoder is b.encoder  # same device: no copy
+
+
+@pytest.mark.gpu
+def test_lightning_trains_on_the_gpu_and_the_bundle_embeds_alike_on_both(tiny_events, tmp_path):
+    from training.train import train
+
+    cfg = load_config(overrides=[*TINY_SETS, "trainer.accelerator=gpu", "trainer.devices=1"])
+    res = train(cfg, tiny_events, tmp_path / "b")
+    assert next(res.bundle.encoder.parameters()).device.type == "cpu"  # handed back on the CPU
+    assert np.isfinite(res.metrics["train/loss"])
+    gpu = UserEncoder.load(tmp_path / "b", device="cuda")
+    cpu = UserEncoder.load(tmp_path / "b", device="cpu")
+    assert gpu.device == "cuda" and next(gpu.encoder.parameters()).is_cuda
+    Xg, Xc = gpu.encode(tiny_events), cpu.encode(tiny_events)
+    assert Xg.dtype == np.float32 and Xg.shape == Xc.shape
+    np.testing.assert_allclose(Xg, Xc, atol=2e-4)  # tf32/cuDNN kernels, not bit-identical
+
+
+@pytest.mark.gpu
+def test_a_whole_run_uses_the_gpu_and_assigns_one_user_as_in_a_batch(synth_files, synth_small, tmp_path):
+    from seqcohort import pipeline
+
+    ws = tmp_path / "ws"
+    res = pipeline.run(synth_files["events"], ws, load_config(overrides=TINY_SETS))  # accelerator: auto
+    assert res.cohorts.cohorts and res.n_users == 800
+    enc, _ = pipeline.load_assigner(ws)
+    assert enc.device == "cuda"
+    ev = synth_small.events
+    users = ev["user_id"].unique().sort().head(8).to_list()
+    new = ev.filter(pl.col("user_id").is_in(users)).group_by("user_id", maintain_order=True).tail(2)
+    as_of = datetime(2026, 1, 1)
+    batch = pipeline.assign_events(ws, new, as_of).sort("user_id")
+    for u in users[:4]:
+        one = pipeline.assign_events(ws, new.filter(pl.col("user_id") == u), as_of)
+        row = batch.filter(pl.col("user_id") == u)
+        assert one["cohort_id"][0] == row["cohort_id"][0]
+        assert abs(one["confidence"][0] - row["confidence"][0]) < 1e-3
