@@ -130,6 +130,24 @@ def test_collator_adds_copies_only_when_the_term_is_on(synth_small):
     assert len(copies["view"]) > 0 and len(copies["view"]) == sum(len(b["lengths"]) for b in copies["buckets"])
 
 
+def test_dataloader_workers_draw_their_own_views(synth_small):
+    """trainer.num_workers > 0: each worker starts as a copy of the collator, so without their own
+    random streams two workers collating the same users would return identical views."""
+    from torch.utils.data import DataLoader
+
+    f = Featurizer().fit(synth_small.events)
+    data = f.transform(synth_small.events, as_of=synth_small.as_of)
+    col = ViewCollator(data, f, TrainerConfig(order_weight=1.0), 64, seed=0)
+    same = list(range(16)) * 2  # batch 0 goes to worker 0, batch 1 (the same users) to worker 1
+    b0, b1 = DataLoader(same, batch_size=16, shuffle=False, num_workers=2, collate_fn=col)
+    flat = [torch.cat([b["event"].flatten() for b in x["buckets"]]) for x in (b0, b1)]
+    assert flat[0].shape != flat[1].shape or not torch.equal(flat[0], flat[1])
+    main = ViewCollator(data, f, TrainerConfig(order_weight=1.0), 64, seed=0)(list(range(16)))
+    ref = ViewCollator(data, f, TrainerConfig(order_weight=1.0), 64, seed=0)(list(range(16)))
+    for a, b in zip(main["buckets"], ref["buckets"], strict=True):  # the main process stays seeded
+        torch.testing.assert_close(a["event"], b["event"])
+
+
 def test_shuffled_copies_as_negatives_penalise_a_copy_near_its_view():
     torch.manual_seed(0)
     z = torch.nn.functional.normalize(torch.randn(8, 16), dim=1).repeat_interleave(2, dim=0)

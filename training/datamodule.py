@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from embeddings.config import TrainerConfig
 from embeddings.features import Featurizer, SequenceData, transition_ids
@@ -31,6 +31,12 @@ class _Users(Dataset[int]):
         return int(self.rows[i])
 
 
+def worker_id() -> int:
+    """The DataLoader worker this code runs in; -1 in the main process."""
+    info = get_worker_info()
+    return -1 if info is None else info.id
+
+
 class ViewCollator:
     """Turns a list of user rows into a PaddedBatch of `views` sub-sequences per user.
 
@@ -43,6 +49,7 @@ class ViewCollator:
         self, data: SequenceData, featurizer: Featurizer, cfg: TrainerConfig, max_len: int, seed: int
     ) -> None:
         self.data, self.featurizer, self.cfg, self.max_len = data, featurizer, cfg, max_len
+        self.seed, self.worker = seed, -1
         self.rng = np.random.default_rng(seed)
         if cfg.order_weight > 0:
             pos = data.fields["session_pos"]
@@ -50,7 +57,22 @@ class ViewCollator:
             # its own stream, so turning the term on leaves the views themselves unchanged
             self.order_rng = np.random.default_rng([seed, 1])
 
+    def follow_worker(self) -> None:
+        """Inside a DataLoader worker, switch (once) to that worker's own random streams.
+
+        Each worker starts as a copy of this collator: without this, all `trainer.num_workers` of
+        them would draw the same view positions, dropouts and shuffles for their batches.
+        """
+        wid = worker_id()
+        if wid == self.worker:
+            return
+        self.worker = wid
+        self.rng = np.random.default_rng([self.seed, 2, wid])
+        if self.cfg.order_weight > 0:
+            self.order_rng = np.random.default_rng([self.seed, 3, wid])
+
     def __call__(self, rows: list[int]) -> dict[str, object]:
+        self.follow_worker()
         views = sample_views(
             self.data.offsets,
             np.asarray(rows),

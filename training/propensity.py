@@ -59,7 +59,7 @@ from embeddings.intent import (
     intent_features,
     propensity_from_embedding,
 )
-from training.datamodule import SequenceDataModule, ViewCollator, _Users
+from training.datamodule import SequenceDataModule, ViewCollator, _Users, worker_id
 from training.head_fit import fit_head
 from training.module import ContrastiveModule, progress_callbacks, quiet_fit, quiet_lightning
 from training.train import TrainResult, build_encoder, fit_featurizer
@@ -184,9 +184,12 @@ class _GoalCollator:
                  featurizer: Featurizer, max_len: int, seed: int) -> None:
         self.views, self.labelled, self.rows, self.n = views, labelled, rows, n
         self.featurizer, self.max_len = featurizer, max_len
+        self.seed, self.worker = seed, -1
         self.rng = np.random.default_rng(seed + 7)
 
     def __call__(self, rows: list[int]) -> dict[str, Any]:
+        if (wid := worker_id()) != self.worker:  # a DataLoader worker's own stream (see ViewCollator)
+            self.worker, self.rng = wid, np.random.default_rng([self.seed + 7, 2, wid])
         if self.n == 0:
             return {"views": self.views(rows)}
         pick = self.rows[self.rng.integers(0, len(self.rows), size=self.n)]
@@ -319,7 +322,8 @@ def train_goal_aware(
                             n_users if bce_weight > 0 else 0, featurizer, cfg.model.max_len, tc.seed)
     loader = DataLoader(_Users(dm.train_rows), batch_size=n_users, shuffle=True,
                         drop_last=len(dm.train_rows) >= tc.batch_size,
-                        generator=torch.Generator().manual_seed(tc.seed), collate_fn=collate)
+                        generator=torch.Generator().manual_seed(tc.seed), collate_fn=collate,
+                        num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*is an instance of `nn.Module`.*")
         module = PropensityModule(encoder, head, goal_event=gid, bce_weight=bce_weight, views=tc.views, lr=tc.lr,
