@@ -44,10 +44,12 @@ def test_encoder_on_another_device_leaves_the_callers_module_in_place(trained_wo
 
 
 @pytest.mark.gpu
-def test_lightning_trains_on_the_gpu_and_the_bundle_embeds_alike_on_both(tiny_events, tmp_path):
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_lightning_trains_on_the_gpu_and_the_bundle_embeds_alike_on_both(tiny_events, tmp_path, precision):
     from training.train import train
 
-    cfg = load_config(overrides=[*TINY_SETS, "trainer.accelerator=gpu", "trainer.devices=1"])
+    cfg = load_config(overrides=[*TINY_SETS, "trainer.accelerator=gpu", "trainer.devices=1",
+                                 f"trainer.precision={precision}"])
     res = train(cfg, tiny_events, tmp_path / "b")
     assert next(res.bundle.encoder.parameters()).device.type == "cpu"  # handed back on the CPU
     assert np.isfinite(res.metrics["train/loss"])
@@ -78,3 +80,20 @@ def test_a_whole_run_uses_the_gpu_and_assigns_one_user_as_in_a_batch(synth_files
         row = batch.filter(pl.col("user_id") == u)
         assert one["cohort_id"][0] == row["cohort_id"][0]
         assert abs(one["confidence"][0] - row["confidence"][0]) < 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_goal_aware_training_on_the_gpu(tmp_path, precision):
+    from conftest import make_events
+
+    from embeddings.goals import parse_goal
+    from training.propensity import predict_propensity, train_goal_aware
+
+    events = make_events(150, seed=2)
+    cfg = load_config(overrides=[*TINY_SETS, "trainer.max_steps=20", "trainer.batch_size=32",
+                                 f"trainer.precision={precision}"])
+    res = train_goal_aware(cfg, events, parse_goal("purchase", "30d"), tmp_path / "b", as_of=events["ts"].max())
+    assert next(res.bundle.encoder.parameters()).device.type == "cpu"
+    p = predict_propensity(tmp_path / "b", events)  # loads the bundle and embeds on the GPU
+    assert p.shape == (150,) and np.all((p > 0) & (p < 1))
