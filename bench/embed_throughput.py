@@ -63,11 +63,12 @@ def _to(buckets: list[dict], device: str) -> list[dict]:
 
 
 def bench_train(cfg, featurizer, data, device: str, steps: int = 20) -> float:
-    tc = cfg.trainer
+    # the device's own defaults (trainer.length_buckets: 4 on the CPU, 1 on a GPU)
+    tc = cfg.trainer.model_copy(update={"accelerator": "gpu" if device == "cuda" else "cpu"})
     module = ContrastiveModule(build_encoder(cfg, featurizer), views=tc.views, temperature=tc.temperature,
                                order_weight=tc.order_weight).to(device)
     opt = module.configure_optimizers()["optimizer"]
-    col = ViewCollator(data, featurizer, cfg.trainer, cfg.model.max_len, 0)
+    col = ViewCollator(data, featurizer, tc, cfg.model.max_len, 0)
     rows = np.arange(len(data))
     n_seq, t0 = 0, 0.0
     for step in range(steps + 3):

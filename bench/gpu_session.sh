@@ -4,7 +4,7 @@
 # Runs where the project's Python packages are not installed: it unpacks the ones the image lacks
 # (polars, faiss-cpu, pydantic, packed as .whl/site.tar.xz; see bench/RESULTS.md, "GPU") and uses
 # the image's own torch and Lightning. Serving tests need Ray, too large to carry; they are left out.
-#     STEPS="tests throughput suite run20k workers20k heldout" bash bench/gpu_session.sh
+#     STEPS="tests throughput suite run20k workers20k buckets20k goal20k heldout" bash bench/gpu_session.sh
 # Logs go under $OUT (./gpu_out without it).
 set -u
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -42,6 +42,11 @@ if has suite; then
 fi
 if has run20k; then step "seqcohort run, 20,000 synthetic users"; run20k run20k; fi
 if has workers20k; then step "the same, trainer.num_workers=6"; run20k workers20k --set trainer.num_workers=6; fi
+if has buckets20k; then
+  step "trainer.length_buckets=1 and 2 (fewer, longer-padded passes per step)"
+  run20k buckets1 --set trainer.length_buckets=1
+  run20k buckets2 --set trainer.length_buckets=2
+fi
 if has goal20k; then
   step "goal-aware, trainer.num_workers=6"
   run20k goal20k --goal purchase --horizon 30d --set trainer.num_workers=6

@@ -24,6 +24,15 @@ def test_auto_device_follows_torch():
     assert resolve_device("cpu") == "cpu"
 
 
+def test_length_buckets_default_to_one_pass_on_a_gpu():
+    from embeddings.config import TrainerConfig
+    from training.datamodule import length_buckets
+
+    assert length_buckets(TrainerConfig()) == (1 if torch.cuda.is_available() else 4)
+    assert length_buckets(TrainerConfig(accelerator="cpu")) == 4
+    assert length_buckets(TrainerConfig(length_buckets=2)) == 2  # set explicitly: kept anywhere
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without a GPU")
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(ConfigError, match="no CUDA GPU.*'cpu' or 'auto'"):
