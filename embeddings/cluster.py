@@ -40,6 +40,7 @@ class SphericalKMeans:
         k_min: int = 4,
         k_max: int = 16,
         selection: str = "silhouette",
+        k_tolerance: float = 0.0,
         method: str = "merge",
         micro_clusters: int = 48,
         min_cluster_frac: float = 0.01,
@@ -51,6 +52,7 @@ class SphericalKMeans:
         split_bimodal: bool = True,
     ) -> None:
         self.k, self.k_min, self.k_max, self.selection = k, k_min, k_max, selection
+        self.k_tolerance = k_tolerance
         self.method, self.micro_clusters = method, micro_clusters
         self.min_cluster_frac, self.sample_size = min_cluster_frac, sample_size
         self.niter, self.n_init, self.seed = niter, n_init, seed
@@ -214,9 +216,19 @@ class SphericalKMeans:
         return None
 
     def _best_k(self) -> int:
-        k = max(self.scores_, key=lambda kk: (round(self.scores_[kk], 3), -kk))
-        log.info("chose k=%d by %s (%s)", k, self.selection,
-                 ", ".join(f"{kk}:{s:.3f}" for kk, s in self.scores_.items()))
+        """The largest k scoring within `k_tolerance` of the best (without tolerance: the best,
+        the smaller k where scores tie to 3 decimals).
+
+        Score differences that small say nothing about which k is right: a group of a few percent
+        of the users moves the silhouette less, so the tie goes to the finer segmentation.
+        """
+        if self.k_tolerance > 0:
+            top = max(self.scores_.values())
+            k = max(kk for kk, s in self.scores_.items() if s >= top - self.k_tolerance)
+        else:
+            k = max(self.scores_, key=lambda kk: (round(self.scores_[kk], 3), -kk))
+        log.info("chose k=%d by %s (%s; tolerance %g)", k, self.selection,
+                 ", ".join(f"{kk}:{s:.3f}" for kk, s in self.scores_.items()), self.k_tolerance)
         return k
 
     def _merge_tiny(self, X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -103,7 +103,7 @@ def fit_clusters(cfg: Config, X: np.ndarray, lengths: np.ndarray | None = None) 
         if enough.sum() >= max(0.5 * len(X), 2 * c.k_max):
             X = X[enough]
     return SphericalKMeans(
-        c.k, k_min=c.k_min, k_max=c.k_max, selection=c.selection, method=c.method,
+        c.k, k_min=c.k_min, k_max=c.k_max, selection=c.selection, k_tolerance=c.k_tolerance, method=c.method,
         micro_clusters=c.micro_clusters, min_cluster_frac=c.min_cluster_frac,
         sample_size=c.sample_size, niter=c.niter, n_init=c.n_init, seed=c.seed,
         confidence_temperature=c.confidence_temperature, split_bimodal=c.split_bimodal,

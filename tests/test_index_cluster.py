@@ -142,3 +142,25 @@ def test_a_few_outliers_do_not_hide_two_groups_from_the_split():
     outliers = l2_normalize(b + 0.075 * d + e + 0.02 * rng.normal(size=(8, 16)))  # fewer than min_cluster_frac
     m = SphericalKMeans(k_min=2, k_max=6, micro_clusters=16).fit(np.vstack([X, outliers]))
     assert m.k_ == 3 and adjusted_rand_score(y, m.labels_[: len(y)]) > 0.95
+
+
+def test_k_tolerance_gives_a_small_separate_group_its_own_cohort():
+    """A 3% group next to a big one moves the silhouette by less than 0.005: the best score alone
+    merges it, the largest k within the tolerance keeps it."""
+    rng = np.random.default_rng(0)
+    C = l2_normalize(rng.normal(size=(5, 16)))
+    sizes = (700, 600, 500, 400, 60)
+    centres = [C[0], C[1], C[2], C[3], l2_normalize((C[0] + 1.8 * C[4])[None])[0]]
+    X = l2_normalize(np.vstack([c + 0.12 * rng.normal(size=(n, 16)) for c, n in zip(centres, sizes, strict=True)]))
+    y = np.repeat(range(5), sizes)
+    kw = dict(k_min=2, k_max=8, micro_clusters=24, split_bimodal=False)
+    best = SphericalKMeans(**kw).fit(X)
+    tied = SphericalKMeans(**kw, k_tolerance=0.005).fit(X)
+    assert best.k_ == 4 and 0 < best.scores_[4] - best.scores_[5] < 0.005
+    assert tied.k_ == 5 and adjusted_rand_score(y, tied.labels_) > 0.99
+    # the rule itself: largest k within the tolerance of the best score; none: the best
+    km = SphericalKMeans(k_tolerance=0.005)
+    km.scores_ = {10: 0.622, 11: 0.619, 12: 0.6175, 13: 0.586}
+    assert km._best_k() == 12
+    km.k_tolerance = 0.0
+    assert km._best_k() == 10
