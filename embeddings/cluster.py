@@ -40,7 +40,7 @@ class SphericalKMeans:
         k_min: int = 4,
         k_max: int = 16,
         selection: str = "silhouette",
-        k_tolerance: float = 0.0,
+        k_tolerance: float = 0.005,
         method: str = "merge",
         micro_clusters: int = 48,
         min_cluster_frac: float = 0.01,

@@ -100,7 +100,7 @@ class TrainerConfig(_Section):
     category_dropout: float = Field(0.0, ge=0.0, le=1.0)  # hide categories in views likewise
     # views per step are padded in this many length groups; None: 4 on the CPU (padding costs
     # compute there), 1 on a GPU (one padded pass beats several small ones: an H200 trains the
-    # 20k-user demo data in 26 s with 1, 47 s with 4; see trainer_length_buckets)
+    # 20k-user demo data in 26 s with 1, 47 s with 4; training.datamodule.length_buckets)
     length_buckets: int | None = Field(None, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)

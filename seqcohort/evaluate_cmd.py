@@ -50,7 +50,7 @@ class PipelineProducer:
         self.n_cutoffs = n_cutoffs
 
     def __call__(self, events: pl.DataFrame, cutoff: datetime) -> Snapshot:
-        from embeddings.embed import UserEncoder, resolve_device
+        from embeddings.embed import UserEncoder
         from seqcohort.pipeline import fit_clusters, fit_cohorts
         from training.propensity import PropensityHead, train_goal_aware
         from training.train import train
@@ -58,7 +58,7 @@ class PipelineProducer:
         snap = Snapshot(user_ids=np.zeros(0, dtype=object))
         if self.behaviour:
             res = train(self.cfg, events, self.workdir / "behaviour", as_of=cutoff)
-            enc = UserEncoder(res.bundle, device=resolve_device(self.cfg.trainer.accelerator))
+            enc = UserEncoder(res.bundle, device=self.cfg.trainer.accelerator)
             X = enc.encode(enc.featurize(events, cutoff))
             snap.user_ids = enc.last_user_ids
             snap.embeddings["behaviour"] = X
@@ -69,7 +69,7 @@ class PipelineProducer:
         res = train_goal_aware(self.cfg, events, self.goal, self.workdir / "goal_aware", as_of=cutoff,
                                bce_weight=self.bce_weight, intent_weight=self.intent_weight,
                                n_cutoffs=self.n_cutoffs)
-        enc = UserEncoder(res.bundle, device=resolve_device(self.cfg.trainer.accelerator))
+        enc = UserEncoder(res.bundle, device=self.cfg.trainer.accelerator)
         Xg = enc.encode(enc.featurize(events, cutoff))
         if len(snap.user_ids) and not np.array_equal(snap.user_ids, enc.last_user_ids):
             raise SeqcohortError("behaviour and goal-aware encoders embedded different users.")

@@ -19,7 +19,7 @@ import polars as pl
 from embeddings.cluster import SphericalKMeans
 from embeddings.cohorts import Assigner, Cohort, CohortSet, write_assignments
 from embeddings.config import Config
-from embeddings.embed import UserEncoder, read_embeddings, resolve_device, write_embeddings
+from embeddings.embed import UserEncoder, read_embeddings, write_embeddings
 from embeddings.errors import WorkspaceError
 from embeddings.index import VectorIndex
 from embeddings.intent import IntentConfig, IntentEncoder, split_embedding
@@ -218,7 +218,7 @@ def run(
             result = train_goal_aware(cfg, events, goal, out / "encoder", as_of=as_of)
         t["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        enc = UserEncoder(result.bundle, device=resolve_device(cfg.trainer.accelerator))
+        enc = UserEncoder(result.bundle, device=cfg.trainer.accelerator)
         data = enc.featurize(events, as_of)
         X = enc.encode(data)
         write_embeddings(out / "embeddings.parquet", data.user_ids, X, as_of)

@@ -15,17 +15,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def pytest_collection_modifyitems(config, items):
-    """`gpu` tests need a CUDA GPU; without one they are skipped, saying so (CI has none)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 TINY_SETS = (
     "model.d_model=32",
@@ -41,6 +30,18 @@ TINY_SETS = (
     "cluster.k_min=4",
     "cluster.k_max=10",
 )
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need a CUDA GPU; without one they are skipped, saying so (CI has none)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 def make_events(n_users: int = 120, seed: int = 0, as_of: datetime = datetime(2025, 6, 1)) -> pl.DataFrame:
