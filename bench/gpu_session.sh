@@ -2,7 +2,7 @@
 # One device-machine session: GPU tests, throughput, the suite, timed runs on the GPU.
 #
 # Runs where the project's Python packages are not installed: it unpacks the ones the image lacks
-# (polars, faiss-cpu, pydantic, packed as .whl/site.tar.xz; see bench/RESULTS.md, "GPU") and uses
+# (polars, faiss-cpu, pydantic, packed as .whl/site.tar.xz by bench/gpu_pack.sh) and uses
 # the image's own torch and Lightning. Serving tests need Ray, too large to carry; they are left out.
 #     STEPS="tests throughput suite run20k workers20k buckets20k goal20k heldout" bash bench/gpu_session.sh
 # Logs go under $OUT (./gpu_out without it).
