@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from embeddings.config import TrainerConfig
+from embeddings.embed import resolve_device
 from embeddings.features import Featurizer, SequenceData, transition_ids
 from training.sampling import (
     PREV_FIELDS,
@@ -39,8 +40,6 @@ def length_buckets(cfg: TrainerConfig) -> int:
     """
     if cfg.length_buckets is not None:
         return cfg.length_buckets
-    from embeddings.embed import resolve_device
-
     return 1 if resolve_device(cfg.accelerator).startswith("cuda") else 4
 
 
