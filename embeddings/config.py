@@ -30,7 +30,9 @@ class DataConfig(_Section):
     extra_numeric: list[str] = Field(default_factory=list)
     mode: Literal["strict", "lenient"] = "strict"  # lenient quarantines bad rows to a file
     ts_unit: Literal["auto", "s", "ms", "us"] = "auto"  # for numeric epoch timestamps
+    ts_format: str | None = None  # strftime format of text timestamps, e.g. "%d/%m/%Y %H:%M"; null = detect
     event_default: str | None = None  # fill a missing event column (e.g. "purchase" for order logs)
+    return_event: str | None = "return"  # those rows with a negative amount (returns, cancellations); null = event_default
     as_of: str | None = None  # ISO time recency is measured against; default: the latest event
 
 

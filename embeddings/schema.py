@@ -49,6 +49,7 @@ from embeddings.schema_report import _ROW, _describe, _strict_message, _write_qu
 from embeddings.timeparse import _parse_ts_strings, _ts_expr, _type_error
 
 logger = logging.getLogger(__name__)
+_DEFAULTED = "__seqcohort_event_defaulted__"  # internal: the row's event came from event_default
 
 SUPPORTED_FORMATS = ".parquet, .csv, .csv.gz, .jsonl, .ndjson, .jsonl.gz, .ndjson.gz, or a directory of .parquet files"
 
@@ -85,6 +86,8 @@ def read_events(
     quarantine_path: str | Path | None = None,
     ts_unit: TsUnit = "auto",
     event_default: str | None = None,
+    return_event: str | None = None,
+    ts_format: str | None = None,
 ) -> tuple[pl.DataFrame, LoadReport]:
     """Read an event file (or a directory of parquet files) into the canonical schema.
 
@@ -96,6 +99,9 @@ def read_events(
         ts_unit: unit of numeric timestamps; "auto" detects it per value (see module docstring).
         event_default: event type for rows without one, or for every row when the data has no
             event column (e.g. "purchase" for a plain transaction log).
+        return_event: event type for those rows instead when their amount is negative (an order
+            log's returns and cancellations); None keeps them `event_default`.
+        ts_format: strftime format of text timestamps (e.g. "%d/%m/%Y %H:%M"); default: detected.
 
     Returns:
         (events sorted by user_id then ts, stable for ties; the load report)
@@ -133,6 +139,8 @@ def read_events(
         quarantine_path=quarantine_path,
         ts_unit=ts_unit,
         event_default=event_default,
+        return_event=return_event,
+        ts_format=ts_format,
         raw=lf,
     )
     logger.info(
@@ -154,6 +162,8 @@ def validate_events(
     quarantine_path: str | Path | None = None,
     ts_unit: TsUnit = "auto",
     event_default: str | None = None,
+    return_event: str | None = None,
+    ts_format: str | None = None,
 ) -> tuple[pl.DataFrame, LoadReport]:
     """Map and validate an in-memory frame exactly as `read_events` does a file.
 
@@ -177,6 +187,8 @@ def validate_events(
         quarantine_path=quarantine_path,
         ts_unit=ts_unit,
         event_default=event_default,
+        return_event=return_event,
+        ts_format=ts_format,
         raw=indexed.lazy(),
     )
 
@@ -281,6 +293,8 @@ def _validate(
     ts_unit: TsUnit,
     event_default: str | None,
     raw: pl.LazyFrame,
+    return_event: str | None = None,
+    ts_format: str | None = None,
 ) -> tuple[pl.DataFrame, LoadReport]:
     """Convert `df` (row number + source columns) to canonical columns; report or quarantine."""
     if mode not in ("strict", "lenient"):
@@ -293,6 +307,8 @@ def _validate(
         if f.source is None:
             value = pl.lit(event_default if f.kind == "event" else None)
             exprs.append(value.cast(_dtype(f)).alias(f.canonical))
+            if f.kind == "event":
+                exprs.append(pl.lit(event_default is not None).alias(_DEFAULTED))
             continue
         if f.kind == "num":  # one column, or the product of several (amount=Quantity*UnitPrice)
             value = _num_expr(pl.col(f.inputs[0]), schema[f.inputs[0]], source, f.inputs[0])
@@ -307,7 +323,7 @@ def _validate(
             continue
         col, dtype, out = pl.col(f.source), schema[f.source], pl.col(f.canonical)
         if f.kind == "ts" and dtype in (pl.String, pl.Categorical, pl.Enum):
-            parsed = _parse_ts_strings(df[f.source].cast(pl.String), ts_unit)
+            parsed = _parse_ts_strings(df[f.source].cast(pl.String), ts_unit, ts_format, source, f.source)
             exprs.append(pl.lit(parsed).alias(f.canonical))
         elif f.kind == "ts":
             exprs.append(_ts_expr(col, dtype, ts_unit, source, f.source).alias(f.canonical))
@@ -319,6 +335,7 @@ def _validate(
             )
             expr = _id_expr(col, dtype, source, f.source, float_text=float_text)
             if f.kind == "event" and event_default is not None:
+                exprs.append(expr.is_null().alias(_DEFAULTED))
                 expr = expr.fill_null(pl.lit(event_default))
             exprs.append(expr.alias(f.canonical))
         if f.canonical in REQUIRED:
@@ -327,7 +344,7 @@ def _validate(
             )
             required.append((reason, f, out.is_null()))
     checks = required + numeric
-    converted = df.select(exprs)
+    converted = _split_returns(df.select(exprs), return_event, source)
     masks = converted.select(
         [m.fill_null(False).alias(f"__bad{i}") for i, (_, _, m) in enumerate(checks)]
     )
@@ -375,6 +392,28 @@ def _validate(
     out = converted.filter(~bad_any).sort(["user_id", "ts", _ROW]).select(out_cols)
     report = LoadReport(source, n_in, out.height, n_bad, str(written) if written else None, reasons)
     return out, report
+
+
+def _split_returns(converted: pl.DataFrame, return_event: str | None, source: str) -> pl.DataFrame:
+    """Rows whose event came from `event_default` and whose amount is negative become `return_event`.
+
+    An order log without an event column records a return or cancellation as a line with a
+    negative quantity; counted as the default event, it would be a purchase to the goal labels,
+    the RFM baseline and the encoder alike.
+    """
+    if _DEFAULTED not in converted.columns:
+        return converted
+    if return_event is not None and converted.schema.get("amount") == pl.Float64:
+        is_return = pl.col(_DEFAULTED) & (pl.col("amount") < 0).fill_null(False)
+        n = int(converted.select(is_return.sum()).item())
+        if n:
+            converted = converted.with_columns(
+                event=pl.when(is_return).then(pl.lit(return_event)).otherwise(pl.col("event"))
+            )
+            logger.info("%s: %d rows without an event type have a negative amount: event %r "
+                        "(returns; data.return_event=null keeps them the default event)",
+                        source, n, return_event)
+    return converted.drop(_DEFAULTED)
 
 
 def _dtype(f: FieldSpec) -> pl.DataType:

@@ -37,7 +37,8 @@ _PROBLEMS = {
         "a missing or unparseable timestamp",
         "write timestamps as ISO-8601 (2024-03-05T14:30:00Z, 2024-03-05 14:30:00+01:00), dates "
         "(2024-03-05 or 19970101) or epoch seconds/milliseconds (set ts_unit if auto-detection "
-        "guesses wrong); if another column holds the time, use --map ts=<column>",
+        "guesses wrong), or name their format with data.ts_format (e.g. '%d/%m/%Y %H:%M'); if another "
+        "column holds the time, use --map ts=<column>",
     ),
     "missing_event": (
         "an empty event type",

@@ -1,5 +1,10 @@
 """Timestamp parsing for event logs: ISO-8601 strings, dates, YYYYMMDD and epoch numbers -> UTC.
 
+Also the day/month/year text spreadsheets and older exports write ("12/1/2010 8:26" in the UCI
+Online Retail log, "01.12.2010 08:26" in European ones): the column's order (month or day first)
+is read off the values themselves, and a column that reads both ways is refused with the fix
+(`data.ts_format`) rather than guessed. An explicit strftime format always wins.
+
 Used by `embeddings.schema`; every function returns a polars expression or series of
 Datetime("us") values (naive, meaning UTC) with nulls where a value cannot be parsed, so the
 caller can report those rows instead of dropping them.
@@ -82,35 +87,78 @@ def _normalize_iso(e: pl.Expr) -> pl.Expr:
     )
 
 
-def _parse_ts_strings(s: pl.Series, ts_unit: TsUnit) -> pl.Series:
+_DMY = r"^(\d{1,2})([/.-])(\d{1,2})[/.-](\d{4})(?:$|[ T])"  # 12/1/2010 8:26, 01.12.2010, 1-12-2010
+_DMY_TIMES = ("", " %H:%M", " %H:%M:%S", " %H:%M:%S%.f", " %I:%M %p", " %I:%M:%S %p",
+              "T%H:%M", "T%H:%M:%S", "T%H:%M:%S%.f")
+
+
+def _dmy_order(s: pl.Series, source: str, name: str) -> tuple[str, str] | None:
+    """("%m", "%d") or ("%d", "%m") for a column of day/month/year text, None if it is not one.
+
+    The order is the one under which every value is a valid date (a first field above 12 is a
+    day, a second above 12 is a day). A column valid both ways with values that differ between
+    them (no day past the 12th) is ambiguous: refused, since a wrong guess moves events by months.
+    """
+    if s.len() == 0:
+        return None
+    parts = s.str.extract_groups(_DMY)
+    if parts.struct.field("4").null_count() > s.len() // 2:
+        return None
+    a = parts.struct.field("1").cast(pl.Int32)
+    b = parts.struct.field("3").cast(pl.Int32)
+    month_first_ok, day_first_ok = bool((a <= 12).all()), bool((b <= 12).all())
+    if month_first_ok and day_first_ok and bool((a != b).any()):
+        if (parts.struct.field("2") == ".").all():
+            return ("%d", "%m")  # dotted dates are day-first wherever they are written
+        example = s.filter((a != b).fill_null(False))[0]
+        raise SchemaError(
+            f"{source}: column {name!r} holds dates like {example!r} that read both month-first and "
+            f"day-first (no day past the 12th), so the order cannot be told from the data. Fix: name "
+            f"the format, e.g. --set data.ts_format='%m/%d/%Y %H:%M' (US) or "
+            f"--set data.ts_format='%d/%m/%Y %H:%M' (day first); formats as in Python's strftime."
+        )
+    if day_first_ok and not month_first_ok:
+        return ("%d", "%m")
+    if month_first_ok or not day_first_ok and (a <= 12).sum() >= (b <= 12).sum():
+        return ("%m", "%d")
+    return ("%d", "%m")
+
+
+def _parse_ts_strings(
+    s: pl.Series, ts_unit: TsUnit, ts_format: str | None = None, source: str = "<data>", name: str = "ts"
+) -> pl.Series:
     """String timestamps -> naive UTC Datetime("us"); unparseable -> null.
 
-    The format that parses most of a sample is applied to the whole column (fast); only the
-    rows it misses go through every supported form (slow, but usually few or none).
+    With `ts_format` (strftime, a %z offset converted to UTC) every value is read with it.
+    Otherwise the format that parses most of a sample is applied to the whole column (fast);
+    only the rows it misses go through every supported form (slow, but usually few or none).
+    Day/month/year text takes the order its values allow (see `_dmy_order`).
     """
     s = s.str.strip_chars()
-    parsers = [lambda e, f=f, tz=tz: _strptime(e, f, tz) for f, tz in _FAST_FORMATS]
-    parsers.append(lambda e: _epoch_float(e.cast(pl.Float64, strict=False), ts_unit))
+    if ts_format is not None:
+        return s.to_frame("v").select(_strptime(pl.col("v"), ts_format, "%z" in ts_format).alias(s.name)).to_series()
+    frame = s.to_frame("v")
+    epoch = lambda e: _epoch_float(e.cast(pl.Float64, strict=False), ts_unit)  # noqa: E731
+    iso = [lambda e, f=f, tz=tz: _strptime(_normalize_iso(e), f, tz) for f, tz in _SLOW_FORMATS] + [epoch]
+    order = _dmy_order(s.drop_nulls(), source, name)
+    if order is not None:
+        seps = s.str.extract(_DMY, 2).drop_nulls().unique().sort().to_list()
+        fmts = [f"{order[0]}{sep}{order[1]}{sep}%Y{t}" for sep in seps for t in _DMY_TIMES]
+        parsers = [lambda e, f=f: _strptime(e, f, False) for f in fmts]
+        fallback = parsers + iso  # a few ISO or epoch values among them still read
+    else:
+        parsers = [lambda e, f=f, tz=tz: _strptime(e, f, tz) for f, tz in _FAST_FORMATS] + [epoch]
+        fallback = iso
     values = s.drop_nulls()
     sample = values.gather_every(max(1, values.len() // 1000)).to_frame("v")
     hits = sample.select(
         [p(pl.col("v")).is_not_null().sum().alias(str(i)) for i, p in enumerate(parsers)]
     ).row(0)
     best = max(range(len(parsers)), key=lambda i: (hits[i], -i))
-    frame = s.to_frame("v")
     out = frame.select(parsers[best](pl.col("v")).alias(s.name)).to_series()
     todo = out.is_null() & s.is_not_null()
     if todo.any():
-        rest = (
-            frame.filter(todo)
-            .select(
-                pl.coalesce(
-                    *[_strptime(_normalize_iso(pl.col("v")), f, tz) for f, tz in _SLOW_FORMATS],
-                    parsers[-1](pl.col("v")),
-                )
-            )
-            .to_series()
-        )
+        rest = frame.filter(todo).select(pl.coalesce(*[p(pl.col("v")) for p in fallback])).to_series()
         out = out.scatter(todo.arg_true(), rest)
     return out
 

@@ -58,7 +58,9 @@ def load_events(path: str | Path, cfg: Config, maps: list[str] | tuple[str, ...]
         column_map(cfg, maps),
         mode=cfg.data.mode,
         ts_unit=cfg.data.ts_unit,
+        ts_format=cfg.data.ts_format,
         event_default=cfg.data.event_default,
+        return_event=cfg.data.return_event,
     )
     log.info(
         "read %d events of %d users from %s%s", df.height, df.get_column("user_id").n_unique(), path,

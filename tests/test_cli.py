@@ -96,6 +96,7 @@ def test_rename_override_survives_renaming(trained_workspace, tmp_path):
         ("bad_ts.csv", "user_id,ts,event\nu1,yesterday,view\nu2,2025-01-01,view\n", "ts"),
         ("null_user.csv", "user_id,ts,event\n,2025-01-01,view\nu2,2025-01-01,view\n", "user_id"),
         ("bad_amount.csv", "user_id,ts,event,amount\nu1,2025-01-01,buy,12;50\nu1,2025-01-02,buy,abc\n", "amount"),
+        ("ambiguous_dates.csv", "user_id,ts,event\nu1,01/02/2025 10:00,view\nu2,03/04/2025,view\n", "data.ts_format"),
         ("empty.csv", "", "empty"),
         ("events.xlsx", "not really excel", "xlsx"),
     ],

@@ -266,3 +266,30 @@ def test_variants_of_the_goal_event_that_do_not_count_are_named(events: pl.DataF
     both = parse_goal("purchase", "10d", ["purchase_coupon", "re_purchase"])
     assert warn_unlisted_variants(ev, both) == [] and not caplog.text
     assert warn_unlisted_variants(ev, parse_goal("churn", "10d")) == []
+
+
+def test_a_cancellation_after_the_cutoff_is_not_a_purchase(tmp_path) -> None:
+    """Order log without an event column, read with the default config: the only line inside the
+    horizon is a cancellation (negative quantity), so the user did not reach the purchase goal."""
+    from embeddings.config import load_config
+    from seqcohort.pipeline import load_events
+
+    path = tmp_path / "orders.csv"
+    path.write_text(
+        "Customer ID,InvoiceDate,Quantity,Price\n"
+        "1,2024-01-02 10:00,3,2.0\n"
+        "1,2024-01-25 10:00,-3,2.0\n"  # cancels the January order, after the cut-off
+        "2,2024-01-03 10:00,1,5.0\n"
+        "2,2024-01-26 10:00,2,5.0\n"
+        "3,2024-02-10 10:00,1,1.0\n"
+    )
+    maps = ["user_id=Customer ID", "ts=InvoiceDate", "amount=Quantity*Price"]
+    cfg = load_config(overrides=["data.event_default=purchase"])
+    events = load_events(path, cfg, maps)
+    labels = _as_dict(make_labels(events, parse_goal("purchase", "10d"), cutoffs=[D(2024, 1, 20)]))
+    assert labels[("1", D(2024, 1, 20))] == 0 and labels[("2", D(2024, 1, 20))] == 1
+    # the RFM baseline does not count the cancellation as a transaction either
+    f = rfm_features(events, D(2024, 2, 1), monetary_event="purchase").sort("user_id")
+    assert f["frequency"].to_list()[:2] == [1, 2]
+    kept = load_events(path, load_config(overrides=["data.event_default=purchase", "data.return_event=null"]), maps)
+    assert _as_dict(make_labels(kept, parse_goal("purchase", "10d"), cutoffs=[D(2024, 1, 20)]))[("1", D(2024, 1, 20))] == 1

@@ -251,10 +251,10 @@ def test_nonfinite_native_float_amount() -> None:
 def test_error_on_mapped_column_names_both(tmp_path: Path) -> None:
     path = _write_csv(
         tmp_path / "r.csv",
-        "CustomerID,InvoiceDate,event\n1,12/01/2010 8:26,view\n2,2010-12-01,view\n",
+        "CustomerID,InvoiceDate,event\n1,yesterday 8:26,view\n2,2010-12-01,view\n",
     )
     with pytest.raises(
-        SchemaError, match=r"column 'InvoiceDate' \(mapped to 'ts'\) - row 1: '12/01/2010 8:26'"
+        SchemaError, match=r"column 'InvoiceDate' \(mapped to 'ts'\) - row 1: 'yesterday 8:26'"
     ):
         read_events(path, ColumnMap.from_pairs(["user_id=CustomerID", "ts=InvoiceDate"]))
 
@@ -429,6 +429,34 @@ def test_mixed_timestamp_forms_in_one_column() -> None:
     assert out["ts"].to_list() == [UTC_1430] * 52 + [datetime(1997, 1, 1)]
 
 
+def _ts_column(values: list[str], **kw) -> list[datetime]:
+    frame = pl.DataFrame({"user_id": [str(i) for i in range(len(values))], "ts": values, "event": ["v"] * len(values)})
+    return validate_events(frame, **kw)[0].sort(pl.col("user_id").cast(pl.Int64))["ts"].to_list()
+
+
+def test_day_month_year_text_takes_the_order_its_values_allow() -> None:
+    """The UCI Online Retail log writes "12/1/2010 8:26" (month first); European exports day first."""
+    us = ["12/1/2010 8:26", "12/13/2010 18:28", "1/2/2011 08:05:07", "3/4/2011", "12/13/2010 8:26 PM"]
+    assert _ts_column(us) == [datetime(2010, 12, 1, 8, 26), datetime(2010, 12, 13, 18, 28),
+                              datetime(2011, 1, 2, 8, 5, 7), datetime(2011, 3, 4), datetime(2010, 12, 13, 20, 26)]
+    eu = ["13/01/2011 09:00", "01/02/2011 10:15", "01-02-2011"]
+    assert _ts_column(eu) == [datetime(2011, 1, 13, 9), datetime(2011, 2, 1, 10, 15), datetime(2011, 2, 1)]
+    assert _ts_column([*us[:2], "2011-01-02T08:05:07Z"])[2] == datetime(2011, 1, 2, 8, 5, 7)  # a stray ISO value
+    dotted = ["01.02.2011 10:15", "03.04.2011"]  # dotted dates are day-first even when both orders fit
+    assert _ts_column(dotted) == [datetime(2011, 2, 1, 10, 15), datetime(2011, 4, 3)]
+
+
+def test_ambiguous_day_month_order_is_refused_with_the_fix() -> None:
+    values = ["01/02/2011 10:15", "03/04/2011 11:00", "05/05/2011 12:00"]
+    with pytest.raises(SchemaError, match=r"month-first and day-first.*data.ts_format='%m/%d/%Y %H:%M'"):
+        _ts_column(values)
+    assert _ts_column(values, ts_format="%d/%m/%Y %H:%M")[:2] == [datetime(2011, 2, 1, 10, 15), datetime(2011, 4, 3, 11)]
+    assert _ts_column(values, ts_format="%m/%d/%Y %H:%M")[0] == datetime(2011, 1, 2, 10, 15)
+    # a value the named format cannot read is a bad row, reported with the format as a fix
+    with pytest.raises(SchemaError, match=r"row 3: '2011-05-05'.*data.ts_format"):
+        _ts_column([*values[:2], "2011-05-05"], ts_format="%d/%m/%Y %H:%M")
+
+
 @pytest.mark.parametrize(
     ("values", "unit", "expected"),
     [
@@ -495,6 +523,35 @@ def test_amount_as_a_product_of_columns(tmp_path: Path) -> None:
     # the extra columns can still be kept as they are
     cmap.extra_numeric = ["Quantity"]
     assert read_events(path, cmap, event_default="purchase")[0]["Quantity"].to_list() == [12.0, 6.0, -2.0]
+
+
+def test_negative_lines_of_an_order_log_are_returns_not_purchases(tmp_path: Path) -> None:
+    """A cancellation line (negative quantity) must not count as a purchase for the goal labels."""
+    path = _write_csv(
+        tmp_path / "retail.csv",
+        "CustomerID,InvoiceDate,Quantity,UnitPrice\n"
+        "17850,2010-12-01 08:26:00,6,2.55\n"
+        "17850,2010-12-02 09:00:00,-2,3.39\n"
+        "13047,2010-12-01 08:34:00,12,1.65\n"
+        "13047,2010-12-03 10:00:00,,1.65\n",
+    )
+    cmap = ColumnMap.from_pairs(["user_id=CustomerID", "ts=InvoiceDate", "amount=Quantity*UnitPrice"])
+    df, _ = read_events(path, cmap, event_default="purchase", return_event="return")
+    assert df.sort("user_id", "ts")["event"].to_list() == ["purchase", "purchase", "purchase", "return"]
+    assert "__seqcohort_event_defaulted__" not in df.columns
+    # the default keeps every row the default event, as before
+    df, _ = read_events(path, cmap, event_default="purchase")
+    assert set(df["event"]) == {"purchase"}
+    # an event given in the data is never rewritten; only the empty ones are filled (and split)
+    path2 = _write_csv(
+        tmp_path / "mixed.csv",
+        "user_id,ts,event,amount\n"
+        "a,2024-01-01,refund_request,-5\n"
+        "a,2024-01-02,,-5\n"
+        "a,2024-01-03,,7\n",
+    )
+    df, _ = read_events(path2, event_default="purchase", return_event="return")
+    assert df["event"].to_list() == ["refund_request", "return", "purchase"]
 
 
 def test_amount_product_errors_name_the_factor_and_the_rows(tmp_path: Path) -> None:
