@@ -51,7 +51,9 @@ from embeddings.timeparse import _parse_ts_strings, _ts_expr, _type_error
 logger = logging.getLogger(__name__)
 _DEFAULTED = "__seqcohort_event_defaulted__"  # internal: the row's event came from event_default
 
-SUPPORTED_FORMATS = ".parquet, .csv, .csv.gz, .jsonl, .ndjson, .jsonl.gz, .ndjson.gz, or a directory of .parquet files"
+SUPPORTED_FORMATS = (".parquet, .csv, .csv.gz, .jsonl, .ndjson, .jsonl.gz, .ndjson.gz, a spreadsheet (.xlsx, .xlsm, "
+                     ".xlsb, .xls, .ods; every sheet), or a directory of .parquet files")
+_SPREADSHEETS = (".xlsx", ".xlsm", ".xlsb", ".xls", ".ods")
 
 Mode = Literal["strict", "lenient"]
 from embeddings.timeparse import TsUnit  # noqa: E402  (re-exported)
@@ -215,6 +217,8 @@ def _format_of(path: Path) -> str:
         return "ndjson"
     if base.endswith(".parquet") and not gz:
         return "parquet"
+    if base.endswith(_SPREADSHEETS) and not gz:
+        return "spreadsheet"
     raise SchemaError(
         f"{path}: unsupported file type {''.join(path.suffixes) or '(no extension)'!r}. "
         f"Supported: {SUPPORTED_FORMATS}. Export the data to CSV or parquet first "
@@ -234,6 +238,8 @@ def _scan(path: Path, fmt: str, *, lossy: bool, full_inference: bool = False) ->
         return pl.scan_ndjson(path, infer_schema_length=None if full_inference else 1000, **rows)
     if fmt == "parquet":
         return pl.scan_parquet(path, **rows)
+    if fmt == "spreadsheet":
+        return _read_spreadsheet(path)
     files = sorted(
         p
         for p in path.rglob("*.parquet")
@@ -245,6 +251,27 @@ def _scan(path: Path, fmt: str, *, lossy: bool, full_inference: bool = False) ->
             f"files or at a single file ({SUPPORTED_FORMATS})."
         )
     return pl.scan_parquet(files, **rows)
+
+
+def _read_spreadsheet(path: Path) -> pl.LazyFrame:
+    """Every sheet, one after another, as text (rows numbered across sheets).
+
+    Text because a spreadsheet's types are guessed from its first rows: the UCI Online Retail
+    log's stock codes are numbers for many rows before the first "79323P", and its invoices
+    before the first "C489449" cancellation, which a numeric guess would turn into nulls.
+    """
+    try:
+        sheets = pl.read_excel(path, sheet_id=0, engine="calamine", infer_schema_length=0)
+    except ImportError as exc:
+        raise SchemaError(f"{path}: reading spreadsheets needs the fastexcel package ({exc}); "
+                          f"pip install fastexcel, or export the data to CSV or parquet.") from exc
+    except Exception as exc:  # noqa: BLE001 - fastexcel raises its own types for broken files
+        raise _read_error(path, "a spreadsheet", exc) from exc
+    frames = [df for df in sheets.values() if df.height]
+    if not frames:
+        raise _empty_error(path)
+    out = pl.concat(frames, how="diagonal") if len(frames) > 1 else frames[0]
+    return out.with_row_index(_ROW, offset=1).with_columns(pl.col(_ROW).cast(pl.Int64)).lazy()
 
 
 def _empty_error(path: Path) -> SchemaError:
@@ -268,7 +295,7 @@ def _read_error(path: Path, fmt: str, exc: Exception) -> SchemaError:
 
 def _default_quarantine(path: Path) -> Path:
     stem = path.name
-    for suffix in (".gz", ".csv", ".jsonl", ".ndjson", ".parquet"):
+    for suffix in (".gz", ".csv", ".jsonl", ".ndjson", ".parquet", *_SPREADSHEETS):
         stem = stem.removesuffix(suffix)
     return path.parent / f"{stem}.quarantine.parquet"
 

@@ -19,8 +19,8 @@ log = logging.getLogger("embeddings.schema")
 _ROW = "__seqcohort_row__"  # internal 1-based data-row number; unlikely to clash with user columns
 _MAX_EXAMPLES = 5
 _LENIENT_HINT = (
-    "Row numbers count data rows from 1 (a CSV header is not counted). To load the valid rows "
-    "and quarantine the rest to a file, use lenient mode (mode='lenient'; CLI: --set data.mode=lenient)."
+    "Row numbers count data rows from 1 (a header row is not counted; a spreadsheet's sheets follow "
+    "each other). To load the valid rows and quarantine the rest to a file, use lenient mode (mode='lenient'; CLI: --set data.mode=lenient)."
 )
 
 # ---------------------------------------------------------------------------------------------

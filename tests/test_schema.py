@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
@@ -100,10 +100,14 @@ def test_parquet_directory(tmp_path: Path) -> None:
 
 
 def test_wrong_file_type(tmp_path: Path) -> None:
-    path = tmp_path / "events.xlsx"
+    path = tmp_path / "events.docx"
     path.write_bytes(b"PK\x03\x04")
-    with pytest.raises(SchemaError, match=r"events\.xlsx.*unsupported.*\.parquet.*\.csv"):
+    with pytest.raises(SchemaError, match=r"events\.docx.*unsupported.*\.parquet.*\.csv.*\.xlsx"):
         read_events(path)
+    broken = tmp_path / "events.xlsx"
+    broken.write_bytes(b"PK\x03\x04")
+    with pytest.raises(SchemaError, match=r"events\.xlsx: could not be read as a spreadsheet: .*really is a spreadsheet"):
+        read_events(broken)
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -552,6 +556,42 @@ def test_negative_lines_of_an_order_log_are_returns_not_purchases(tmp_path: Path
     )
     df, _ = read_events(path2, event_default="purchase", return_event="return")
     assert df["event"].to_list() == ["refund_request", "return", "purchase"]
+
+
+def _online_retail_xlsx(path: Path) -> Path:
+    """Two sheets shaped like UCI Online Retail II: numeric invoices until a late "C..." one."""
+    import xlsxwriter
+
+    wb = xlsxwriter.Workbook(str(path))
+    when = wb.add_format({"num_format": "yyyy-mm-dd hh:mm"})
+    for sheet, start in (("Year 2009-2010", datetime(2009, 12, 1, 7, 45)), ("Year 2010-2011", datetime(2010, 12, 1, 8))):
+        ws = wb.add_worksheet(sheet)
+        ws.write_row(0, 0, ["Invoice", "StockCode", "Quantity", "InvoiceDate", "Price", "Customer ID"])
+        for i in range(1, 151):
+            cancel = i > 140  # after more rows than a type guess reads
+            ws.write(i, 0, f"C{489434 + i}" if cancel else 489434 + i)
+            ws.write(i, 1, 85048 if i < 120 else "79323P")  # numbers, then a code with a letter
+            ws.write(i, 2, -2 if cancel else 6)
+            ws.write_datetime(i, 3, start + timedelta(hours=i), when)
+            ws.write(i, 4, 2.5)
+            if i % 10:
+                ws.write(i, 5, 13000.0 + i % 4)
+    wb.close()
+    return path
+
+
+def test_spreadsheet_every_sheet_as_text_nothing_lost(tmp_path: Path) -> None:
+    path = _online_retail_xlsx(tmp_path / "online_retail_II.xlsx")
+    cmap = ColumnMap.from_pairs(["user_id=Customer ID", "ts=InvoiceDate", "item=StockCode", "amount=Quantity*Price"])
+    with pytest.raises(SchemaError, match=r"30 of 300 rows have an empty user id in column 'Customer ID'.*row 10: \(empty\)"):
+        read_events(path, cmap, event_default="purchase", return_event="return")
+    df, report = read_events(path, cmap, event_default="purchase", return_event="return", mode="lenient")
+    assert report.n_rows_in == 300 and report.n_rejected == 30 and df.height == 270
+    assert Path(report.quarantine_path).name == "online_retail_II.quarantine.parquet"
+    assert pl.read_parquet(report.quarantine_path)["Invoice"].str.starts_with("C").sum() == 2  # each sheet's last row
+    assert df["ts"].min() == datetime(2009, 12, 1, 8, 45) and df["ts"].max() == datetime(2010, 12, 7, 13)
+    assert df["event"].value_counts().sort("event").rows() == [("purchase", 252), ("return", 18)]
+    assert set(df["user_id"]) == {"13000", "13001", "13002", "13003"} and set(df["item"]) == {"85048", "79323P"}
 
 
 def test_amount_product_errors_name_the_factor_and_the_rows(tmp_path: Path) -> None:
