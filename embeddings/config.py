@@ -154,6 +154,9 @@ class ClusterConfig(_Section):
     split_bimodal: bool = True
     # with a goal: intent tiers (shares of users, highest propensity first) x behaviour clusters
     intent_tiers: list[float] = Field(default_factory=lambda: [0.2, 0.2, 0.2, 0.2, 0.2], min_length=2)
+    # with an event goal: also cut each tier by "reached the goal within the horizon" (auto: when the
+    # top tier nearly all did, so a cohort's goal rate last period ranks it; see embeddings/tiers.py)
+    split_recent: Literal["auto", "always", "never"] = "auto"
 
     @field_validator("intent_tiers")
     @classmethod

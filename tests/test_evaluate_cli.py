@@ -133,7 +133,13 @@ def test_run_with_goal_adds_propensity_and_expected_rates(events_file: Path, tmp
     from embeddings.tiers import tier_labels
 
     labels = tier_labels(5)
-    assert all(any(c["name"].startswith(t + " · ") for t in labels) for c in cs["cohorts"])
+    assert all(any(c["name"].startswith((t + " · ", t + ", goal ")) for t in labels) for c in cs["cohorts"])
+    if cs["meta"]["tiers"]["split_recent"]:  # cut by "reached the goal in the last 30 days" too: cohorts are pure
+        from embeddings.intent import recent_of
+
+        rec = pl.DataFrame({"user_id": uids.astype(str), "recent": recent_of(X, intent)}).join(a, on="user_id")
+        flags = dict(enumerate(cs["meta"]["tiers"]["cohort_recent"]))
+        assert (rec["recent"] == rec["cohort_id"].replace_strict(flags)).all()
     tier_of = dict(enumerate(cs["meta"]["tiers"]["cohort_tier"]))
     per_tier = (joined.with_columns(tier=pl.col("cohort_id").replace_strict(tier_of)).group_by("tier")
                 .agg(lo=pl.col("propensity").min(), hi=pl.col("propensity").max()).sort("tier"))

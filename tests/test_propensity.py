@@ -118,9 +118,18 @@ def test_bundle_loads_as_an_intent_encoder_whose_embeddings_carry_the_propensity
     p = predict_propensity(trained, events)
     assert p.shape == (events["user_id"].n_unique(),)
     assert np.all((p > 0) & (p < 1))
-    X = UserEncoder(bundle).encode(events)
-    assert X.shape[1] == bundle.encoder.base.cfg.dim + 1
+    enc = UserEncoder(bundle)
+    X = enc.encode(events)
+    assert X.shape[1] == bundle.encoder.base.cfg.dim + 2  # the intent logit, then the recent-goal flag
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
+    from embeddings.intent import recent_of
+
+    as_of = events["ts"].max()
+    # users whose last 30 days hold a purchase (among the events held: every one here, at this max_len)
+    recent = events.filter((pl.col("event") == "purchase") & (pl.col("ts") >= as_of - timedelta(days=30)))
+    truth = np.isin(enc.last_user_ids.astype(str), recent["user_id"].unique().to_list())
+    assert 0 < truth.sum() < len(truth)
+    np.testing.assert_array_equal(recent_of(X, bundle.encoder.intent), truth)
     head = PropensityHead.load(trained)
     np.testing.assert_allclose(head.predict(X), p, rtol=1e-5, atol=1e-6)
     z, logit = split_embedding(X, head.intent)

@@ -356,7 +356,8 @@ def train_goal_aware(
     Zu, Fu = embed_with_features(encoder, featurizer, data, cfg.model.max_len, gid)
     logit = fit.a * (np.hstack([Zu, Fu]).astype(np.float64) @ fit.weight + fit.bias) + fit.b
     intent = IntentConfig(weight=intent_weight, a=fit.a, b=fit.b, mean=float(logit.mean()),
-                          std=max(float(logit.std()), 1e-6), goal_event=gid, history_context=True)
+                          std=max(float(logit.std()), 1e-6), goal_event=gid, history_context=True,
+                          recent_days=goal.horizon / timedelta(days=1) if goal.kind == "event" else None)
     metrics.update({f"calib_{k}": float(v) for k, v in fit.calibration.items() if k in ("auc", "brier")})
     meta = {
         "format": PROPENSITY_FORMAT,
