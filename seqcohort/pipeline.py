@@ -18,7 +18,7 @@ import polars as pl
 
 from embeddings.cluster import SphericalKMeans
 from embeddings.cohorts import Assigner, Cohort, CohortSet, write_assignments
-from embeddings.config import Config
+from embeddings.config import Config, DataConfig
 from embeddings.embed import UserEncoder, read_embeddings, write_embeddings
 from embeddings.errors import WorkspaceError
 from embeddings.index import VectorIndex
@@ -41,6 +41,22 @@ class RunResult:
     train_metrics: dict[str, float] = field(default_factory=dict)
     n_users: int = 0
     n_events: int = 0
+
+
+def with_maps(cfg: Config, maps: list[str] | tuple[str, ...] = ()) -> Config:
+    """`cfg` with the CLI's --map pairs folded into data.columns / extra_*: what a version records,
+    so that re-reading its source file later (`seqcohort cluster`) reads it as the run did."""
+    if not maps:
+        return cfg
+    column_map(cfg, maps)  # validates the pairs
+    data = cfg.data.model_copy(deep=True)
+    for pair in maps:
+        key, _, value = (p.strip() for p in pair.partition("="))
+        if key in ("extra_categorical", "extra_numeric"):
+            getattr(data, key).extend(c.strip() for c in value.split(",") if c.strip())
+        else:
+            data.columns[key] = value
+    return cfg.model_copy(update={"data": data})
 
 
 def column_map(cfg: Config, maps: list[str] | tuple[str, ...] = ()) -> ColumnMap:
@@ -214,7 +230,7 @@ def run(
         events = load_events(events_path, cfg, maps)
     as_of = resolve_as_of(cfg, events)
     t["load"] = time.perf_counter() - t0
-    with ws.new_version({"events": str(events_path), "as_of": as_of.isoformat(), "config": cfg.model_dump(),
+    with ws.new_version({"events": str(events_path), "as_of": as_of.isoformat(), "config": with_maps(cfg, maps).model_dump(),
                          "steps": ["train", "embed", "cluster", "name"]}) as out:
         t0 = time.perf_counter()
         if goal is None:
@@ -255,8 +271,9 @@ def recluster(workspace: str | Path, cfg: Config, events: pl.DataFrame | None = 
     cur = ws.current()
     user_ids, X = read_embeddings(cur / "embeddings.parquet")
     meta = _version_meta(cur)
-    if events is None:
-        events = load_events(meta["events"], cfg)
+    if events is None:  # the version's own source, read as the run read it (its column map, event_default, ...)
+        saved = meta.get("config", {}).get("data")
+        events = load_events(meta["events"], cfg.model_copy(update={"data": DataConfig(**saved)}) if saved else cfg)
     as_of = datetime.fromisoformat(meta["as_of"])
     enc = UserEncoder.load(cur / "encoder")
     enc_version = enc.version

@@ -177,3 +177,23 @@ def test_dataset_command_writes_canonical_events_run_can_read(tmp_path):
     r = invoke("dataset", "movielens", "--root", str(DATASETS_ROOT), "--out", str(tmp_path / "m.parquet"))
     assert r.exit_code == 2 and "Available: cdnow, completejourney" in r.output
     assert not (tmp_path / "m.parquet").exists()
+
+
+def test_recluster_rereads_the_source_with_the_runs_column_map(synth_small, tmp_path):
+    """`seqcohort cluster` without --events re-reads the file the version was built from; it must read
+    it as the run did (--map, event_default, ...), not with the canonical names."""
+    orders = (synth_small.events.filter(pl.col("event") == "purchase")
+              .select(pl.col("user_id").alias("Customer ID"), pl.col("ts").dt.strftime("%m/%d/%Y %H:%M").alias("InvoiceDate"),
+                      pl.col("amount").alias("Value"), pl.col("category").alias("Dept")))
+    path = tmp_path / "orders.csv"
+    orders.write_csv(path)
+    ws = tmp_path / "ws"
+    maps = ["--map", "user_id=Customer ID", "--map", "ts=InvoiceDate", "--map", "amount=Value", "--map", "category=Dept"]
+    r = invoke("run", "--events", str(path), "--workspace", str(ws), *maps, "--set", "data.event_default=purchase",
+               *SETS, "--set", "cluster.k=3")
+    assert r.exit_code == 0, r.output
+    saved = json.loads((ws / "current" / "version.json").read_text())["config"]["data"]
+    assert saved["columns"] == {"user_id": "Customer ID", "ts": "InvoiceDate", "amount": "Value", "category": "Dept"}
+    r = invoke("cluster", "--workspace", str(ws), "--set", "cluster.k=4")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads((ws / "current" / "cohorts.json").read_text())["cohorts"]) == 4
