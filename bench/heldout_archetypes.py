@@ -70,7 +70,7 @@ def main() -> None:
         events.write_parquet(path)
         truth.write_parquet(root / "truth.parquet")
         res = pipeline.run(path, root / "ws", cfg)
-        ours = pl.read_parquet(res.version_dir / "assignments.parquet").select("user_id", "cohort_id")
+        ours = pl.read_parquet(res.version_dir / "assignments.parquet").select("user_id", "cohort_id", "confidence")
     seconds = time.perf_counter() - t0
     rows = {"seqcohort": archetype_agreement(ours, truth, twins),
             "RFM + k-means": archetype_agreement(rfm_kmeans(events, truth, args.seed), truth, twins)}
@@ -91,6 +91,26 @@ def main() -> None:
                                                          aggregate_function="len", sort_columns=True)
               .fill_null(0).sort("archetype"))
     print(f"(ARI restricted to each pair's 4+ event users; overall {adjusted_rand_score(a['archetype'], a['cohort_id']):.3f})")
+    print("\nconfidence by history length (right = in the cohort holding most 4+ event users of the archetype):")
+    print(confidence_table(a, events))
+
+
+def confidence_table(a: pl.DataFrame, events: pl.DataFrame) -> str:
+    """Markdown rows: users, share right, median and mean confidence per history-length bucket."""
+    main = (a.filter(~pl.col("short_history")).group_by("archetype", "cohort_id").len()
+            .sort("len", "cohort_id", descending=[True, False]).unique("archetype", keep="first")
+            .select("archetype", main="cohort_id"))
+    n = events.group_by("user_id").len("n_events").with_columns(pl.col("user_id").cast(pl.String))
+    d = a.with_columns(pl.col("user_id").cast(pl.String)).join(n, on="user_id").join(main, on="archetype")
+    edges = [(1, 3), (4, 10), (11, 40), (41, 10**9)]
+    rows = ["| events | users | right | median confidence | mean confidence |", "|---|---|---|---|---|"]
+    for lo, hi in edges:
+        g = d.filter(pl.col("n_events").is_between(lo, hi))
+        if g.height:
+            label = f"{lo}-{hi}" if hi < 10**9 else f"{lo}+"
+            rows.append(f"| {label} | {g.height} | {(g['cohort_id'] == g['main']).mean():.0%} | "
+                        f"{g['confidence'].median():.2f} | {g['confidence'].mean():.2f} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

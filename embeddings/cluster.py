@@ -13,6 +13,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
+from embeddings.confidence import ConfidenceModel
 from embeddings.errors import NotFittedError
 from embeddings.index import l2_normalize
 
@@ -59,6 +60,7 @@ class SphericalKMeans:
         self.confidence_temperature = confidence_temperature
         self.split_bimodal = split_bimodal
         self.centroids_: np.ndarray | None = None
+        self.confidence_model: ConfidenceModel | None = None  # calibrated on crops after the fit (pipeline)
 
     # ------------------------------------------------------------------ fitting
     def _kmeans(self, X: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -261,7 +263,7 @@ class SphericalKMeans:
 
     def predict_confidence(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(labels, confidence in [0, 1]) computed row by row, so batch == one-by-one."""
-        return assign_to_centroids(X, self._check(), self.confidence_temperature)
+        return assign_to_centroids(X, self._check(), self.confidence_temperature, self.confidence_model)
 
 
 def valley_ratio(p: np.ndarray, side: np.ndarray, seed: int = 0, max_points: int = 4000) -> float:
@@ -306,9 +308,12 @@ def _nearest(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return np.argmax(X @ centroids.T, axis=1).astype(np.int64)
 
 
-def assign_to_centroids(X: np.ndarray, centroids: np.ndarray, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+def assign_to_centroids(X: np.ndarray, centroids: np.ndarray, temperature: float,
+                        model: ConfidenceModel | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(nearest centroid, confidence): the calibrated model's when there is one, else softmax(cos / T)."""
     sims = l2_normalize(X) @ centroids.T  # (n, k) cosine
-    return np.argmax(sims, axis=1).astype(np.int64), softmax_confidence(sims, temperature)
+    conf = model.apply(sims, X) if model is not None else softmax_confidence(sims, temperature)
+    return np.argmax(sims, axis=1).astype(np.int64), conf
 
 
 def match_centroids(old: np.ndarray, new: np.ndarray, min_similarity: float = 0.5) -> dict[int, int]:

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from embeddings.cluster import assign_to_centroids
+from embeddings.confidence import ConfidenceModel
 from embeddings.errors import WorkspaceError
 from embeddings.fsutil import atomic_path, atomic_write_json
 from embeddings.index import VectorIndex, as_f32
@@ -70,6 +71,7 @@ class CohortSet:
     as_of: str
     confidence_temperature: float = 0.05
     meta: dict[str, Any] = field(default_factory=dict)
+    confidence_model: dict[str, Any] | None = None  # embeddings.confidence.ConfidenceModel; None: softmax(cos / T)
 
     @property
     def centroids(self) -> np.ndarray:
@@ -95,6 +97,7 @@ class CohortSet:
             "as_of": self.as_of,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "confidence_temperature": self.confidence_temperature,
+            "confidence_model": self.confidence_model,
             "meta": self.meta,
             "cohorts": [c.to_dict() for c in self.cohorts],
         }
@@ -116,6 +119,7 @@ class CohortSet:
             as_of=d["as_of"],
             confidence_temperature=float(d.get("confidence_temperature", 0.05)),
             meta=d.get("meta", {}),
+            confidence_model=d.get("confidence_model"),
         )
 
     def table(self) -> pl.DataFrame:
@@ -160,11 +164,14 @@ class Assigner:
         # goal-aware cohorts: intent tier x behaviour cluster, not the nearest joint centroid
         tiers = cohorts.meta.get("tiers")
         self.tiers = IntentTiers.from_dict(tiers, self.centroids) if tiers else None
+        self.confidence_model = ConfidenceModel.from_dict(cohorts.confidence_model)
+        if self.tiers is not None:
+            self.tiers.confidence_model = self.confidence_model
 
     def _cohort_ids(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.tiers is not None:
             return self.tiers.predict_confidence(X)
-        pos, conf = assign_to_centroids(X, self.centroids, self.cohorts.confidence_temperature)
+        pos, conf = assign_to_centroids(X, self.centroids, self.cohorts.confidence_temperature, self.confidence_model)
         return self.ids[pos], conf
 
     def assign(self, X: np.ndarray) -> list[Assignment]:

@@ -157,6 +157,8 @@ class ClusterConfig(_Section):
     # with an event goal: also cut each tier by "reached the goal within the horizon" (auto: when the
     # top tier nearly all did, so a cohort's goal rate last period ranks it; see embeddings/tiers.py)
     split_recent: Literal["auto", "always", "never"] = "auto"
+    # confidence = P(the whole history's cohort), calibrated on this many crops of fitted users; 0 = softmax(cos / T)
+    calibration_crops: int = Field(2000, ge=0)
 
     @field_validator("intent_tiers")
     @classmethod

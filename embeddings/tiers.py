@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from embeddings.cluster import assign_to_centroids
+from embeddings.confidence import ConfidenceModel
 from embeddings.errors import ConfigError
 from embeddings.index import l2_normalize
 from embeddings.intent import IntentConfig, recent_of, split_embedding
@@ -65,6 +66,7 @@ class IntentTiers:
     split_recent: bool = False  # cells also split by the recent-goal coordinate (rows of cell_cohort: 2 per tier)
     cohort_recent: np.ndarray | None = None  # (n_cohorts,) bool: the cohort reached the goal recently (split only)
     recent_share_top: float | None = None  # share of the top tier that reached the goal recently, for the record
+    confidence_model: ConfidenceModel | None = None  # calibrated on crops after the fit (pipeline)
 
     @property
     def k_(self) -> int:
@@ -87,7 +89,7 @@ class IntentTiers:
                               f"got shape {X.shape}; embed with the workspace's goal-aware encoder.")
         z, logit = split_embedding(X, self.intent)
         row = _cell_rows(np.searchsorted(-self.thresholds, -logit, side="right"), X, self.intent, self.split_recent)
-        pos, conf = assign_to_centroids(z.astype(np.float32), self.behaviour, self.temperature)
+        pos, conf = assign_to_centroids(z.astype(np.float32), self.behaviour, self.temperature, self.confidence_model)
         return self.cell_cohort[row, pos].astype(np.int64), conf
 
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -18,10 +18,11 @@ import polars as pl
 
 from embeddings.cluster import SphericalKMeans
 from embeddings.cohorts import Assigner, Cohort, CohortSet, write_assignments
+from embeddings.confidence import ConfidenceModel, crop_histories, frequency_layout
 from embeddings.config import Config, DataConfig
 from embeddings.embed import UserEncoder, read_embeddings, write_embeddings
 from embeddings.errors import WorkspaceError
-from embeddings.index import VectorIndex
+from embeddings.index import VectorIndex, l2_normalize
 from embeddings.intent import IntentConfig, IntentEncoder, split_embedding
 from embeddings.naming import Overrides, make_namer
 from embeddings.profile import compute_profiles
@@ -111,6 +112,33 @@ def fit_cohorts(cfg: Config, X: np.ndarray, lengths: np.ndarray | None = None,
     return tiers
 
 
+def calibrate_confidence(cfg: Config, enc: UserEncoder, events: pl.DataFrame, as_of: datetime,
+                         user_ids: np.ndarray, X: np.ndarray, km: SphericalKMeans | IntentTiers) -> None:
+    """Fit `km.confidence_model` on windows of the fitted users' histories (see embeddings.confidence)."""
+    n = cfg.cluster.calibration_crops
+    if n <= 0:
+        return
+    crops = crop_histories(events, as_of, n, seed=cfg.cluster.seed)
+    if crops.is_empty():
+        return
+    data = enc.featurize(crops, as_of)
+    Xc = enc.encode(data)
+    if isinstance(km, IntentTiers):  # the confidence is the behaviour cluster's
+        C, Zc, Zf = km.behaviour, split_embedding(Xc, km.intent)[0], split_embedding(X, km.intent)[0]
+    else:
+        assert km.centroids_ is not None
+        C, Zc, Zf = km.centroids_, Xc, X
+    row = {u: i for i, u in enumerate(np.asarray(user_ids).astype(str))}
+    own = np.array([row[u] for u in data.user_ids.astype(str)])
+    full = (l2_normalize(np.asarray(Zf, dtype=np.float32)[own]) @ C.T).argmax(1)
+    sims = l2_normalize(np.asarray(Zc, dtype=np.float32)) @ C.T
+    agree = sims.argmax(1) == full
+    base = getattr(enc.bundle.encoder, "base", enc.bundle.encoder)
+    km.confidence_model = ConfidenceModel.fit(sims, Zc, agree, frequency_layout(base.cfg))
+    log.info("confidence calibrated on %d windows of 1-128 events of fitted users: %.0f%% in their user's cohort",
+             len(agree), 100 * agree.mean())
+
+
 def goal_intent(encoder: Any) -> IntentConfig | None:
     """The intent coordinate's scaling of a goal-aware encoder; None for a behaviour-only one."""
     return encoder.intent if isinstance(encoder, IntentEncoder) else None
@@ -194,7 +222,9 @@ def build_cohort_set(
         meta["tiers"] = {**km.to_dict(), "behaviour_profiles": [p.to_dict() for p in compute_profiles(
             events, beh, as_of, user_ids=user_ids, X=z, centroids=km.behaviour, n_exemplars=cfg.naming.exemplars)]}
     name_cohorts(cohorts, build_namer(cfg, workspace), workspace, meta.get("tiers"))
-    cs = CohortSet(cohorts, model_version, as_of.isoformat(), cfg.cluster.confidence_temperature, meta=meta)
+    model = km.confidence_model.to_dict() if km.confidence_model is not None else None
+    cs = CohortSet(cohorts, model_version, as_of.isoformat(), cfg.cluster.confidence_temperature, meta=meta,
+                   confidence_model=model)
     return cs, labels, conf
 
 
@@ -250,6 +280,7 @@ def run(
         t["embed"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         km = fit_cohorts(cfg, X, data.lengths, goal_intent(result.bundle.encoder))
+        calibrate_confidence(cfg, enc, events, as_of, data.user_ids, X, km)
         t["cluster"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         cs, labels, conf = build_cohort_set(cfg, events, data.user_ids, X, km, as_of, enc.version, ws)
@@ -284,6 +315,7 @@ def recluster(workspace: str | Path, cfg: Config, events: pl.DataFrame | None = 
         lengths = (pl.DataFrame({"user_id": user_ids.astype(str)})
                    .join(counts, on="user_id", how="left", maintain_order="left")["len"].fill_null(0).to_numpy())
         km = fit_cohorts(cfg, X, lengths, goal_intent(enc.bundle.encoder))
+        calibrate_confidence(cfg, enc, events, as_of, user_ids, X, km)
         cs, labels, conf = build_cohort_set(cfg, events, user_ids, X, km, as_of, enc_version, ws)
         write_cluster_outputs(out, cs, user_ids, X, labels, conf)
     return RunResult(ws.current(), cs, n_users=len(user_ids), n_events=events.height)
