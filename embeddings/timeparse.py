@@ -119,7 +119,7 @@ def _dmy_order(s: pl.Series, source: str, name: str) -> tuple[str, str] | None:
         )
     if day_first_ok and not month_first_ok:
         return ("%d", "%m")
-    if month_first_ok or not day_first_ok and (a <= 12).sum() >= (b <= 12).sum():
+    if month_first_ok or (not day_first_ok and (a <= 12).sum() >= (b <= 12).sum()):
         return ("%m", "%d")
     return ("%d", "%m")
 

@@ -18,6 +18,7 @@ import polars as pl
 
 from embeddings.cluster import SphericalKMeans
 from embeddings.cohorts import Assigner, Cohort, CohortSet, write_assignments
+from embeddings.columns import CANONICAL
 from embeddings.confidence import ConfidenceModel, crop_histories, frequency_layout
 from embeddings.config import Config, DataConfig
 from embeddings.embed import UserEncoder, read_embeddings, write_embeddings
@@ -49,15 +50,10 @@ def with_maps(cfg: Config, maps: list[str] | tuple[str, ...] = ()) -> Config:
     so that re-reading its source file later (`seqcohort cluster`) reads it as the run did."""
     if not maps:
         return cfg
-    column_map(cfg, maps)  # validates the pairs
-    data = cfg.data.model_copy(deep=True)
-    for pair in maps:
-        key, _, value = (p.strip() for p in pair.partition("="))
-        if key in ("extra_categorical", "extra_numeric"):
-            getattr(data, key).extend(c.strip() for c in value.split(",") if c.strip())
-        else:
-            data.columns[key] = value
-    return cfg.model_copy(update={"data": data})
+    cm, default = column_map(cfg, maps), ColumnMap()
+    columns = {name: getattr(cm, name) or "" for name in CANONICAL if getattr(cm, name) != getattr(default, name)}
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={
+        "columns": columns, "extra_categorical": list(cm.extra_categorical), "extra_numeric": list(cm.extra_numeric)})})
 
 
 def column_map(cfg: Config, maps: list[str] | tuple[str, ...] = ()) -> ColumnMap:
@@ -123,14 +119,14 @@ def calibrate_confidence(cfg: Config, enc: UserEncoder, events: pl.DataFrame, as
         return
     data = enc.featurize(crops, as_of)
     Xc = enc.encode(data)
+    row = {u: i for i, u in enumerate(np.asarray(user_ids).astype(str))}
+    own = np.array([row[u] for u in data.user_ids.astype(str)])  # each window's user among X's rows
     if isinstance(km, IntentTiers):  # the confidence is the behaviour cluster's
-        C, Zc, Zf = km.behaviour, split_embedding(Xc, km.intent)[0], split_embedding(X, km.intent)[0]
+        C, Zc, Zf = km.behaviour, split_embedding(Xc, km.intent)[0], split_embedding(X[own], km.intent)[0]
     else:
         assert km.centroids_ is not None
-        C, Zc, Zf = km.centroids_, Xc, X
-    row = {u: i for i, u in enumerate(np.asarray(user_ids).astype(str))}
-    own = np.array([row[u] for u in data.user_ids.astype(str)])
-    full = (l2_normalize(np.asarray(Zf, dtype=np.float32)[own]) @ C.T).argmax(1)
+        C, Zc, Zf = km.centroids_, Xc, X[own]
+    full = (l2_normalize(np.asarray(Zf, dtype=np.float32)) @ C.T).argmax(1)
     sims = l2_normalize(np.asarray(Zc, dtype=np.float32)) @ C.T
     agree = sims.argmax(1) == full
     base = getattr(enc.bundle.encoder, "base", enc.bundle.encoder)
