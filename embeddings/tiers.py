@@ -193,7 +193,7 @@ def _cell_rows(tier: np.ndarray, X: np.ndarray, intent: IntentConfig, split: boo
 
 def recent_labels(days: float | None) -> list[str]:
     d = f"{days:g}" if days is not None else "?"
-    return [f"goal reached in the last {d} days", f"goal not reached in the last {d} days"]
+    return [f"goal in the last {d} days", f"no goal in the last {d} days"]
 
 
 class TieredNamer:

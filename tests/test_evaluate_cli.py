@@ -133,7 +133,7 @@ def test_run_with_goal_adds_propensity_and_expected_rates(events_file: Path, tmp
     from embeddings.tiers import tier_labels
 
     labels = tier_labels(5)
-    assert all(any(c["name"].startswith((t + " · ", t + ", goal ")) for t in labels) for c in cs["cohorts"])
+    assert all(any(c["name"].startswith((t + " · ", t + ", goal ", t + ", no goal ")) for t in labels) for c in cs["cohorts"])
     if cs["meta"]["tiers"]["split_recent"]:  # cut by "reached the goal in the last 30 days" too: cohorts are pure
         from embeddings.intent import recent_of
 

@@ -129,8 +129,8 @@ def test_tiers_split_by_recent_goal_when_the_top_tier_nearly_all_reached_it() ->
             return [CohortName(f"B{p.cohort_id}", "") for p in profiles]
 
     names = TieredNamer(Plain(), meta).name([make_profile(i) for i in range(t.k_)])
-    assert names[0].name.startswith("Very high intent, goal reached in the last 30 days · B")
-    assert any("goal not reached in the last 30 days" in n.name for n in names)
+    assert names[0].name.startswith("Very high intent, goal in the last 30 days · B")
+    assert any("no goal in the last 30 days" in n.name for n in names)
 
 
 def test_tiers_are_not_split_where_many_top_intent_users_did_not_reach_the_goal_recently() -> None:
