@@ -92,6 +92,7 @@ class IntentConfig:
     history_context: bool = False  # the head reads whole-history aggregates (heads before it: the events held)
     recent_days: float | None = None  # the goal horizon: a coordinate says who reached it that recently (None: none)
     recent_weight: float = 0.1  # its size next to the unit behaviour embedding
+    goal_name: str | None = None  # the goal's event type, for cohort names ("purchase in the last 90 days")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

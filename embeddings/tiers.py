@@ -168,7 +168,7 @@ class IntentTiers:
              "split_recent": self.split_recent, "recent_share_top_tier": self.recent_share_top}
         if self.cohort_recent is not None:
             d["cohort_recent"] = self.cohort_recent.tolist()
-            d["recent_labels"] = recent_labels(self.intent.recent_days)
+            d["recent_labels"] = recent_labels(self.intent.recent_days, self.intent.goal_name)
         return d
 
     @classmethod
@@ -191,9 +191,9 @@ def _cell_rows(tier: np.ndarray, X: np.ndarray, intent: IntentConfig, split: boo
     return 2 * tier + (~recent).astype(np.int64)
 
 
-def recent_labels(days: float | None) -> list[str]:
-    d = f"{days:g}" if days is not None else "?"
-    return [f"goal in the last {d} days", f"no goal in the last {d} days"]
+def recent_labels(days: float | None, goal_name: str | None = None) -> list[str]:
+    d, what = (f"{days:g}" if days is not None else "?"), goal_name or "goal"
+    return [f"{what} in the last {d} days", f"no {what} in the last {d} days"]
 
 
 class TieredNamer:

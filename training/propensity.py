@@ -357,7 +357,8 @@ def train_goal_aware(
     logit = fit.a * (np.hstack([Zu, Fu]).astype(np.float64) @ fit.weight + fit.bias) + fit.b
     intent = IntentConfig(weight=intent_weight, a=fit.a, b=fit.b, mean=float(logit.mean()),
                           std=max(float(logit.std()), 1e-6), goal_event=gid, history_context=True,
-                          recent_days=goal.horizon / timedelta(days=1) if goal.kind == "event" else None)
+                          recent_days=goal.horizon / timedelta(days=1) if goal.kind == "event" else None,
+                          goal_name=goal.event)
     metrics.update({f"calib_{k}": float(v) for k, v in fit.calibration.items() if k in ("auc", "brier")})
     meta = {
         "format": PROPENSITY_FORMAT,
