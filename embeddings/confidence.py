@@ -28,18 +28,18 @@ CROP_LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 
 
 def crop_histories(events: pl.DataFrame, as_of: datetime, n_users: int, seed: int = 0) -> pl.DataFrame:
-    """Windows of 1-32 consecutive events of up to `n_users` users with 2+ events, ending at as_of.
+    """Windows of 1-128 consecutive events of up to `n_users` users with 2+ events, ending at as_of.
 
     Each window is shorter than its user's history (a genuine part of it) and keeps its user_id.
     """
     rng = np.random.default_rng(seed)
-    ev = events.filter(pl.col("ts") <= as_of).sort("user_id", "ts", maintain_order=True)
-    counts = ev.group_by("user_id", maintain_order=True).len()
-    counts = counts.filter(pl.col("len") >= 2)
+    ev = events.filter(pl.col("ts") <= as_of)
+    counts = ev.group_by("user_id").len().filter(pl.col("len") >= 2).sort("user_id")
     if counts.is_empty():
         return ev.clear()
     pick = rng.choice(counts.height, size=min(n_users, counts.height), replace=False)
     users = counts[np.sort(pick)]
+    ev = ev.filter(pl.col("user_id").is_in(users["user_id"].implode())).sort("user_id", "ts", maintain_order=True)
     n = users["len"].to_numpy()
     k = np.array([rng.choice([c for c in CROP_LENGTHS if c < m] or [1]) for m in n])
     start = (rng.random(len(n)) * (n - k + 1)).astype(np.int64)
@@ -54,7 +54,7 @@ def crop_histories(events: pl.DataFrame, as_of: datetime, n_users: int, seed: in
 
 def frequency_layout(cfg: Any) -> dict[str, float] | None:
     """Where an embedding of this EncoderConfig keeps its frequency coordinate, and its scaling."""
-    if getattr(cfg, "frequency", 0) <= 0:
+    if cfg.frequency <= 0:
         return None
     learned = cfg.dim - cfg.n_fixed
     return {"learned": learned, "index": learned + int(cfg.recency > 0), "weight": cfg.frequency,

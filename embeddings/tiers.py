@@ -88,7 +88,8 @@ class IntentTiers:
             raise ConfigError(f"Goal-aware cohorts need embeddings of dim {dim}, "
                               f"got shape {X.shape}; embed with the workspace's goal-aware encoder.")
         z, logit = split_embedding(X, self.intent)
-        row = _cell_rows(np.searchsorted(-self.thresholds, -logit, side="right"), X, self.intent, self.split_recent)
+        tier = np.searchsorted(-self.thresholds, -logit, side="right")
+        row = _cell_rows(tier, recent_of(X, self.intent) if self.split_recent else None)
         pos, conf = assign_to_centroids(z.astype(np.float32), self.behaviour, self.temperature, self.confidence_model)
         return self.cell_cohort[row, pos].astype(np.int64), conf
 
@@ -105,9 +106,10 @@ class IntentTiers:
             X: goal-aware embeddings (n, d + n_extra) of the users to fit on.
             behaviour: (k, d) unit behaviour centroids (fitted on the behaviour part of X).
             shares: tier sizes, highest intent first, summing to 1 (e.g. five 0.2s: quintiles).
-            split_recent: also cut each tier by the recent-goal coordinate: True, False, or "auto"
-                (when at least RECENT_SHARE of the top tier reached the goal recently). Needs a
-                bundle with that coordinate; without one it is off.
+            split_recent: also cut each tier by the recent-goal coordinate: True / "always",
+                False / "never", or "auto" (when at least RECENT_SHARE of the top tier reached the
+                goal recently; `cluster.split_recent` passes straight in). Needs a bundle with that
+                coordinate; without one it is off.
         """
         if len(shares) < 2 or abs(sum(shares) - 1.0) > 1e-6 or min(shares) <= 0:
             raise ConfigError(f"intent tier shares must be >= 2 positive numbers summing to 1, got {shares}.")
@@ -117,9 +119,9 @@ class IntentTiers:
         tier = np.searchsorted(-thresholds, -logit, side="right")
         recent = recent_of(X, intent)
         share_top = None if recent is None or not (tier == 0).any() else float(recent[tier == 0].mean())
-        split = recent is not None and (split_recent is True or (
+        split = recent is not None and (split_recent in (True, "always") or (
             split_recent == "auto" and share_top is not None and share_top >= RECENT_SHARE))
-        row = _cell_rows(tier, X, intent, split)
+        row = _cell_rows(tier, recent if split else None)
         beh = np.asarray(behaviour, dtype=np.float32)
         pos, _ = assign_to_centroids(z.astype(np.float32), beh, temperature)
         R, k = len(shares) * (2 if split else 1), len(beh)
@@ -182,12 +184,11 @@ class IntentTiers:
                    d.get("recent_share_top_tier"))
 
 
-def _cell_rows(tier: np.ndarray, X: np.ndarray, intent: IntentConfig, split: bool) -> np.ndarray:
-    """Row of cell_cohort per user: the tier, or with the recent split 2 * tier (+1 if not recent)."""
-    if not split:
+def _cell_rows(tier: np.ndarray, recent: np.ndarray | None) -> np.ndarray:
+    """Row of cell_cohort per user: the tier, or with the recent split (`recent` given) 2 * tier,
+    +1 for users who did not reach the goal recently."""
+    if recent is None:
         return tier
-    recent = recent_of(X, intent)
-    assert recent is not None
     return 2 * tier + (~recent).astype(np.int64)
 
 

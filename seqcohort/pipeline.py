@@ -97,10 +97,9 @@ def fit_cohorts(cfg: Config, X: np.ndarray, lengths: np.ndarray | None = None,
     km = fit_clusters(cfg, z, lengths)
     assert km.centroids_ is not None
     min_size = max(1, int(np.ceil(cfg.cluster.min_cluster_frac * len(X))))
-    split = {"auto": "auto", "always": True, "never": False}[cfg.cluster.split_recent]
     tiers = IntentTiers.fit(X, intent, km.centroids_, shares=list(cfg.cluster.intent_tiers), min_size=min_size,
                             temperature=cfg.cluster.confidence_temperature, scores=getattr(km, "scores_", None),
-                            split_recent=split)
+                            split_recent=cfg.cluster.split_recent)
     if tiers.recent_share_top is not None:
         log.info("goal-aware cohorts: %.1f%% of the top intent tier reached the goal in the last %g days; "
                  "tiers %s by it (cluster.split_recent=%s)", 100 * tiers.recent_share_top, intent.recent_days,
