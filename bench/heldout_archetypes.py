@@ -1,9 +1,11 @@
 """Archetype recovery on data from a generator the product was not developed against.
 
-    python bench/heldout_archetypes.py --users 3000 --seed 11 [--set trainer.max_steps=300 ...] [--keep DIR]
+    python bench/heldout_archetypes.py --users 3000 --seed 11 [--generator markov] [--set trainer.max_steps=300 ...] [--keep DIR]
 
 Generates an e-commerce log with `bench/heldout_synth.py` (12 archetypes, three RFM-twin pairs:
-two differ only in event order inside sessions, one only in hour of day), runs the whole
+two differ only in event order inside sessions, one only in hour of day) or, with `--generator
+markov`, a shop log from `bench/markov_synth.py` (10 archetypes drawn from per-archetype Markov
+chains; an order pair and a weekday/weekend pair; its own column names, read with --map), runs the whole
 `seqcohort run` pipeline on it (default config unless `--set`), and prints the agreement of the
 published cohorts with the planted archetypes next to RFM + k-means (k = the true number of
 archetypes) on the same users: ARI over all users and over users with 4+ events, the share of
@@ -28,7 +30,8 @@ from sklearn.metrics import adjusted_rand_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from heldout_synth import TWINS, generate  # noqa: E402
+import heldout_synth  # noqa: E402
+import markov_synth  # noqa: E402
 
 from embeddings.cluster import SphericalKMeans  # noqa: E402
 from embeddings.config import load_config  # noqa: E402
@@ -36,11 +39,24 @@ from embeddings.rfm import rfm_features  # noqa: E402
 from seqcohort import pipeline  # noqa: E402
 from seqcohort.report import archetype_agreement  # noqa: E402
 
+GENERATORS = {  # name: (module, --map arguments, the purchase event)
+    "app": (heldout_synth, [], "purchase"),
+    "markov": (markov_synth, markov_synth.MAPS, "checkout"),
+}
 
-def rfm_kmeans(events: pl.DataFrame, truth: pl.DataFrame, seed: int) -> pl.DataFrame:
+
+def canonical(events: pl.DataFrame, maps: list[str]) -> pl.DataFrame:
+    """The generator's log under the canonical column names (epoch milliseconds to datetimes)."""
+    events = events.rename({src: dst for dst, src in (m.split("=", 1) for m in maps)})
+    if events["ts"].dtype.is_integer():
+        events = events.with_columns(pl.from_epoch("ts", time_unit="ms"))
+    return events
+
+
+def rfm_kmeans(events: pl.DataFrame, truth: pl.DataFrame, seed: int, purchase: str = "purchase") -> pl.DataFrame:
     """user_id, cohort_id from k-means on standardised log R, F, M with k = the number of archetypes."""
     as_of = events["ts"].max()
-    f = rfm_features(events, as_of, monetary_event="purchase", log=True).join(truth, on="user_id")
+    f = rfm_features(events, as_of, monetary_event=purchase, log=True).join(truth, on="user_id")
     R = f.select("log_recency_days", "log_frequency", "log_monetary").to_numpy()
     R = (R - R.mean(0)) / np.where(R.std(0) > 0, R.std(0), 1.0)
     k = truth["archetype"].n_unique()
@@ -53,14 +69,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--generator", choices=sorted(GENERATORS), default="app",
+                    help="app: bench/heldout_synth.py (scripted sessions); markov: bench/markov_synth.py "
+                         "(per-archetype Markov chains, its own column names read with --map)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value")
     ap.add_argument("--keep", type=Path, default=None,
                     help="keep the data and workspace in this directory (default: a temporary one)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.INFO)
-    events, truth = generate(args.users, args.seed)
-    twins = [tuple(p) for p in TWINS]
+    module, maps, purchase = GENERATORS[args.generator]
+    events, truth = module.generate(args.users, args.seed)
+    twins = [tuple(p) for p in module.TWINS]
     cfg = load_config(overrides=["trainer.progress=false", *args.sets])
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,12 +89,13 @@ def main() -> None:
         path = root / "events.parquet"
         events.write_parquet(path)
         truth.write_parquet(root / "truth.parquet")
-        res = pipeline.run(path, root / "ws", cfg)
+        res = pipeline.run(path, root / "ws", cfg, maps=maps)
         ours = pl.read_parquet(res.version_dir / "assignments.parquet").select("user_id", "cohort_id", "confidence")
     seconds = time.perf_counter() - t0
     rows = {"seqcohort": archetype_agreement(ours, truth, twins),
-            "RFM + k-means": archetype_agreement(rfm_kmeans(events, truth, args.seed), truth, twins)}
-    print(f"held-out generator: {args.users:,} users (seed {args.seed}), {events.height:,} events, "
+            "RFM + k-means": archetype_agreement(
+                rfm_kmeans(canonical(events, maps), truth, args.seed, purchase), truth, twins)}
+    print(f"held-out generator {args.generator}: {args.users:,} users (seed {args.seed}), {events.height:,} events, "
           f"{truth['archetype'].n_unique()} archetypes; pipeline {seconds:.0f}s, "
           f"{ours['cohort_id'].n_unique()} cohorts; overrides {args.sets or 'none'}")
     head = ["method", "ARI", "ARI 4+ events", "short-history in main cohort (chance)",
@@ -92,7 +113,7 @@ def main() -> None:
               .fill_null(0).sort("archetype"))
     print(f"(ARI restricted to each pair's 4+ event users; overall {adjusted_rand_score(a['archetype'], a['cohort_id']):.3f})")
     print("\nconfidence by history length (right = in the cohort holding most 4+ event users of the archetype):")
-    print(confidence_table(a, events))
+    print(confidence_table(a, canonical(events, maps)))
 
 
 def confidence_table(a: pl.DataFrame, events: pl.DataFrame) -> str:

@@ -21,6 +21,13 @@ log = logging.getLogger(__name__)
 # A cohort is split in two where the density along its 2-means axis dips below this share of the
 # lower of its two peaks: two groups side by side, not one group cut in half (which shows no dip).
 VALLEY_MAX = 0.5
+# two neighbouring cohorts whose users form one mode (no dip deeper than this) are one group that
+# the chosen k cut in two: an archetype stretched along history length (bench/RESULTS.md)
+MERGE_MIN = 0.9
+# ... but only where the data has groups at all: at a best silhouette under 0.25 ("no substantial
+# structure", Kaufman & Rousseeuw) every cut is of one continuum, as on Complete Journey (0.14),
+# and the chosen k stands
+STRUCTURE_MIN = 0.25
 SPLIT_RETRIES = 3  # times a cohort's outliers may be set aside before giving up on splitting it
 
 
@@ -51,6 +58,7 @@ class SphericalKMeans:
         seed: int = 0,
         confidence_temperature: float = 0.05,
         split_bimodal: bool = True,
+        merge_unimodal: bool = True,
     ) -> None:
         self.k, self.k_min, self.k_max, self.selection = k, k_min, k_max, selection
         self.k_tolerance = k_tolerance
@@ -59,6 +67,7 @@ class SphericalKMeans:
         self.niter, self.n_init, self.seed = niter, n_init, seed
         self.confidence_temperature = confidence_temperature
         self.split_bimodal = split_bimodal
+        self.merge_unimodal = merge_unimodal
         self.centroids_: np.ndarray | None = None
         self.confidence_model: ConfidenceModel | None = None  # calibrated on crops after the fit (pipeline)
 
@@ -106,6 +115,8 @@ class SphericalKMeans:
             centroids = self._fit_kmeans(Xs, rng)
         if self.k is None and self.split_bimodal:
             centroids = self._split_bimodal(Xs, centroids)
+        if self.k is None and self.merge_unimodal and self._has_structure():
+            centroids = self._merge_unimodal(Xs, centroids)
         centroids, labels = self._merge_tiny(X, centroids)
         sizes = np.bincount(labels, minlength=len(centroids))
         order = np.argsort(-sizes, kind="stable")
@@ -197,6 +208,40 @@ class SphericalKMeans:
             else:
                 out.append(c[None])
         return l2_normalize(np.concatenate(out).astype(np.float32))
+
+    def _has_structure(self) -> bool:
+        """Whether the best silhouette over k reaches STRUCTURE_MIN (stability scores: always)."""
+        silhouettes = self.method == "merge" or self.selection == "silhouette"
+        return not silhouettes or max(self.scores_.values(), default=0.0) >= STRUCTURE_MIN
+
+    def _merge_unimodal(self, Xs: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        """Join two cohorts whose users form one mode (`valley_ratio` >= MERGE_MIN), most similar first.
+
+        The inverse of `_split_bimodal`. Silhouette over k is flat where one group is long rather
+        than round (the same habits over 5 or 150 events), and the chosen k then cuts it into
+        pieces that touch with no dip in density between them. Pairs are tried from the most
+        similar centroids down, one merge at a time, never below `k_min` cohorts. `fit` skips it
+        where the best silhouette is under STRUCTURE_MIN: on data without groups there are no
+        modes to restore.
+        """
+        c = centroids
+        while len(c) > self.k_min:
+            labels = _nearest(Xs, c)
+            sim = c @ c.T
+            pairs = sorted(((sim[i, j], i, j) for i in range(len(c)) for j in range(i + 1, len(c))), reverse=True)
+            for s, i, j in pairs:
+                both = (labels == i) | (labels == j)
+                if both.sum() < 4:
+                    continue
+                ratio = valley_ratio(Xs[both] @ (c[i] - c[j]), labels[both] == i, self.seed)
+                if ratio >= MERGE_MIN:
+                    log.info("merged cohorts of %d and %d: one mode between them (density ratio %.2f, cosine %.2f)",
+                             (labels == i).sum(), (labels == j).sum(), ratio, s)
+                    c = np.concatenate([np.delete(c, [i, j], axis=0), l2_normalize(Xs[both].mean(0)[None])])
+                    break
+            else:
+                break
+        return l2_normalize(c.astype(np.float32))
 
     def _two_modes(self, Xc: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """2-means halves of a cohort, the points they were fitted on, and each point's side.

@@ -152,6 +152,9 @@ class ClusterConfig(_Section):
     # split a chosen cohort in two where its users form two separate modes (a density valley
     # between them), however close: silhouette alone keeps order twins in one cohort
     split_bimodal: bool = True
+    # and the reverse: join two neighbouring cohorts whose users form one mode (no density valley
+    # between them), e.g. one archetype cut in two along history length
+    merge_unimodal: bool = True
     # with a goal: intent tiers (shares of users, highest propensity first) x behaviour clusters
     intent_tiers: list[float] = Field(default_factory=lambda: [0.2, 0.2, 0.2, 0.2, 0.2], min_length=2)
     # with an event goal: also cut each tier by "reached the goal within the horizon" (auto: when the

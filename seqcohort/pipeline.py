@@ -155,6 +155,7 @@ def fit_clusters(cfg: Config, X: np.ndarray, lengths: np.ndarray | None = None) 
         micro_clusters=c.micro_clusters, min_cluster_frac=c.min_cluster_frac,
         sample_size=c.sample_size, niter=c.niter, n_init=c.n_init, seed=c.seed,
         confidence_temperature=c.confidence_temperature, split_bimodal=c.split_bimodal,
+        merge_unimodal=c.merge_unimodal,
     ).fit(X)
 
 

@@ -129,6 +129,39 @@ def test_two_close_but_separate_groups_become_two_cohorts():
     assert SphericalKMeans(k_min=2, k_max=9, min_cluster_frac=0.01).fit(Xb).k_ == 5
 
 
+def test_one_long_group_cut_in_two_by_the_chosen_k_is_joined_again():
+    """A group stretched along one direction (the same habits over 5 or 150 events) scores a better
+    silhouette cut in two; with no density valley between the halves they are one cohort again."""
+    rng = np.random.default_rng(0)
+    C = l2_normalize(rng.normal(size=(5, 16)))
+    d = l2_normalize((C[4] - (C[4] @ C[0]) * C[0])[None])[0]
+    long = C[0] + rng.normal(0, 0.8, (900, 1)) * d + 0.1 * rng.normal(size=(900, 16))
+    X = l2_normalize(np.vstack([long] + [C[i] + 0.1 * rng.normal(size=(n, 16)) for i, n in zip((1, 2, 3), (500, 400, 300), strict=True)]))
+    y = np.repeat(range(4), (900, 500, 400, 300))
+    kw = dict(k_min=2, k_max=8, micro_clusters=24)
+    cut = SphericalKMeans(**kw, merge_unimodal=False).fit(X)
+    assert cut.k_ == 5 and adjusted_rand_score(y, cut.labels_) < 0.8
+    joined = SphericalKMeans(**kw).fit(X)
+    assert joined.k_ == 4 and adjusted_rand_score(y, joined.labels_) > 0.99
+    # never below k_min: the floor holds even when pieces could be joined
+    assert SphericalKMeans(**{**kw, "k_min": 5}).fit(X).k_ == 5
+
+
+def test_without_group_structure_the_chosen_k_is_not_merged_away(monkeypatch):
+    """One diffuse cloud (best silhouette under STRUCTURE_MIN, as on Complete Journey): every cut
+    is of a continuum, no piece has a valley to its neighbour, and the chosen k stands."""
+    import embeddings.cluster as cluster
+
+    rng = np.random.default_rng(1)
+    c = l2_normalize(rng.normal(size=(1, 16)))[0]
+    X = l2_normalize(c + rng.normal(size=(2000, 16)) * np.r_[1.0, 0.8, 0.6, 0.5, np.full(12, 0.3)])
+    kw = dict(k_min=2, k_max=8, micro_clusters=24)
+    kept = SphericalKMeans(**kw).fit(X)
+    assert kept.k_ == 3 and max(kept.scores_.values()) < cluster.STRUCTURE_MIN
+    monkeypatch.setattr(cluster, "STRUCTURE_MIN", 0.0)
+    assert SphericalKMeans(**kw).fit(X).k_ == 2  # what the merge alone would do
+
+
 def test_a_few_outliers_do_not_hide_two_groups_from_the_split():
     """2-means on a cohort with a few far users cuts those off (a deep but useless valley, a side
     too small to keep) and used to leave the two real groups merged; they are now set aside first."""
