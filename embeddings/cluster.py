@@ -1,5 +1,9 @@
 """Spherical k-means in FAISS with data-driven k, tiny-cluster merging and stable ids.
 
+Where silhouette and the density disagree, the density decides: a cohort with a valley inside is
+split (`split_bimodal`), two neighbouring cohorts with none between them are joined
+(`merge_unimodal`).
+
 Every user gets a cohort (there is no outlier bin). Cohort ids are 0..k-1 by decreasing size at
 first fit; `match_centroids` maps a refit's clusters onto previous ids (Hungarian on cosine).
 """
