@@ -56,7 +56,8 @@ def canonical(events: pl.DataFrame, maps: list[str]) -> pl.DataFrame:
 def rfm_kmeans(events: pl.DataFrame, truth: pl.DataFrame, seed: int, purchase: str = "purchase") -> pl.DataFrame:
     """user_id, cohort_id from k-means on standardised log R, F, M with k = the number of archetypes."""
     as_of = events["ts"].max()
-    f = rfm_features(events, as_of, monetary_event=purchase, log=True).join(truth, on="user_id")
+    # sorted: k-means' seeding depends on row order, and polars' group_by / join order does not hold
+    f = rfm_features(events, as_of, monetary_event=purchase, log=True).join(truth, on="user_id").sort("user_id")
     R = f.select("log_recency_days", "log_frequency", "log_monetary").to_numpy()
     R = (R - R.mean(0)) / np.where(R.std(0) > 0, R.std(0), 1.0)
     k = truth["archetype"].n_unique()
