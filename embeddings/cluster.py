@@ -11,6 +11,7 @@ first fit; `match_centroids` maps a refit's clusters onto previous ids (Hungaria
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import faiss
 import numpy as np
@@ -18,6 +19,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from embeddings.confidence import ConfidenceModel
+from embeddings.config import ClusterConfig
 from embeddings.errors import NotFittedError
 from embeddings.index import l2_normalize
 
@@ -74,6 +76,17 @@ class SphericalKMeans:
         self.merge_unimodal = merge_unimodal
         self.centroids_: np.ndarray | None = None
         self.confidence_model: ConfidenceModel | None = None  # calibrated on crops after the fit (pipeline)
+
+    @classmethod
+    def from_config(cls, c: ClusterConfig, **overrides: Any) -> SphericalKMeans:
+        """Unfitted, with the settings of a `cluster` config section (keyword overrides win)."""
+        kw: dict[str, Any] = dict(
+            k_min=c.k_min, k_max=c.k_max, selection=c.selection, k_tolerance=c.k_tolerance, method=c.method,
+            micro_clusters=c.micro_clusters, min_cluster_frac=c.min_cluster_frac, sample_size=c.sample_size,
+            niter=c.niter, n_init=c.n_init, seed=c.seed, confidence_temperature=c.confidence_temperature,
+            split_bimodal=c.split_bimodal, merge_unimodal=c.merge_unimodal,
+        )
+        return cls(overrides.pop("k", c.k), **{**kw, **overrides})
 
     # ------------------------------------------------------------------ fitting
     def _kmeans(self, X: np.ndarray, k: int, seed: int) -> np.ndarray:

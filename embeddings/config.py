@@ -86,6 +86,16 @@ class ModelConfig(_Section):
     # 0.840 with the shipped 12 as a unit direction), while archetype
     # ARI saturates at about 12 (held-out generator 0.739 / 0.753 / 0.756 / 0.757 at 8 / 12 / 16 / 32)
     profile_dim: int = Field(12, ge=1)
+    # weight of category shares in the habit profile (event shares weigh 2, "next" rows 3); auto:
+    # 1, 2 or 3, whichever groups the fitted users best by silhouette (training/profile_select.py)
+    profile_category: float | Literal["auto"] = "auto"
+
+    @field_validator("profile_category")
+    @classmethod
+    def _category_weight(cls, v: float | str) -> float | str:
+        if v != "auto" and not 0.0 <= float(v) <= 10.0:
+            raise ValueError(f"must be 'auto' or a weight in [0, 10], got {v!r}")
+        return v
 
 
 class TrainerConfig(_Section):

@@ -150,13 +150,7 @@ def fit_clusters(cfg: Config, X: np.ndarray, lengths: np.ndarray | None = None) 
         enough = lengths >= c.min_events_to_fit
         if enough.sum() >= max(0.5 * len(X), 2 * c.k_max):
             X = X[enough]
-    return SphericalKMeans(
-        c.k, k_min=c.k_min, k_max=c.k_max, selection=c.selection, k_tolerance=c.k_tolerance, method=c.method,
-        micro_clusters=c.micro_clusters, min_cluster_frac=c.min_cluster_frac,
-        sample_size=c.sample_size, niter=c.niter, n_init=c.n_init, seed=c.seed,
-        confidence_temperature=c.confidence_temperature, split_bimodal=c.split_bimodal,
-        merge_unimodal=c.merge_unimodal,
-    ).fit(X)
+    return SphericalKMeans.from_config(c).fit(X)
 
 
 def build_namer(cfg: Config, workspace: Workspace | None):

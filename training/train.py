@@ -26,6 +26,7 @@ from embeddings.features import (
 from embeddings.habits import PROFILE_FIELDS, active_columns, fit_habit_pca, habit_fields, habit_raw
 from training.datamodule import SequenceDataModule
 from training.module import ContrastiveModule, progress_callbacks, quiet_fit, quiet_lightning
+from training.profile_select import CATEGORY_WEIGHTS, choose_category_weight
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ def build_encoder(cfg: Config, featurizer: Featurizer, data: SequenceData | None
         profile_dim=m.profile_dim,
         profile_fields=habit_fields(featurizer.cardinalities, PROFILE_FIELDS),
     )
+    if m.profile_category != "auto" and "category" in enc.profile_fields:
+        enc.profile_fields["category"] = float(m.profile_category)
     enc.dim += enc.n_fixed  # `dim` learned outputs, then the state coordinates and habit profile
     encoder = EventEncoder(enc)
     if enc.n_profile:
@@ -211,6 +214,11 @@ def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=No
     seqs = trainer.global_step * min(tc.batch_size, len(dm.train_rows)) * tc.views
     metrics["train_seconds"] = seconds
     encoder = module.encoder.cpu().eval()
+    weight = choose_category_weight(encoder, featurizer, data, cfg)
+    if weight is not None:
+        metrics["profile_category_weight"] = weight
+        if weight != CATEGORY_WEIGHTS[0]:
+            fit_profile(encoder, featurizer, data, seed=tc.seed)
     bundle = save_bundle(
         bundle_dir,
         encoder,
