@@ -65,7 +65,7 @@ def choose_category_weight(encoder: EventEncoder, featurizer: Featurizer, data: 
         r = raw.copy()
         r[:, cat] *= np.sqrt(w / base)  # block scale sqrt(w / total); the total washes out below
         X = _embedding(behaviour, r, weight, c.n_profile, c.profile)
-        # only the silhouette over k is read: no splitting, merging or restarts beyond the k choice
+        # only the best silhouette over k is read, so no splitting or merging afterwards
         km = SphericalKMeans.from_config(cfg.cluster, k=None, split_bimodal=False, merge_unimodal=False).fit(X)
         scores[w] = max(km.scores_.values(), default=-1.0)
     default = CATEGORY_WEIGHTS[0]
