@@ -92,3 +92,23 @@ def test_profile_category_must_be_auto_or_a_weight():
 
     with pytest.raises(ConfigError, match="profile_category"):
         load_config(overrides=["model.profile_category=heavy"])
+
+
+def test_the_candidates_are_built_as_the_encoder_builds_embeddings():
+    """profile_select rebuilds embeddings in numpy; with the encoder's own PCA rows they must be the
+    encoder's output, or the silhouettes compared would be of something else."""
+    import torch
+
+    from embeddings.habits import active_columns
+    from training.profile_select import _embedding, _parts
+
+    cfg, featurizer, data, enc = encoder_for(grouped_log(60, "category"))
+    c = enc.cfg
+    rows = np.arange(len(data))  # build_encoder fitted the PCA on all of them (fewer than 20,000)
+    active = active_columns(c.profile_fields, c.cardinalities, data.fields)
+    behaviour, raw, weight = _parts(enc, featurizer, data, rows, active, 1024)
+    mine = _embedding(behaviour, raw, weight, c.n_profile, c.profile)
+    with torch.no_grad():
+        theirs = enc.eval()(featurizer.collate_users(data, rows, c.max_len)).numpy()
+    # PCA directions are unique up to sign, which fit_habit_pca fixes, so rows agree entry by entry
+    np.testing.assert_allclose(mine, theirs, atol=1e-4)
