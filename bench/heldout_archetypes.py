@@ -45,14 +45,6 @@ GENERATORS = {  # name: (module, --map arguments, the purchase event)
 }
 
 
-def canonical(events: pl.DataFrame, maps: list[str]) -> pl.DataFrame:
-    """The generator's log under the canonical column names (epoch milliseconds to datetimes)."""
-    events = events.rename({src: dst for dst, src in (m.split("=", 1) for m in maps)})
-    if events["ts"].dtype.is_integer():
-        events = events.with_columns(pl.from_epoch("ts", time_unit="ms"))
-    return events
-
-
 def rfm_kmeans(events: pl.DataFrame, truth: pl.DataFrame, seed: int, purchase: str = "purchase") -> pl.DataFrame:
     """user_id, cohort_id from k-means on standardised log R, F, M with k = the number of archetypes."""
     as_of = events["ts"].max()
@@ -90,12 +82,13 @@ def main() -> None:
         path = root / "events.parquet"
         events.write_parquet(path)
         truth.write_parquet(root / "truth.parquet")
-        res = pipeline.run(path, root / "ws", cfg, maps=maps)
+        log_events = pipeline.load_events(path, cfg, maps)  # canonical columns, as the pipeline reads them
+        res = pipeline.run(path, root / "ws", cfg, maps=maps, events=log_events)
         ours = pl.read_parquet(res.version_dir / "assignments.parquet").select("user_id", "cohort_id", "confidence")
     seconds = time.perf_counter() - t0
     rows = {"seqcohort": archetype_agreement(ours, truth, twins),
             "RFM + k-means": archetype_agreement(
-                rfm_kmeans(canonical(events, maps), truth, args.seed, purchase), truth, twins)}
+                rfm_kmeans(log_events, truth, args.seed, purchase), truth, twins)}
     print(f"held-out generator {args.generator}: {args.users:,} users (seed {args.seed}), {events.height:,} events, "
           f"{truth['archetype'].n_unique()} archetypes; pipeline {seconds:.0f}s, "
           f"{ours['cohort_id'].n_unique()} cohorts; overrides {args.sets or 'none'}")
@@ -114,7 +107,7 @@ def main() -> None:
               .fill_null(0).sort("archetype"))
     print(f"(ARI restricted to each pair's 4+ event users; overall {adjusted_rand_score(a['archetype'], a['cohort_id']):.3f})")
     print("\nconfidence by history length (right = in the cohort holding most 4+ event users of the archetype):")
-    print(confidence_table(a, canonical(events, maps)))
+    print(confidence_table(a, log_events))
 
 
 def confidence_table(a: pl.DataFrame, events: pl.DataFrame) -> str:

@@ -106,6 +106,17 @@ class Block(nn.Module):
         return x
 
 
+def join_profile(behaviour: torch.Tensor, q: torch.Tensor, p: float) -> torch.Tensor:
+    """Unit rows [sqrt(1 - p^2) * behaviour ; p * direction of q]; a zero profile adds nothing.
+
+    behaviour: (B, D) unit rows (learned part and state coordinates); q: (B, K) habit-profile
+    coordinates (EventEncoder.habits).
+    """
+    n = q.norm(dim=-1, keepdim=True)
+    q = torch.where(n > 1e-6, q / n.clamp(min=1e-6), 0.0)
+    return F.normalize(torch.cat([math.sqrt(1.0 - p**2) * behaviour, p * q], dim=-1), dim=-1)
+
+
 class EventEncoder(nn.Module):
     """Field embeddings -> transformer -> [summary token ; masked mean] -> projection -> L2 norm.
 
@@ -178,10 +189,7 @@ class EventEncoder(nn.Module):
         if state:
             z = F.normalize(torch.cat([z, *(v.to(z.dtype) for v in state)], dim=-1), dim=-1)
         if c.n_profile:
-            q = self.habits(batch).to(z.dtype)
-            n = q.norm(dim=-1, keepdim=True)
-            q = torch.where(n > 1e-6, q / n.clamp(min=1e-6), 0.0)
-            z = F.normalize(torch.cat([math.sqrt(1.0 - c.profile**2) * z, c.profile * q], dim=-1), dim=-1)
+            z = join_profile(z, self.habits(batch).to(z.dtype), c.profile)
         return z
 
     def habits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

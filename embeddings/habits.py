@@ -125,6 +125,23 @@ def habit_raw(
     return torch.cat(parts, dim=1) / total, torch.cat(weights, dim=1)
 
 
+def habit_matrix(featurizer, data, rows: np.ndarray, fields: dict[str, float], cardinalities: dict[str, int],
+                 max_len: int, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`habit_raw` of users `rows` of a SequenceData over their last `max_len` events, on the columns
+    some event can fill: (raw (n, a), weight (n, a), active (a,) column ids). Columns no event fills
+    never vary, so leaving them out keeps a PCA fit small."""
+    active = active_columns(fields, cardinalities, data.fields)
+    cols = torch.from_numpy(active)
+    raw = np.empty((len(rows), len(active)), dtype=np.float32)
+    weight = np.empty((len(rows), len(active)), dtype=np.float32)
+    with torch.no_grad():
+        for s in range(0, len(rows), batch_size):
+            batch = featurizer.collate_users(data, rows[s : s + batch_size], max_len)
+            r, v = habit_raw(batch, fields, cardinalities)
+            raw[s : s + batch_size], weight[s : s + batch_size] = r[:, cols].numpy(), v[:, cols].numpy()
+    return raw, weight, active
+
+
 def _next_block(batch: dict[str, torch.Tensor], valid: torch.Tensor, w: float) -> tuple[torch.Tensor, torch.Tensor]:
     """sqrt(w * P(next | previous)) per previous state, and each row's weight n / (n + NEXT_PRIOR).
 

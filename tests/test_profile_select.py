@@ -99,14 +99,14 @@ def test_the_candidates_are_built_as_the_encoder_builds_embeddings():
     encoder's output, or the silhouettes compared would be of something else."""
     import torch
 
-    from embeddings.habits import active_columns
-    from training.profile_select import _embedding, _parts
+    from embeddings.habits import habit_matrix
+    from training.profile_select import _behaviour, _embedding
 
     cfg, featurizer, data, enc = encoder_for(grouped_log(60, "category"))
     c = enc.cfg
     rows = np.arange(len(data))  # build_encoder fitted the PCA on all of them (fewer than 20,000)
-    active = active_columns(c.profile_fields, c.cardinalities, data.fields)
-    behaviour, raw, weight = _parts(enc, featurizer, data, rows, active, 1024)
+    raw, weight, _ = habit_matrix(featurizer, data, rows, c.profile_fields, c.cardinalities, c.max_len)
+    behaviour = _behaviour(enc, featurizer, data, rows, 1024)
     mine = _embedding(behaviour, raw, weight, c.n_profile, c.profile)
     with torch.no_grad():
         theirs = enc.eval()(featurizer.collate_users(data, rows, c.max_len)).numpy()

@@ -18,13 +18,13 @@ import logging
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from embeddings.cluster import STRUCTURE_MIN, SphericalKMeans
 from embeddings.config import Config
-from embeddings.encoder import EventEncoder
+from embeddings.encoder import EventEncoder, join_profile
 from embeddings.features import Featurizer, SequenceData
-from embeddings.habits import active_columns, block_width, fit_habit_pca, habit_raw
-from embeddings.index import l2_normalize
+from embeddings.habits import block_width, fit_habit_pca, habit_matrix
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ def choose_category_weight(encoder: EventEncoder, featurizer: Featurizer, data: 
         return None
     if len(rows) > SELECT_USERS:
         rows = np.sort(np.random.default_rng(cfg.trainer.seed).choice(rows, SELECT_USERS, replace=False))
-    active = active_columns(c.profile_fields, c.cardinalities, data.fields)
-    behaviour, raw, weight = _parts(encoder, featurizer, data, rows, active, batch_size)
+    raw, weight, active = habit_matrix(featurizer, data, rows, c.profile_fields, c.cardinalities, c.max_len, batch_size)
+    behaviour = _behaviour(encoder, featurizer, data, rows, batch_size)
     start = 0
     for name in c.profile_fields:  # the category block's columns in the raw profile
         if name == "category":
@@ -77,30 +77,25 @@ def choose_category_weight(encoder: EventEncoder, featurizer: Featurizer, data: 
     return chosen
 
 
-def _parts(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData, rows: np.ndarray,
-           active: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per user: the unit [learned ; state] part, and the raw profile with its weights (`active` columns)."""
+def _behaviour(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData, rows: np.ndarray,
+               batch_size: int) -> torch.Tensor:
+    """(n, D) unit [learned ; state] part of the users' embeddings: what `join_profile` joins to."""
     c = encoder.cfg
-    cols = torch.from_numpy(active)
+    device = next(encoder.parameters()).device
     was = encoder.training
     encoder.eval()
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    out = []
     with torch.no_grad():
         for s in range(0, len(rows), batch_size):
             batch = featurizer.collate_users(data, rows[s : s + batch_size], c.max_len)
-            batch = {k: v.to(next(encoder.parameters()).device) for k, v in batch.items()}
-            z = encoder(batch).float()[:, : c.dim - c.n_profile]  # sqrt(1 - p^2) * unit behaviour part
-            r, v = habit_raw(batch, c.profile_fields, c.cardinalities)
-            parts.append((z.cpu().numpy(), r[:, cols].cpu().numpy(), v[:, cols].cpu().numpy()))
+            z = encoder({k: v.to(device) for k, v in batch.items()}).float()
+            out.append(F.normalize(z[:, : c.dim - c.n_profile], dim=-1).cpu())  # sqrt(1 - p^2) * unit part
     encoder.train(was)
-    z, r, v = (np.concatenate(p) for p in zip(*parts, strict=True))
-    return l2_normalize(z), r, v
+    return torch.cat(out)
 
 
-def _embedding(behaviour: np.ndarray, raw: np.ndarray, weight: np.ndarray, k: int, p: float) -> np.ndarray:
+def _embedding(behaviour: torch.Tensor, raw: np.ndarray, weight: np.ndarray, k: int, p: float) -> np.ndarray:
     """What EventEncoder.forward returns, with the profile's PCA fitted on these users."""
     mean, basis = fit_habit_pca(raw, weight, k)
-    q = (weight * (raw - mean)) @ basis
-    n = np.linalg.norm(q, axis=1, keepdims=True)
-    q = np.where(n > 1e-6, q / np.maximum(n, 1e-6), 0.0)
-    return l2_normalize(np.hstack([np.sqrt(1.0 - p**2) * behaviour, p * q]).astype(np.float32))
+    q = torch.from_numpy((weight * (raw - mean)) @ basis).float()
+    return join_profile(behaviour, q, p).numpy()

@@ -23,7 +23,7 @@ from embeddings.features import (
     SequenceData,
     data_fingerprint,
 )
-from embeddings.habits import PROFILE_FIELDS, active_columns, fit_habit_pca, habit_fields, habit_raw
+from embeddings.habits import PROFILE_FIELDS, fit_habit_pca, habit_fields, habit_matrix
 from training.datamodule import SequenceDataModule
 from training.module import ContrastiveModule, progress_callbacks, quiet_fit, quiet_lightning
 from training.profile_select import CATEGORY_WEIGHTS, choose_category_weight
@@ -110,16 +110,8 @@ def fit_profile(
     if len(rows) > max_users:
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
     c = encoder.cfg
-    # only columns that occur anywhere in the data can vary; keeps the fit matrix small
-    active = active_columns(c.profile_fields, c.cardinalities, data.fields)
+    raw, weight, active = habit_matrix(featurizer, data, rows, c.profile_fields, c.cardinalities, c.max_len, batch_size)
     active_t = torch.from_numpy(active)
-    raw = np.empty((len(rows), len(active)), dtype=np.float32)
-    weight = np.empty((len(rows), len(active)), dtype=np.float32)
-    with torch.no_grad():
-        for s in range(0, len(rows), batch_size):
-            batch = featurizer.collate_users(data, rows[s : s + batch_size], c.max_len)
-            r, v = habit_raw(batch, c.profile_fields, c.cardinalities)
-            raw[s : s + batch_size], weight[s : s + batch_size] = r[:, active_t].numpy(), v[:, active_t].numpy()
     mean, basis = fit_habit_pca(raw, weight, c.n_profile)
     encoder.profile_mean.zero_()
     encoder.profile_basis.zero_()
