@@ -372,10 +372,12 @@ def _nearest(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 def assign_to_centroids(X: np.ndarray, centroids: np.ndarray, temperature: float,
                         model: ConfidenceModel | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(nearest centroid, confidence): the calibrated model's when there is one, else softmax(cos / T)."""
+    """(centroid position, confidence): with a calibrated model its answer (the nearest centroid,
+    or for 1-3-event rows its short-history head's), else the nearest centroid and softmax(cos / T)."""
     sims = l2_normalize(X) @ centroids.T  # (n, k) cosine
-    conf = model.apply(sims, X) if model is not None else softmax_confidence(sims, temperature)
-    return np.argmax(sims, axis=1).astype(np.int64), conf
+    if model is not None:
+        return model.assign(sims, X)
+    return np.argmax(sims, axis=1).astype(np.int64), softmax_confidence(sims, temperature)
 
 
 def match_centroids(old: np.ndarray, new: np.ndarray, min_similarity: float = 0.5) -> dict[int, int]:

@@ -172,6 +172,9 @@ class ClusterConfig(_Section):
     split_recent: Literal["auto", "always", "never"] = "auto"
     # confidence = P(the whole history's cohort), calibrated on this many crops of fitted users; 0 = softmax(cos / T)
     calibration_crops: int = Field(2000, ge=0)
+    # users with 1-3 events are placed by a classifier trained on this many 1-3-event windows of
+    # fitted users (embeddings/coldstart.py); 0 = the nearest centroid, as for everyone else
+    short_history_windows: int = Field(6000, ge=0)
 
     @field_validator("intent_tiers")
     @classmethod

@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from embeddings.calibrate import calibrate_confidence
 from embeddings.cluster import SphericalKMeans
 from embeddings.cohorts import Assigner, Cohort, CohortSet, write_assignments
 from embeddings.columns import CANONICAL
-from embeddings.confidence import ConfidenceModel, crop_histories, frequency_layout
 from embeddings.config import Config, DataConfig
 from embeddings.embed import UserEncoder, read_embeddings, write_embeddings
 from embeddings.errors import WorkspaceError
-from embeddings.index import VectorIndex, l2_normalize
+from embeddings.index import VectorIndex
 from embeddings.intent import IntentConfig, IntentEncoder, split_embedding
 from embeddings.naming import Overrides, make_namer
 from embeddings.profile import compute_profiles
@@ -105,33 +105,6 @@ def fit_cohorts(cfg: Config, X: np.ndarray, lengths: np.ndarray | None = None,
                  "tiers %s by it (cluster.split_recent=%s)", 100 * tiers.recent_share_top, intent.recent_days,
                  "split" if tiers.split_recent else "not split", cfg.cluster.split_recent)
     return tiers
-
-
-def calibrate_confidence(cfg: Config, enc: UserEncoder, events: pl.DataFrame, as_of: datetime,
-                         user_ids: np.ndarray, X: np.ndarray, km: SphericalKMeans | IntentTiers) -> None:
-    """Fit `km.confidence_model` on windows of the fitted users' histories (see embeddings.confidence)."""
-    n = cfg.cluster.calibration_crops
-    if n <= 0:
-        return
-    crops = crop_histories(events, as_of, n, seed=cfg.cluster.seed)
-    if crops.is_empty():
-        return
-    data = enc.featurize(crops, as_of)
-    Xc = enc.encode(data)
-    row = {u: i for i, u in enumerate(np.asarray(user_ids).astype(str))}
-    own = np.array([row[u] for u in data.user_ids.astype(str)])  # each window's user among X's rows
-    if isinstance(km, IntentTiers):  # the confidence is the behaviour cluster's
-        C, Zc, Zf = km.behaviour, split_embedding(Xc, km.intent)[0], split_embedding(X[own], km.intent)[0]
-    else:
-        assert km.centroids_ is not None
-        C, Zc, Zf = km.centroids_, Xc, X[own]
-    full = (l2_normalize(np.asarray(Zf, dtype=np.float32)) @ C.T).argmax(1)
-    sims = l2_normalize(np.asarray(Zc, dtype=np.float32)) @ C.T
-    agree = sims.argmax(1) == full
-    base = getattr(enc.bundle.encoder, "base", enc.bundle.encoder)
-    km.confidence_model = ConfidenceModel.fit(sims, Zc, agree, frequency_layout(base.cfg))
-    log.info("confidence calibrated on %d windows of 1-128 events of fitted users: %.0f%% in their user's cohort",
-             len(agree), 100 * agree.mean())
 
 
 def goal_intent(encoder: Any) -> IntentConfig | None:

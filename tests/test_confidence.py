@@ -14,21 +14,38 @@ from embeddings.confidence import crop_histories, frequency_layout, log_events
 from embeddings.embed import UserEncoder, read_embeddings
 
 
-def test_windows_are_contiguous_parts_of_a_history_ending_at_as_of() -> None:
+def test_windows_are_contiguous_parts_of_a_history_ending_in_the_week_before_as_of() -> None:
     start, as_of = datetime(2025, 1, 1), datetime(2025, 6, 1)
-    rows = [(f"u{u}", start + timedelta(days=3 * i + u), f"e{i}") for u in range(30) for i in range(1 + u)]
+    rows = [(f"u{u}", start + timedelta(days=3 * i + u, hours=u % 24), f"e{i}") for u in range(30) for i in range(1 + u)]
     ev = pl.DataFrame(rows, schema=["user_id", "ts", "event"], orient="row")
     crops = crop_histories(ev, as_of, n_users=100, seed=1)
     assert "u0" not in set(crops["user_id"])  # one event: no part shorter than the history
+    orig = dict(zip(zip(ev["user_id"], ev["event"], strict=True), ev["ts"], strict=True))
     for u, g in crops.group_by("user_id"):
         full = ev.filter(pl.col("user_id") == u[0])
-        assert 1 <= g.height < full.height and g["ts"].max() == as_of
+        assert 1 <= g.height < full.height and as_of - timedelta(days=7) < g["ts"].max() <= as_of
         idx = [int(e[1:]) for e in g["event"]]
         assert idx == list(range(idx[0], idx[0] + len(idx)))  # consecutive events, in order
-        gaps = g["ts"].diff().drop_nulls()
-        assert (gaps == full.filter(pl.col("event").is_in(g["event"].to_list()))["ts"].diff().drop_nulls()).all()
+        # moved by whole weeks: gaps, hour of day and weekday are the user's own
+        moved = [t - orig[(u[0], e)] for t, e in zip(g["ts"], g["event"], strict=True)]
+        assert len(set(moved)) == 1 and moved[0] % timedelta(days=7) == timedelta(0)
     again = crop_histories(ev, as_of, n_users=100, seed=1)
     assert again.equals(crops)
+
+
+def test_first_windows_and_recency_like_the_logs_short_users() -> None:
+    start, as_of = datetime(2025, 1, 1), datetime(2025, 6, 1)
+    rows = [(f"u{u}", start + timedelta(days=2 * i, hours=u % 24), f"e{i}") for u in range(60) for i in range(10 + u)]
+    ev = pl.DataFrame(rows, schema=["user_id", "ts", "event"], orient="row")
+    crops = crop_histories(ev, as_of, n_users=60, seed=3, lengths=(1, 2, 3), min_events=4, first_share=1.0,
+                           recency_s=np.array([30 * 86400.0]))
+    per_user = crops.group_by("user_id").agg(pl.col("event"), last=pl.col("ts").max())
+    assert per_user.height == 60
+    for events in per_user["event"].to_list():
+        assert 1 <= len(events) <= 3 and events == [f"e{i}" for i in range(len(events))]  # the first events
+    # ends 30 days before as_of, give or take the week the shift is rounded to
+    days = np.array([(as_of - t).total_seconds() / 86400 for t in per_user["last"]])
+    assert ((days >= 30) & (days < 37)).all(), days
 
 
 def test_event_count_is_read_off_the_frequency_coordinate(trained_workspace: Path, synth_small) -> None:

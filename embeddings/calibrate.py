@@ -1,0 +1,91 @@
+"""Fitting what turns an embedding into a cohort and a confidence, after the cohorts are fitted.
+
+`calibrate_confidence` cuts fitted users' histories into windows and learns from them the
+confidence model (embeddings.confidence) and the short-history head (embeddings.coldstart).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+
+from embeddings.cluster import SphericalKMeans
+from embeddings.coldstart import MAX_EVENTS as MAX_SHORT_EVENTS
+from embeddings.coldstart import ShortHistoryHead
+from embeddings.confidence import ConfidenceModel, crop_histories, frequency_layout
+from embeddings.config import Config
+from embeddings.embed import UserEncoder
+from embeddings.index import l2_normalize
+from embeddings.intent import split_embedding
+from embeddings.tiers import IntentTiers
+
+log = logging.getLogger("seqcohort")
+
+
+def calibrate_confidence(cfg: Config, enc: UserEncoder, events: pl.DataFrame, as_of: datetime,
+                         user_ids: np.ndarray, X: np.ndarray, km: SphericalKMeans | IntentTiers) -> None:
+    """Fit `km.confidence_model` on windows of the fitted users' histories (see embeddings.confidence),
+    and its short-history head on 1-3-event windows (see embeddings.coldstart)."""
+    n = cfg.cluster.calibration_crops
+    if n <= 0:
+        return
+    base = getattr(enc.bundle.encoder, "base", enc.bundle.encoder)
+    layout = frequency_layout(base.cfg)
+    row = {u: i for i, u in enumerate(np.asarray(user_ids).astype(str))}
+    if isinstance(km, IntentTiers):  # the confidence is the behaviour cluster's
+        C, behaviour = km.behaviour, (lambda Z: split_embedding(Z, km.intent)[0])
+    else:
+        assert km.centroids_ is not None
+        C, behaviour = km.centroids_, (lambda Z: Z)
+    full = (l2_normalize(np.asarray(behaviour(X), dtype=np.float32)) @ C.T).argmax(1)  # each user's cohort position
+
+    def windows(crops: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(behaviour embeddings of the windows, their whole history's cohort position, their user)."""
+        data = enc.featurize(crops, as_of)
+        users = data.user_ids.astype(str)
+        return np.asarray(behaviour(enc.encode(data)), dtype=np.float32), full[[row[u] for u in users]], users
+
+    crops = crop_histories(events, as_of, n, seed=cfg.cluster.seed)
+    if crops.is_empty():
+        return
+    Zc, own, _ = windows(crops)
+    sims = l2_normalize(Zc) @ C.T
+    agree = sims.argmax(1) == own
+    km.confidence_model = ConfidenceModel.fit(sims, Zc, agree, layout)
+    log.info("confidence calibrated on %d windows of 1-128 events of fitted users: %.0f%% in their user's cohort",
+             len(agree), 100 * agree.mean())
+    m = cfg.cluster.short_history_windows
+    if m > 0 and layout is not None:
+        km.confidence_model.short_head = fit_short_head(cfg, events, as_of, windows, C, layout)
+
+
+def fit_short_head(cfg: Config, events: pl.DataFrame, as_of: datetime,
+                   windows: Callable[[pl.DataFrame], tuple[np.ndarray, np.ndarray, np.ndarray]],
+                   C: np.ndarray, layout: dict[str, float]) -> ShortHistoryHead | None:
+    """The classifier for 1-3-event users, on windows of fitted users shaped like the log's own short users."""
+    c = cfg.cluster
+    counts = events.filter(pl.col("ts") <= as_of).group_by("user_id").agg(n=pl.len(), last=pl.col("ts").max())
+    short = counts.filter(pl.col("n") <= MAX_SHORT_EVENTS)
+    recency = (short.select((pl.lit(as_of, dtype=pl.Datetime("us")) - pl.col("last")).dt.total_seconds())
+               .to_series().to_numpy() if short.height >= 20 else None)  # else: live sessions, ending in the week before as_of
+    parts = [windows(crop_histories(events, as_of, c.short_history_windows // 3, seed=c.seed + 1 + r,
+                                    lengths=(1, 2, 3), min_events=c.min_events_to_fit, first_share=0.5,
+                                    recency_s=recency))
+             for r in range(3)]  # three windows of most users: many more windows than users with 4+ events
+    Z = np.vstack([p[0] for p in parts])
+    nearest = (l2_normalize(Z) @ C.T).argmax(1)
+    head = ShortHistoryHead.fit(Z, np.concatenate([p[1] for p in parts]), layout, nearest=nearest,
+                                groups=np.concatenate([p[2] for p in parts]),
+                                recency="log's short users" if recency is not None else "live (last week)")
+    if head is None:
+        log.info("short-history head not used: on held-out 1-3-event windows it did no better than the nearest "
+                 "centroid (or there was too little to learn); users with 1-3 events take the nearest centroid")
+    else:
+        log.info("short-history head fitted on %d windows of 1-3 events: on held-out users' windows %.0f%% in "
+                 "their user's cohort (nearest centroid %.0f%%)", head.info["n_windows"],
+                 100 * head.info["held_out_accuracy"], 100 * head.info["held_out_nearest"])
+    return head
