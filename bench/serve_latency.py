@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -117,12 +116,6 @@ def in_process(workspace: str, raw: list[list[dict]], concurrency: int, n: int):
     return lat, n / (time.perf_counter() - t0), 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def direct_ingress_url() -> str | None:
     """The ingress replica's own HTTP port (Serve's direct ingress, on in throughput-optimised mode)."""
     import httpx
@@ -177,6 +170,7 @@ def main() -> None:
     import ray
 
     from seqcohort.serve_cmd import start_app, stop_app
+    from serving.ports import free_port
 
     raw = sessions(256)
     bodies = [{"events": ev} for ev in raw]

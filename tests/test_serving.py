@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import socket
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -19,15 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from serving.ports import free_port
+
 READ, ADMIN = "read-key-123", "admin-key-456"
 H = {"X-API-Key": READ}
 LIMITS = {"max_body_bytes": 64_000, "max_events": 50, "max_batch_users": 8, "max_page_size": 100}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +36,16 @@ def served(trained_workspace, tmp_path_factory):
 
     ws = tmp_path_factory.mktemp("serve") / "ws"
     shutil.copytree(trained_workspace, ws, symlinks=True)
-    port = _free_port()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    for attempt in range(3):  # a port free when chosen can be taken before the proxy binds it
+        port = free_port()
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            break
+        except Exception as e:
+            if "bind" not in str(e) or attempt == 2:
+                raise
+            serve.shutdown()
     args = AppArgs(workspace=str(ws), api_key=READ, admin_key=ADMIN, limits=LIMITS,
                    encoder={"watch_interval_s": 0.5}, assigner={"watch_interval_s": 0.5})
     serve.run(build_app(args), name="seqcohort", route_prefix="/", blocking=False)
