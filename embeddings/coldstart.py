@@ -7,14 +7,15 @@ nearest there says little about where the user's history will go. On the held-ou
 
 So each fit also learns the question directly: fitted users' histories are cut to 1-3-event
 windows (half their first events, as a new user shows them, half anywhere; moved by whole weeks
-so hour and weekday stay, to end about as long before as_of as the log's own short users' last
-events do), embedded, and a multinomial logistic regression on the embedding learns which cohort
+so hour and weekday stay: half to end where their own user's history ends, so one visit long ago
+reads as a dormant user, half about as long before as_of as the log's own short users' last
+events), embedded, and a multinomial logistic regression on the embedding learns which cohort
 the window's whole history got. Users whose embedding says they summarise at most three events
 (read off its frequency coordinate) take its answer, with its probability as their confidence;
 everyone else keeps the nearest centroid. It reads the embedding row only, so a user alone gets
-the answer they get in a batch. On the saved held-out runs it places 48% (seed 13) and 63%
-(Markov generator, seed 22; nearest centroid 53%) of short users in their archetype's cohort
-(bench/RESULTS.md).
+the answer they get in a batch. On the saved held-out runs it places 48% (seed 13; nearest
+centroid 35%) and 59% (Markov generator, seed 22; nearest centroid 53%) of short users in their
+archetype's cohort (bench/RESULTS.md).
 """
 
 from __future__ import annotations

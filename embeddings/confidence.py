@@ -32,7 +32,7 @@ WEEK_US = 7 * 86_400 * 1_000_000
 
 def crop_histories(events: pl.DataFrame, as_of: datetime, n_users: int, seed: int = 0, *,
                    lengths: tuple[int, ...] = CROP_LENGTHS, min_events: int = 2, first_share: float = 0.0,
-                   recency_s: np.ndarray | None = None) -> pl.DataFrame:
+                   recency_s: np.ndarray | None = None, own_share: float = 0.0) -> pl.DataFrame:
     """Windows of consecutive events (a length from `lengths`) of up to `n_users` users with
     `min_events`+ events, each moved to end near as_of like a live session.
 
@@ -40,11 +40,14 @@ def crop_histories(events: pl.DataFrame, as_of: datetime, n_users: int, seed: in
     A share `first_share` of them are the history's first events (what a new user shows), the rest
     start anywhere. They are moved later by a whole number of weeks, so hour of day and weekday
     stay what the user did: each ends within the week before as_of, or before as_of minus a
-    recency drawn from `recency_s` (seconds; e.g. those of the log's own short-history users).
+    recency drawn from `recency_s` (seconds; e.g. those of the log's own short-history users),
+    or, for a share `own_share` of them, where the user's own history ends (so a user last seen
+    long ago gives windows last seen long ago).
     """
     rng = np.random.default_rng(seed)
     ev = events.filter(pl.col("ts") <= as_of)
-    counts = ev.group_by("user_id").len().filter(pl.col("len") >= max(2, min_events)).sort("user_id")
+    counts = (ev.group_by("user_id").agg(len=pl.len(), _last=pl.col("ts").max())
+              .filter(pl.col("len") >= max(2, min_events)).sort("user_id"))
     if counts.is_empty():
         return ev.clear()
     pick = rng.choice(counts.height, size=min(n_users, counts.height), replace=False)
@@ -55,6 +58,9 @@ def crop_histories(events: pl.DataFrame, as_of: datetime, n_users: int, seed: in
     start = (rng.random(len(n)) * (n - k + 1)).astype(np.int64)
     start[rng.random(len(n)) < first_share] = 0
     rec = np.zeros(len(n)) if recency_s is None or not len(recency_s) else rng.choice(recency_s, len(n))
+    own = rng.random(len(n)) < own_share  # these end where their user's history ends
+    rec[own] = users.select((pl.lit(as_of, dtype=pl.Datetime("us")) - pl.col("_last")).dt.total_seconds()
+                            ).to_series().to_numpy()[own]
     spec = users.select("user_id").with_columns(
         pl.Series("_start", start), pl.Series("_end", start + k), pl.Series("_rec", (rec * 1e6).astype(np.int64)))
     rows = (ev.join(spec, on="user_id", how="inner")

@@ -33,7 +33,7 @@ def test_windows_are_contiguous_parts_of_a_history_ending_in_the_week_before_as_
     assert again.equals(crops)
 
 
-def test_first_windows_and_recency_like_the_logs_short_users() -> None:
+def test_first_windows_and_recency_like_the_logs_short_users_or_their_own() -> None:
     start, as_of = datetime(2025, 1, 1), datetime(2025, 6, 1)
     rows = [(f"u{u}", start + timedelta(days=2 * i, hours=u % 24), f"e{i}") for u in range(60) for i in range(10 + u)]
     ev = pl.DataFrame(rows, schema=["user_id", "ts", "event"], orient="row")
@@ -46,6 +46,12 @@ def test_first_windows_and_recency_like_the_logs_short_users() -> None:
     # ends 30 days before as_of, give or take the week the shift is rounded to
     days = np.array([(as_of - t).total_seconds() / 86400 for t in per_user["last"]])
     assert ((days >= 30) & (days < 37)).all(), days
+    # own_share=1: each window ends in the week before its own user's last event
+    own = crop_histories(ev, as_of, n_users=60, seed=4, lengths=(1, 2, 3), min_events=4, own_share=1.0,
+                         recency_s=np.array([30 * 86400.0]))
+    last = dict(zip(ev["user_id"], ev["ts"], strict=True))  # rows are in time order: the last one wins
+    for (u,), g in own.group_by("user_id"):
+        assert last[u] - timedelta(days=7) < g["ts"].max() <= last[u]
 
 
 def test_event_count_is_read_off_the_frequency_coordinate(trained_workspace: Path, synth_small) -> None:
