@@ -13,7 +13,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
-from embeddings.cluster import SphericalKMeans
+from embeddings.cluster import SphericalKMeans, fit_rows
 from embeddings.coldstart import MAX_EVENTS as MAX_SHORT_EVENTS
 from embeddings.coldstart import ShortHistoryHead
 from embeddings.confidence import ConfidenceModel, crop_histories, frequency_layout
@@ -58,9 +58,27 @@ def calibrate_confidence(cfg: Config, enc: UserEncoder, events: pl.DataFrame, as
     km.confidence_model = ConfidenceModel.fit(sims, Zc, agree, layout)
     log.info("confidence calibrated on %d windows of 1-128 events of fitted users: %.0f%% in their user's cohort",
              len(agree), 100 * agree.mean())
-    m = cfg.cluster.short_history_windows
-    if m > 0 and layout is not None:
+    if cfg.cluster.short_history_windows > 0 and layout is not None and short_users_assigned(cfg, events, as_of, user_ids):
         km.confidence_model.short_head = fit_short_head(cfg, events, as_of, windows, C, layout)
+
+
+def short_users_assigned(cfg: Config, events: pl.DataFrame, as_of: datetime, user_ids: np.ndarray) -> bool:
+    """Whether the cohorts were fitted without the 1-3-event users (who are then only assigned).
+
+    Where most users have short histories (CDNOW: 2-3 purchases each) they are part of the fit,
+    their cohorts are their own, and windows of the few long histories would not know them.
+    """
+    if cfg.cluster.min_events_to_fit <= MAX_SHORT_EVENTS:
+        return False
+    counts = events.filter(pl.col("ts") <= as_of).group_by("user_id").len()
+    lengths = (pl.DataFrame({"user_id": np.asarray(user_ids).astype(str)})
+               .join(counts.with_columns(pl.col("user_id").cast(pl.String)), on="user_id", how="left",
+                     maintain_order="left")["len"].fill_null(0).to_numpy())
+    if fit_rows(cfg.cluster, lengths) is None:
+        log.info("short-history head not used: most users have fewer than %d events, so the cohorts were "
+                 "fitted on everyone and each user takes their nearest centroid", cfg.cluster.min_events_to_fit)
+        return False
+    return True
 
 
 def fit_short_head(cfg: Config, events: pl.DataFrame, as_of: datetime,

@@ -353,6 +353,16 @@ def valley_ratio(p: np.ndarray, side: np.ndarray, seed: int = 0, max_points: int
     return float(dens[lo : hi + 1].min() / max(min(dens[i0], dens[i1]), 1e-300))
 
 
+def fit_rows(c: ClusterConfig, lengths: np.ndarray | None) -> np.ndarray | None:
+    """Mask of the users cohorts are fitted on: those with `min_events_to_fit`+ events, when they
+    are at least half of all users and 2 x k_max; None = everyone (a log of mostly short histories,
+    as CDNOW's, where the short users are the data)."""
+    if lengths is None:
+        return None
+    enough = np.asarray(lengths) >= c.min_events_to_fit
+    return enough if enough.sum() >= max(0.5 * len(enough), 2 * c.k_max) else None
+
+
 def kmeans_pp(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """k-means++ seeding under cosine distance (X L2-normalised)."""
     centers = [int(rng.integers(len(X)))]

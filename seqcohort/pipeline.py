@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from embeddings.calibrate import calibrate_confidence
-from embeddings.cluster import SphericalKMeans
+from embeddings.cluster import SphericalKMeans, fit_rows
 from embeddings.cohorts import Assigner, Cohort, CohortSet, write_assignments
 from embeddings.columns import CANONICAL
 from embeddings.config import Config, DataConfig
@@ -118,12 +118,8 @@ def fit_clusters(cfg: Config, X: np.ndarray, lengths: np.ndarray | None = None) 
     Users with 1-3 events all look alike and would otherwise form a "new users" cohort of their
     own; fitting without them keeps cohorts behavioural, and they join the nearest one.
     """
-    c = cfg.cluster
-    if lengths is not None:
-        enough = lengths >= c.min_events_to_fit
-        if enough.sum() >= max(0.5 * len(X), 2 * c.k_max):
-            X = X[enough]
-    return SphericalKMeans.from_config(c).fit(X)
+    rows = fit_rows(cfg.cluster, lengths)
+    return SphericalKMeans.from_config(cfg.cluster).fit(X if rows is None else X[rows])
 
 
 def build_namer(cfg: Config, workspace: Workspace | None):

@@ -98,3 +98,25 @@ def test_without_the_head_short_rows_keep_the_nearest_centroid() -> None:
     pos, conf = assign_to_centroids(X, C, 0.05, model)
     np.testing.assert_array_equal(pos, (l2_normalize(X) @ C.T).argmax(1))
     assert np.allclose(conf, 0.5)
+
+
+def test_no_head_where_short_histories_are_most_of_the_log() -> None:
+    """CDNOW-like logs (2-3 purchases each) fit cohorts on everyone: short users keep their own centroid."""
+    from datetime import datetime, timedelta
+
+    from embeddings.calibrate import short_users_assigned
+    from embeddings.config import load_config
+
+    as_of = datetime(2025, 6, 1)
+
+    def log(n_long: int, n_short: int) -> pl.DataFrame:
+        rows = [(f"u{u}", as_of - timedelta(days=i + 1), "purchase")
+                for u in range(n_long + n_short) for i in range(10 if u < n_long else 2)]
+        return pl.DataFrame(rows, schema=["user_id", "ts", "event"], orient="row")
+
+    cfg = load_config()
+    mostly_long, mostly_short = log(300, 100), log(100, 300)
+    assert short_users_assigned(cfg, mostly_long, as_of, np.array(sorted(set(mostly_long["user_id"]))))
+    assert not short_users_assigned(cfg, mostly_short, as_of, np.array(sorted(set(mostly_short["user_id"]))))
+    pinned = load_config(overrides=["cluster.min_events_to_fit=2"])  # short users in the fit by choice
+    assert not short_users_assigned(pinned, mostly_long, as_of, np.array(sorted(set(mostly_long["user_id"]))))
