@@ -58,11 +58,25 @@ def calibrate_confidence(cfg: Config, enc: UserEncoder, events: pl.DataFrame, as
     km.confidence_model = ConfidenceModel.fit(sims, Zc, agree, layout)
     log.info("confidence calibrated on %d windows of 1-128 events of fitted users: %.0f%% in their user's cohort",
              len(agree), 100 * agree.mean())
-    if cfg.cluster.short_history_windows > 0 and layout is not None and short_users_assigned(cfg, events, as_of, user_ids):
-        km.confidence_model.short_head = fit_short_head(cfg, events, as_of, windows, C, layout)
+    if cfg.cluster.short_history_windows > 0 and layout is not None:
+        counts = user_counts(events, as_of)
+        if short_users_assigned(cfg, history_lengths(counts, user_ids)):
+            km.confidence_model.short_head = fit_short_head(cfg, events, as_of, counts, windows, C, layout)
 
 
-def short_users_assigned(cfg: Config, events: pl.DataFrame, as_of: datetime, user_ids: np.ndarray) -> bool:
+def user_counts(events: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """user_id (string), n (events up to as_of), last (the last one's ts)."""
+    return (events.filter(pl.col("ts") <= as_of).group_by("user_id")
+            .agg(n=pl.len(), last=pl.col("ts").max()).with_columns(pl.col("user_id").cast(pl.String)))
+
+
+def history_lengths(counts: pl.DataFrame, user_ids: np.ndarray) -> np.ndarray:
+    """Events of each of `user_ids` (0 where `counts` has none), from `user_counts`."""
+    return (pl.DataFrame({"user_id": np.asarray(user_ids).astype(str)})
+            .join(counts, on="user_id", how="left", maintain_order="left")["n"].fill_null(0).to_numpy())
+
+
+def short_users_assigned(cfg: Config, lengths: np.ndarray) -> bool:
     """Whether the cohorts were fitted without the 1-3-event users (who are then only assigned).
 
     Where most users have short histories (CDNOW: 2-3 purchases each) they are part of the fit,
@@ -70,10 +84,6 @@ def short_users_assigned(cfg: Config, events: pl.DataFrame, as_of: datetime, use
     """
     if cfg.cluster.min_events_to_fit <= MAX_SHORT_EVENTS:
         return False
-    counts = events.filter(pl.col("ts") <= as_of).group_by("user_id").len()
-    lengths = (pl.DataFrame({"user_id": np.asarray(user_ids).astype(str)})
-               .join(counts.with_columns(pl.col("user_id").cast(pl.String)), on="user_id", how="left",
-                     maintain_order="left")["len"].fill_null(0).to_numpy())
     if fit_rows(cfg.cluster, lengths) is None:
         log.info("short-history head not used: most users have fewer than %d events, so the cohorts were "
                  "fitted on everyone and each user takes their nearest centroid", cfg.cluster.min_events_to_fit)
@@ -81,15 +91,15 @@ def short_users_assigned(cfg: Config, events: pl.DataFrame, as_of: datetime, use
     return True
 
 
-def fit_short_head(cfg: Config, events: pl.DataFrame, as_of: datetime,
+def fit_short_head(cfg: Config, events: pl.DataFrame, as_of: datetime, counts: pl.DataFrame,
                    windows: Callable[[pl.DataFrame], tuple[np.ndarray, np.ndarray, np.ndarray]],
                    C: np.ndarray, layout: dict[str, float]) -> ShortHistoryHead | None:
     """The classifier for 1-3-event users, on windows of fitted users shaped like the log's own short users."""
     c = cfg.cluster
-    counts = events.filter(pl.col("ts") <= as_of).group_by("user_id").agg(n=pl.len(), last=pl.col("ts").max())
     short = counts.filter(pl.col("n") <= MAX_SHORT_EVENTS)
-    recency = (short.select((pl.lit(as_of, dtype=pl.Datetime("us")) - pl.col("last")).dt.total_seconds())
-               .to_series().to_numpy() if short.height >= 20 else None)  # else: live sessions, ending in the week before as_of
+    # sorted: the draws from it must not follow group_by's row order, which varies run to run
+    recency = (np.sort(short.select((pl.lit(as_of, dtype=pl.Datetime("us")) - pl.col("last")).dt.total_seconds())
+                       .to_series().to_numpy()) if short.height >= 20 else None)  # else: live sessions, ending in the week before as_of
     # half the windows end where their own user's history ends: one visit long ago is a dormant
     # user, not a new one (on our generator lapsed users' short histories are old; on the two
     # held-out ones every short history is recent, which the other half covers)

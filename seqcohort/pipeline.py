@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from embeddings.calibrate import calibrate_confidence
+from embeddings.calibrate import calibrate_confidence, history_lengths, user_counts
 from embeddings.cluster import SphericalKMeans, fit_rows
 from embeddings.cohorts import Assigner, Cohort, CohortSet, write_assignments
 from embeddings.columns import CANONICAL
@@ -270,9 +270,7 @@ def recluster(workspace: str | Path, cfg: Config, events: pl.DataFrame | None = 
     with ws.new_version({**meta, "steps": ["cluster", "name"]}) as out:
         shutil.copytree(cur / "encoder", out / "encoder")
         shutil.copy2(cur / "embeddings.parquet", out / "embeddings.parquet")
-        counts = events.group_by("user_id").len()
-        lengths = (pl.DataFrame({"user_id": user_ids.astype(str)})
-                   .join(counts, on="user_id", how="left", maintain_order="left")["len"].fill_null(0).to_numpy())
+        lengths = history_lengths(user_counts(events, as_of), user_ids)
         km = fit_cohorts(cfg, X, lengths, goal_intent(enc.bundle.encoder))
         calibrate_confidence(cfg, enc, events, as_of, user_ids, X, km)
         cs, labels, conf = build_cohort_set(cfg, events, user_ids, X, km, as_of, enc_version, ws)

@@ -104,19 +104,48 @@ def test_no_head_where_short_histories_are_most_of_the_log() -> None:
     """CDNOW-like logs (2-3 purchases each) fit cohorts on everyone: short users keep their own centroid."""
     from datetime import datetime, timedelta
 
-    from embeddings.calibrate import short_users_assigned
+    from embeddings.calibrate import history_lengths, short_users_assigned, user_counts
     from embeddings.config import load_config
 
     as_of = datetime(2025, 6, 1)
 
-    def log(n_long: int, n_short: int) -> pl.DataFrame:
+    def lengths(n_long: int, n_short: int) -> np.ndarray:
         rows = [(f"u{u}", as_of - timedelta(days=i + 1), "purchase")
                 for u in range(n_long + n_short) for i in range(10 if u < n_long else 2)]
-        return pl.DataFrame(rows, schema=["user_id", "ts", "event"], orient="row")
+        ev = pl.DataFrame(rows, schema=["user_id", "ts", "event"], orient="row")
+        n = history_lengths(user_counts(ev, as_of), np.array([f"u{u}" for u in range(n_long + n_short)] + ["nobody"]))
+        assert n[-1] == 0 and n[0] == 10 and n[-2] == 2
+        return n
 
     cfg = load_config()
-    mostly_long, mostly_short = log(300, 100), log(100, 300)
-    assert short_users_assigned(cfg, mostly_long, as_of, np.array(sorted(set(mostly_long["user_id"]))))
-    assert not short_users_assigned(cfg, mostly_short, as_of, np.array(sorted(set(mostly_short["user_id"]))))
+    assert short_users_assigned(cfg, lengths(300, 100))
+    assert not short_users_assigned(cfg, lengths(100, 300))
     pinned = load_config(overrides=["cluster.min_events_to_fit=2"])  # short users in the fit by choice
-    assert not short_users_assigned(pinned, mostly_long, as_of, np.array(sorted(set(mostly_long["user_id"]))))
+    assert not short_users_assigned(pinned, lengths(300, 100))
+
+
+def test_the_head_does_not_follow_the_logs_row_order(trained_workspace: Path, synth_small) -> None:
+    """Fitted twice on the same events in another row order: the same classifier (group_by order once leaked in)."""
+    from conftest import TINY_SETS
+
+    from embeddings.calibrate import calibrate_confidence
+    from embeddings.cluster import SphericalKMeans
+    from embeddings.config import load_config
+    from embeddings.embed import UserEncoder
+
+    cur = trained_workspace / "current"
+    enc = UserEncoder.load(cur / "encoder")
+    uids, X = read_embeddings(cur / "embeddings.parquet")
+    cs = CohortSet.load(cur / "cohorts.json")
+    cfg = load_config(overrides=TINY_SETS)
+    ev = synth_small.events.with_columns(pl.col("user_id").cast(pl.String))
+    as_of = ev["ts"].max()
+    heads = []
+    for seed in (0, 1):
+        km = SphericalKMeans(k=len(cs.cohorts))
+        km.centroids_ = cs.centroids
+        calibrate_confidence(cfg, enc, ev.sample(fraction=1.0, shuffle=True, seed=seed), as_of, uids, X, km)
+        assert km.confidence_model is not None
+        heads.append(km.confidence_model.short_head)
+    assert heads[0] is not None and heads[1] is not None
+    np.testing.assert_array_equal(heads[0].coef, heads[1].coef)
