@@ -144,7 +144,9 @@ def test_goal_aware_workspace_serves_intent_embeddings_and_tiered_cohorts(goal_w
     as_of = datetime.fromisoformat(json.loads((cur / "version.json").read_text())["as_of"])
     events = pl.read_parquet(synth_files["events"])
     counts = events.group_by("user_id").len().filter(pl.col("len") <= 60).sort("user_id")
-    users = counts["user_id"].head(8).to_list()  # whole histories fit in one request
+    short = counts.filter(pl.col("len") <= 3)["user_id"].head(4).to_list()  # placed by the short-history head
+    assert len(short) == 4
+    users = [*counts["user_id"].head(8).to_list(), *short]  # whole histories fit in one request
     sessions = []
     for u in users:
         ev = events.filter(pl.col("user_id") == u).sort("ts")
@@ -155,6 +157,7 @@ def test_goal_aware_workspace_serves_intent_embeddings_and_tiered_cohorts(goal_w
         sessions.append(s)
     X = enc.embed_sessions(sessions)
     assert X.shape[1] == enc.encoder.dim and cur.joinpath("encoder", "propensity.json").is_file()
+    assert json.loads((cur / "cohorts.json").read_text())["confidence_model"]["short_head"]["classes"]
     got = [r["cohort_id"] for r in asg.assign(X)]
     want = [int(stored.filter(pl.col("user_id") == u)["cohort_id"][0]) for u in users]
     assert got == want
