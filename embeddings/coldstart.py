@@ -82,6 +82,8 @@ class ShortHistoryHead:
         if nearest is not None and groups is not None:
             _, g = np.unique(np.asarray(groups).astype(str), return_inverse=True)
             held = np.random.default_rng(0).random(g.max() + 1)[g] < HELD_OUT
+            if held.all() or not held.any():  # too few users to hold some out: nothing shows it helps
+                return None
             trial = cls._fit(X[~held], positions[~held], layout, {})
             if trial is None:
                 return None

@@ -62,6 +62,11 @@ def test_two_cohorts_and_too_little_to_learn() -> None:
     assert (head.predict(X)[0] == np.array([3, 6])[y]).mean() > 0.95
     assert ShortHistoryHead.fit(X[:50], y[:50], LAYOUT) is None  # too few windows
     assert ShortHistoryHead.fit(X, np.zeros(300, np.int64), LAYOUT) is None  # one cohort: nothing to choose
+    # the held-out test needs users on both sides; windows of one user cannot show the head helps
+    nearest = np.zeros(300, np.int64)
+    assert ShortHistoryHead.fit(X, np.array([3, 6])[y], LAYOUT, nearest=nearest, groups=np.full(300, "u1")) is None
+    many = ShortHistoryHead.fit(X, np.array([3, 6])[y], LAYOUT, nearest=nearest, groups=np.arange(300) // 3)
+    assert many is not None and many.info["held_out_accuracy"] > 0.9 > many.info["held_out_nearest"]
 
 
 def test_published_cohorts_place_short_users_with_the_head(trained_workspace: Path, synth_small) -> None:
