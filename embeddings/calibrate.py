@@ -27,9 +27,11 @@ log = logging.getLogger("seqcohort")
 
 
 def calibrate_confidence(cfg: Config, enc: UserEncoder, events: pl.DataFrame, as_of: datetime,
-                         user_ids: np.ndarray, X: np.ndarray, km: SphericalKMeans | IntentTiers) -> None:
+                         user_ids: np.ndarray, X: np.ndarray, km: SphericalKMeans | IntentTiers,
+                         counts: pl.DataFrame | None = None) -> None:
     """Fit `km.confidence_model` on windows of the fitted users' histories (see embeddings.confidence),
-    and its short-history head on 1-3-event windows (see embeddings.coldstart)."""
+    and its short-history head on 1-3-event windows (see embeddings.coldstart). `counts`: the
+    events' `user_counts`, when the caller has them already."""
     n = cfg.cluster.calibration_crops
     if n <= 0:
         return
@@ -59,7 +61,7 @@ def calibrate_confidence(cfg: Config, enc: UserEncoder, events: pl.DataFrame, as
     log.info("confidence calibrated on %d windows of 1-128 events of fitted users: %.0f%% in their user's cohort",
              len(agree), 100 * agree.mean())
     if cfg.cluster.short_history_windows > 0 and layout is not None:
-        counts = user_counts(events, as_of)
+        counts = user_counts(events, as_of) if counts is None else counts
         if short_users_assigned(cfg, history_lengths(counts, user_ids)):
             km.confidence_model.short_head = fit_short_head(cfg, events, as_of, counts, windows, C, layout)
 
@@ -97,9 +99,10 @@ def fit_short_head(cfg: Config, events: pl.DataFrame, as_of: datetime, counts: p
     """The classifier for 1-3-event users, on windows of fitted users shaped like the log's own short users."""
     c = cfg.cluster
     short = counts.filter(pl.col("n") <= MAX_SHORT_EVENTS)
-    # sorted: the draws from it must not follow group_by's row order, which varies run to run
-    recency = (np.sort(short.select((pl.lit(as_of, dtype=pl.Datetime("us")) - pl.col("last")).dt.total_seconds())
-                       .to_series().to_numpy()) if short.height >= 20 else None)  # else: live sessions, ending in the week before as_of
+    # sorted: the draws from it must not follow group_by's row order, which varies run to run;
+    # None (under 20 short users): windows end like live sessions, in the week before as_of
+    ago = short.select((pl.lit(as_of, dtype=pl.Datetime("us")) - pl.col("last")).dt.total_seconds()).to_series()
+    recency = np.sort(ago.to_numpy()) if short.height >= 20 else None
     # half the windows end where their own user's history ends: one visit long ago is a dormant
     # user, not a new one (on our generator lapsed users' short histories are old; on the two
     # held-out ones every short history is recent, which the other half covers)

@@ -270,9 +270,9 @@ def recluster(workspace: str | Path, cfg: Config, events: pl.DataFrame | None = 
     with ws.new_version({**meta, "steps": ["cluster", "name"]}) as out:
         shutil.copytree(cur / "encoder", out / "encoder")
         shutil.copy2(cur / "embeddings.parquet", out / "embeddings.parquet")
-        lengths = history_lengths(user_counts(events, as_of), user_ids)
-        km = fit_cohorts(cfg, X, lengths, goal_intent(enc.bundle.encoder))
-        calibrate_confidence(cfg, enc, events, as_of, user_ids, X, km)
+        counts = user_counts(events, as_of)
+        km = fit_cohorts(cfg, X, history_lengths(counts, user_ids), goal_intent(enc.bundle.encoder))
+        calibrate_confidence(cfg, enc, events, as_of, user_ids, X, km, counts)
         cs, labels, conf = build_cohort_set(cfg, events, user_ids, X, km, as_of, enc_version, ws)
         write_cluster_outputs(out, cs, user_ids, X, labels, conf)
     return RunResult(ws.current(), cs, n_users=len(user_ids), n_events=events.height)
