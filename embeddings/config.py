@@ -86,6 +86,11 @@ class ModelConfig(_Section):
     # 0.840 with the shipped 12 as a unit direction), while archetype
     # ARI saturates at about 12 (held-out generator 0.739 / 0.753 / 0.756 / 0.757 at 8 / 12 / 16 / 32)
     profile_dim: int = Field(12, ge=1)
+    # after training, keep only the learned part's principal directions (holding 1%+ of its
+    # variance) on which the embeddings of a user's odd and of their even events correlate at
+    # least this much; 0 = keep all. The rest is per-event noise a linear read-out overfits
+    # (training/denoise.py; CDNOW keeps 3 of 64, Complete Journey 10)
+    denoise: float = Field(0.3, ge=0.0, le=1.0)
     # weight of category shares in the habit profile (event shares weigh 2, "next" rows 3); auto:
     # 1, 2 or 3, whichever groups the fitted users best by silhouette (training/profile_select.py)
     profile_category: float | Literal["auto"] = "auto"

@@ -55,6 +55,10 @@ class EncoderConfig:
     profile: float = 0.0
     profile_dim: int = 0
     profile_fields: dict[str, float] = field(default_factory=dict)
+    # the learned part projected onto `learned_rank` of its principal directions (buffers
+    # learned_mean, learned_basis; training/denoise.py picks the directions a user's odd and even
+    # events agree on) and renormalised; 0 = as trained (bundles before it)
+    learned_rank: int = 0
 
     @property
     def n_state(self) -> int:
@@ -159,6 +163,8 @@ class EventEncoder(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(2 * cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, learned)
         )
+        if cfg.learned_rank:
+            self.set_learned_basis(torch.zeros(learned), torch.zeros(learned, cfg.learned_rank))
         self.apply(self._init)
         nn.init.normal_(self.summary, std=0.02)
 
@@ -173,7 +179,7 @@ class EventEncoder(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, dim) L2-normalised embeddings: the learned part, state coordinates, habit profile."""
-        z = self.learned(batch)
+        z = self.denoise(self.learned(batch))
         c, lengths = self.cfg, batch["lengths"]
         state = []
         if c.recency > 0:
@@ -201,8 +207,23 @@ class EventEncoder(nn.Module):
         raw, weight = habit_raw(batch, self.cfg.profile_fields, self.cfg.cardinalities)
         return (weight * (raw - self.profile_mean)) @ self.profile_basis
 
+    def set_learned_basis(self, mean: torch.Tensor, basis: torch.Tensor) -> None:
+        """Project the learned part onto `basis` (learned, k) around `mean` from now on (k = 0: off)."""
+        self.cfg.learned_rank = int(basis.shape[1])
+        self.register_buffer("learned_mean", mean.detach().float().clone())
+        self.register_buffer("learned_basis", basis.detach().float().clone())
+
+    def denoise(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, learned) unit rows kept to the `learned_rank` directions: mean + (z - mean) V V^T,
+        renormalised. Directions a user's own events disagree on carry per-event noise, which a
+        linear read-out fits (CDNOW: 3 of 64 directions agree); nothing else changes."""
+        if not self.cfg.learned_rank:
+            return z
+        mean, basis = self.learned_mean.to(z.dtype), self.learned_basis.to(z.dtype)
+        return F.normalize(mean + ((z - mean) @ basis) @ basis.T, dim=-1)
+
     def learned(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, dim - n_fixed) unit rows: what contrastive training shapes."""
+        """(B, dim - n_fixed) unit rows: what contrastive training shapes (before `denoise`)."""
         lengths = batch["lengths"]
         ref = next(iter(batch[name] for name in self.cfg.cardinalities))
         B, T = ref.shape

@@ -60,6 +60,7 @@ from embeddings.intent import (
     propensity_from_embedding,
 )
 from training.datamodule import SequenceDataModule, ViewCollator, _Users, worker_id
+from training.denoise import fit_learned_basis
 from training.head_fit import fit_head
 from training.module import ContrastiveModule, progress_callbacks, quiet_fit, quiet_lightning
 from training.train import TrainResult, build_encoder, fit_featurizer
@@ -343,6 +344,9 @@ def train_goal_aware(
     encoder = module.encoder.cpu().eval()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     metrics.update(steps=float(trainer.global_step), train_seconds=seconds)
+    denoised = fit_learned_basis(encoder, featurizer, data, min_agreement=cfg.model.denoise, seed=tc.seed)
+    if "learned_rank" in denoised:
+        metrics["learned_rank"] = float(denoised["learned_rank"])
 
     # The SGD head only shaped the encoder; the served head is chosen and fitted on the fixed embedding.
     hrows = np.flatnonzero(held)  # only the users the encoder never saw are needed
@@ -376,7 +380,8 @@ def train_goal_aware(
     }
     bundle = save_bundle(
         bundle_dir, IntentEncoder(encoder, final, intent), featurizer, data_fingerprint=data_fingerprint(events),
-        metrics=metrics, extra={"n_users": len(data), "trainer": tc.model_dump()}, propensity=meta,
+        metrics=metrics, extra={"n_users": len(data), "trainer": tc.model_dump(), **({"denoise": denoised} if denoised else {})},
+        propensity=meta,
     )
     seqs = trainer.global_step * n_users * (tc.views + 1)
     log.info("goal-aware bundle %s saved to %s (%.1fs; head %s, calibration AUC %s)", bundle.version,

@@ -1,0 +1,91 @@
+"""Keep the directions of the learned part that a user's own events agree on.
+
+Contrastive training spreads the learned part over all `model.dim` outputs, but on a log with
+little behaviour per user most of that spread is per-event noise: on CDNOW (median two
+purchases) 20 principal directions each hold 4-5% of the variance, and the embeddings of a
+user's odd and of their even events correlate at 0.03-0.09 on 17 of them. A linear probe fits
+weights to that noise (CDNOW, 5-fold next-quarter purchase: in-sample AUC 0.780, out-of-fold
+0.772). After training, `fit_learned_basis` embeds each sampled user's odd and even events apart,
+measures per principal direction of the whole histories' learned part the correlation between
+the two halves, and keeps the directions holding at least `MIN_SHARE` of the variance whose
+correlation reaches `min_agreement`; `EventEncoder.denoise` then projects onto them. A log with
+real behaviour keeps its structure (Complete Journey: 10 directions, all above 0.43).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from embeddings.encoder import EventEncoder
+from embeddings.features import Featurizer, SequenceData
+
+log = logging.getLogger(__name__)
+
+MIN_SHARE = 0.01  # directions below this share of the variance are dropped: standardised by a probe, they are amplified noise
+MIN_USERS = 50  # users with 2+ events needed to measure agreement at all
+MAX_USERS = 4000
+
+
+def _learned(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData, index_lists: list[np.ndarray],
+             batch_size: int) -> np.ndarray:
+    """(n, learned) learned part (before denoising) of each event-row list."""
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(index_lists), batch_size):
+            batch = featurizer.collate(data, index_lists[s : s + batch_size], encoder.cfg.max_len)
+            out.append(encoder.learned(batch).double().numpy())
+    return np.concatenate(out)
+
+
+def fit_learned_basis(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData, *,
+                      min_agreement: float, seed: int = 0, max_users: int = MAX_USERS,
+                      batch_size: int = 512) -> dict[str, Any]:
+    """Set the encoder's learned basis (see module doc) and return what was measured.
+
+    Nothing is set (learned_rank stays 0) when `min_agreement` is 0, fewer than MIN_USERS users
+    have 2+ events, or every direction passes. At least the best-agreeing direction is kept.
+    """
+    if min_agreement <= 0 or encoder.cfg.learned_rank:
+        return {}
+    lengths = np.diff(data.offsets)
+    rows = np.flatnonzero(lengths >= 2)
+    if len(rows) < MIN_USERS:
+        return {"learned_rank": 0, "reason": f"only {len(rows)} users with 2+ events"}
+    if len(rows) > max_users:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
+    was = encoder.training
+    encoder.cpu().eval()
+    m = encoder.cfg.max_len
+    whole = [np.arange(max(data.offsets[r], data.offsets[r + 1] - m), data.offsets[r + 1]) for r in rows]
+    recent = [np.arange(max(data.offsets[r], data.offsets[r + 1] - 2 * m), data.offsets[r + 1]) for r in rows]
+    full = _learned(encoder, featurizer, data, whole, batch_size)
+    odd = _learned(encoder, featurizer, data, [ix[len(ix) % 2 :: 2] for ix in recent], batch_size)
+    even = _learned(encoder, featurizer, data, [ix[1 - len(ix) % 2 :: 2] for ix in recent], batch_size)
+    encoder.train(was)
+    mean = full.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov(full, rowvar=False))
+    order = np.argsort(values)[::-1]
+    values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]
+    share = values / max(values.sum(), 1e-12)
+    a, b = (odd - mean) @ vectors, (even - mean) @ vectors
+    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+    denom = np.sqrt((a**2).sum(axis=0) * (b**2).sum(axis=0))
+    agreement = np.where(denom > 1e-12, (a * b).sum(axis=0) / np.maximum(denom, 1e-12), 0.0)
+    big = share >= MIN_SHARE
+    keep = np.flatnonzero(big & (agreement >= min_agreement))
+    if len(keep) == 0:
+        keep = np.array([int(np.argmax(np.where(big, agreement, -np.inf)))])
+    info = {"users": int(len(rows)), "directions": int(big.sum()),
+            "agreement": [round(float(x), 3) for x in agreement[big]],
+            "share": [round(float(x), 4) for x in share[big]]}
+    if len(keep) == full.shape[1]:
+        return {"learned_rank": 0, **info}
+    encoder.set_learned_basis(torch.from_numpy(mean), torch.from_numpy(vectors[:, keep]))
+    kept = float(share[keep].sum())
+    log.info("learned part: %d of %d directions kept (%.0f%% of its variance; odd/even agreement >= %.2f)",
+             len(keep), full.shape[1], 100 * kept, min_agreement)
+    return {"learned_rank": int(len(keep)), "kept_share": round(kept, 4), **info}
