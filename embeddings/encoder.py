@@ -11,11 +11,17 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embeddings.features import CONTEXT_SPEND, whole_history_context
+from embeddings.features import (
+    CONTEXT_DAYS,
+    CONTEXT_SPEND,
+    LOG_RECENCY_SCALE,
+    whole_history_context,
+)
 from embeddings.habits import habit_raw, habit_width
 
 
@@ -34,12 +40,16 @@ class EncoderConfig:
     max_len: int = 128  # events per user kept (the most recent)
     n_context: int = 0  # whole-history aggregate features added to the summary token
     # state coordinates after the learned outputs (weight 0 = absent), each standardised with the
-    # mean and std over the training users: recency * (last event's log_recency - mean) / std, then
+    # mean and std over the training users: recency * (r - mean) / std, r the last event's
+    # log_recency (recency_shape "log", bundles before it) or the square root of its days before
+    # as_of ("sqrt"), the standardised value clipped to +-recency_clip (0 = not clipped), then
     # frequency * (log1p(events) - mean) / std, the events counted over the whole history
     # (batch["n_events"]) when frequency_history, else only those held (bundles before it)
     recency: float = 0.0
     recency_mean: float = 0.0
     recency_std: float = 1.0
+    recency_shape: str = "log"
+    recency_clip: float = 0.0
     frequency: float = 0.0
     frequency_mean: float = 0.0
     frequency_std: float = 1.0
@@ -49,6 +59,10 @@ class EncoderConfig:
     monetary: float = 0.0
     monetary_mean: float = 0.0
     monetary_std: float = 1.0
+    # then visits * (log1p(whole-history active days) / 5 - mean) / std (bundles before it: absent)
+    visits: float = 0.0
+    visits_mean: float = 0.0
+    visits_std: float = 1.0
     # habit profile after the state coordinates (embeddings/habits.py): `profile_dim` principal
     # directions of the square-root value shares of `profile_fields` (field -> weight), as a unit
     # vector; `profile` in [0, 1) is its length in the unit-norm row (0 = absent)
@@ -63,7 +77,7 @@ class EncoderConfig:
     @property
     def n_state(self) -> int:
         """How many of the `dim` outputs are state coordinates rather than learned."""
-        return int(self.recency > 0) + int(self.frequency > 0) + int(self.monetary > 0)
+        return int(self.recency > 0) + int(self.frequency > 0) + int(self.monetary > 0) + int(self.visits > 0)
 
     @property
     def n_profile(self) -> int:
@@ -108,6 +122,21 @@ class Block(nn.Module):
         x = x + F.dropout(self.proj(y), self.dropout, self.training)
         x = x + F.dropout(self.mlp(self.ln2(x)), self.dropout, self.training)
         return x
+
+
+def recency_value(log_recency: Any, shape: str) -> Any:
+    """What the recency coordinate standardises, from the featurizer's log_recency (tensor or array):
+    itself ("log") or the square root of the days before as_of ("sqrt"). A linear read-out of the
+    square root predicts next-quarter purchase better on every log we measured (with log
+    frequency and spend: CDNOW 0.7775 vs 0.7762, Complete Journey 0.8459 vs 0.8447, a line-level
+    retail log 0.8128 vs 0.8031; bench/RESULTS.md)."""
+    if shape == "log":
+        return log_recency
+    if shape == "sqrt":
+        if isinstance(log_recency, torch.Tensor):
+            return torch.expm1(log_recency * LOG_RECENCY_SCALE).clamp(min=0).sqrt()
+        return np.sqrt(np.maximum(np.expm1(np.asarray(log_recency) * LOG_RECENCY_SCALE), 0.0))
+    raise ValueError(f"recency_shape={shape!r}: use 'log' or 'sqrt'.")
 
 
 def join_profile(behaviour: torch.Tensor, q: torch.Tensor, p: float) -> torch.Tensor:
@@ -183,8 +212,10 @@ class EventEncoder(nn.Module):
         c, lengths = self.cfg, batch["lengths"]
         state = []
         if c.recency > 0:
-            last = batch["log_recency"].float().gather(1, (lengths - 1).clamp(min=0)[:, None])  # (B, 1)
-            state.append(c.recency * (last - c.recency_mean) / c.recency_std)
+            last = recency_value(batch["log_recency"].float().gather(1, (lengths - 1).clamp(min=0)[:, None]),
+                                 c.recency_shape)  # (B, 1)
+            r = (last - c.recency_mean) / c.recency_std
+            state.append(c.recency * (r.clamp(-c.recency_clip, c.recency_clip) if c.recency_clip > 0 else r))
         if c.frequency > 0:
             n = batch.get("n_events", lengths) if c.frequency_history else lengths
             held = torch.log1p(n.float())[:, None]  # (B, 1)
@@ -192,6 +223,9 @@ class EventEncoder(nn.Module):
         if c.monetary > 0:  # a plain `collate` batch (training views) holds its own events only
             spend = whole_history_context(batch)[:, CONTEXT_SPEND : CONTEXT_SPEND + 1].float()  # (B, 1)
             state.append(c.monetary * (spend - c.monetary_mean) / c.monetary_std)
+        if c.visits > 0:
+            days = whole_history_context(batch)[:, CONTEXT_DAYS : CONTEXT_DAYS + 1].float()  # (B, 1)
+            state.append(c.visits * (days - c.visits_mean) / c.visits_std)
         if state:
             z = F.normalize(torch.cat([z, *(v.to(z.dtype) for v in state)], dim=-1), dim=-1)
         if c.n_profile:

@@ -32,6 +32,7 @@ RECENCY_BUCKETS = 28  # log2 buckets of seconds before as_of (2^27 s ~ 4 years)
 FIRST_GAP = GAP_BUCKETS - 1  # bucket of a sequence's first event (no previous event known)
 N_CONTEXT = 5  # aggregates of a batch row's events: count, recency, spend, tenure, active days
 CONTEXT_SPEND = 2  # the context column holding log1p(total spend) / 8
+CONTEXT_DAYS = 4  # the context column holding log1p(active days) / 5
 LOG_RECENCY_SCALE = 3.0  # log_recency = log1p(days before as_of) / LOG_RECENCY_SCALE
 SESSION_GAP_S = 1800.0  # a new session starts after 30 minutes without events
 SESSION_POS = 32  # position of an event inside its session, clipped (funnel order: search -> cart -> buy)

@@ -121,7 +121,7 @@ def test_encoder_profile_separates_order_twins_and_survives_the_bundle(tmp_path,
     b = save_bundle(tmp_path / "bundle", enc, f, data_fingerprint="x")
     X = UserEncoder(load_bundle(tmp_path / "bundle")).encode(data)
     np.testing.assert_array_equal(X, UserEncoder(b).encode(data))
-    assert X.shape[1] == tiny_cfg.model.dim + 3 + tiny_cfg.model.profile_dim  # + recency, frequency, monetary
+    assert X.shape[1] == tiny_cfg.model.dim + 4 + tiny_cfg.model.profile_dim  # + recency, frequency, monetary, visits
     Q = X[:, -enc.cfg.n_profile:]
     truth = pl.DataFrame({"user_id": data.user_ids.astype(str)}).join(
         synth_small.truth, on="user_id", how="left", maintain_order="left")

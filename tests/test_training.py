@@ -7,7 +7,7 @@ import torch
 
 from embeddings.config import TrainerConfig
 from embeddings.embed import UserEncoder
-from embeddings.features import Featurizer
+from embeddings.features import LOG_RECENCY_SCALE, Featurizer
 from training.datamodule import ViewCollator, bucketed_batch, shuffled_copies
 from training.losses import multiview_infonce, view_retrieval_accuracy
 from training.sampling import (
@@ -55,8 +55,8 @@ def test_tiny_lightning_run_learns_and_is_seeded(tmp_path, synth_small, tiny_cfg
     # a trained encoder tells views of the same user apart from others far above chance
     assert r1.metrics["val/view_acc"] > 0.3
     X = UserEncoder(r1.bundle).encode(ev)
-    # + recency, frequency and monetary value, then the habit profile
-    assert X.shape == (ev["user_id"].n_unique(), tiny_cfg.model.dim + 3 + tiny_cfg.model.profile_dim)
+    # + recency, frequency, monetary value and visits, then the habit profile
+    assert X.shape == (ev["user_id"].n_unique(), tiny_cfg.model.dim + 4 + tiny_cfg.model.profile_dim)
     assert np.isfinite(X).all()
     assert (tmp_path / "a" / "manifest.json").is_file()
 
@@ -184,7 +184,20 @@ def test_contrastive_training_sees_only_the_learned_part(synth_small, tiny_cfg):
     stats = state_stats(data, f)
     assert (stats["recency_mean"], stats["recency_std"]) == pytest.approx((last.mean(), last.std()), rel=1e-5)
     assert (stats["frequency_mean"], stats["frequency_std"]) == pytest.approx((held.mean(), held.std()), rel=1e-5)
-    assert enc.cfg.n_state == 3
+    assert enc.cfg.n_state == 4
+    # the default recency shape: square root of the days before as_of, clipped at 3 std in the row
+    days = np.sqrt(np.expm1(last.astype(np.float64) * LOG_RECENCY_SCALE))
+    sq = state_stats(data, f, "sqrt")
+    assert (sq["recency_mean"], sq["recency_std"]) == pytest.approx((days.mean(), days.std()), rel=1e-4)
+    assert (enc.cfg.recency_shape, enc.cfg.recency_clip) == ("sqrt", 3.0)
+    assert enc.cfg.recency_mean == pytest.approx(sq["recency_mean"])
+    # visits: log1p of the days (counted back from as_of) with events over the whole history
+    ev = synth_small.events.with_columns(
+        d=((pl.lit(synth_small.as_of) - pl.col("ts")).dt.total_microseconds() / 86_400e6).floor())
+    n_days = ev.group_by("user_id").agg(pl.col("d").n_unique()).sort("user_id")["d"].to_numpy()
+    assert data.user_ids.tolist() == sorted(data.user_ids.tolist())
+    v = np.log1p(n_days) / 5
+    assert (sq["visits_mean"], sq["visits_std"]) == pytest.approx((v.mean(), v.std()), rel=1e-4)
     # monetary: log1p of each user's whole-history spend (positive amounts), as view_context reads it
     spend = pl.DataFrame({"u": np.repeat(np.arange(len(data)), np.diff(data.offsets)),
                           "a": np.where(data.fields["amount_value"] > 0, np.expm1(
@@ -198,7 +211,7 @@ def test_contrastive_training_sees_only_the_learned_part(synth_small, tiny_cfg):
     assert z.shape == (16, tiny_cfg.model.dim)
     enc.eval()
     full = enc(batch["buckets"][0])
-    n_fixed = 3 + tiny_cfg.model.profile_dim  # recency, frequency, monetary, then the habit profile
+    n_fixed = 4 + tiny_cfg.model.profile_dim  # recency, frequency, monetary, visits, then the habit profile
     assert full.shape[1] == tiny_cfg.model.dim + n_fixed and enc.cfg.n_fixed == n_fixed
     learned = full[:, :-n_fixed]
     torch.testing.assert_close(learned / learned.norm(dim=1, keepdim=True), enc.learned(batch["buckets"][0]))

@@ -14,8 +14,9 @@ import torch
 
 from embeddings.bundle import Bundle, save_bundle
 from embeddings.config import Config
-from embeddings.encoder import EncoderConfig, EventEncoder
+from embeddings.encoder import EncoderConfig, EventEncoder, recency_value
 from embeddings.features import (
+    CONTEXT_DAYS,
     CONTEXT_SPEND,
     N_CONTEXT,
     Featurizer,
@@ -31,6 +32,7 @@ from training.profile_select import CATEGORY_WEIGHTS, choose_category_weight
 
 log = logging.getLogger(__name__)
 
+RECENCY_CLIP = 3.0  # standard deviations: users years gone would otherwise be mostly recency in a unit row
 PROFILE_FIT_USERS = 20_000  # users the habit profile's PCA is fitted on (a seeded sample beyond that)
 
 
@@ -43,22 +45,25 @@ class TrainResult:
     sequences_per_s: float = 0.0  # training views processed per second
 
 
-def state_stats(data: SequenceData | None, featurizer: Featurizer | None = None) -> dict[str, float]:
+def state_stats(data: SequenceData | None, featurizer: Featurizer | None = None,
+                recency_shape: str = "log") -> dict[str, float]:
     """Mean and std over the training users of what the state coordinates read (EncoderConfig):
-    the most recent event's log_recency, log1p of the events in the whole history (not capped
-    at `max_len`: a log whose heavy users hold thousands of lines would otherwise show them all at
-    one frequency) and, given the featurizer, the whole history's spend as `collate_users` puts it
-    in `history_context`."""
+    the most recent event's recency (`recency_value` of its log_recency), log1p of the events in
+    the whole history (not capped at `max_len`: a log whose heavy users hold thousands of lines
+    would otherwise show them all at one frequency) and, given the featurizer, the whole history's
+    spend and active days as `collate_users` puts them in `history_context`."""
     if data is None or len(data) == 0:
         return {}
     lens = np.diff(data.offsets)
     values = {
-        "recency": data.fields["log_recency"][data.offsets[1:] - 1].astype(np.float64),
+        "recency": np.asarray(recency_value(data.fields["log_recency"][data.offsets[1:] - 1].astype(np.float64),
+                                            recency_shape)),
         "frequency": np.log1p(lens.astype(np.float64)),
     }
     if featurizer is not None:
         ctx = featurizer.view_context(data, np.arange(data.offsets[-1]), lens)
         values["monetary"] = ctx[:, CONTEXT_SPEND].astype(np.float64)
+        values["visits"] = ctx[:, CONTEXT_DAYS].astype(np.float64)
     out = {}
     for name, v in values.items():
         std = float(v.std())
@@ -83,10 +88,13 @@ def build_encoder(cfg: Config, featurizer: Featurizer, data: SequenceData | None
         max_len=m.max_len,
         n_context=N_CONTEXT if m.context else 0,
         recency=m.recency,
+        recency_shape=m.recency_shape,
+        recency_clip=RECENCY_CLIP,
         frequency=m.frequency,
         frequency_history=True,
         monetary=m.monetary,
-        **state_stats(data, featurizer),
+        visits=m.visits,
+        **state_stats(data, featurizer, m.recency_shape),
         profile=m.profile,
         profile_dim=m.profile_dim,
         profile_fields=habit_fields(featurizer.cardinalities, PROFILE_FIELDS),
