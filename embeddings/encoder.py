@@ -242,7 +242,9 @@ class EventEncoder(nn.Module):
         return (weight * (raw - self.profile_mean)) @ self.profile_basis
 
     def set_learned_basis(self, mean: torch.Tensor, basis: torch.Tensor) -> None:
-        """Project the learned part onto `basis` (learned, k) around `mean` from now on (k = 0: off)."""
+        """Project the learned part onto `basis` (learned, k >= 1) around `mean` from now on."""
+        if basis.ndim != 2 or basis.shape[1] < 1:
+            raise ValueError(f"learned basis of shape {tuple(basis.shape)}: need (learned, k >= 1)")
         self.cfg.learned_rank = int(basis.shape[1])
         self.register_buffer("learned_mean", mean.detach().float().clone())
         self.register_buffer("learned_basis", basis.detach().float().clone())
@@ -250,7 +252,7 @@ class EventEncoder(nn.Module):
     def denoise(self, z: torch.Tensor) -> torch.Tensor:
         """(B, learned) unit rows kept to the `learned_rank` directions: mean + (z - mean) V V^T,
         renormalised. Directions a user's own events disagree on carry per-event noise, which a
-        linear read-out fits (CDNOW: 3 of 64 directions agree); nothing else changes."""
+        linear read-out fits (CDNOW: 1-3 of 64 directions agree); nothing else changes."""
         if not self.cfg.learned_rank:
             return z
         mean, basis = self.learned_mean.to(z.dtype), self.learned_basis.to(z.dtype)

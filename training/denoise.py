@@ -33,11 +33,12 @@ MAX_USERS = 4000
 def _learned(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData, index_lists: list[np.ndarray],
              batch_size: int) -> np.ndarray:
     """(n, learned) learned part (before denoising) of each event-row list."""
+    device = next(encoder.parameters()).device
     out = []
     with torch.no_grad():
         for s in range(0, len(index_lists), batch_size):
             batch = featurizer.collate(data, index_lists[s : s + batch_size], encoder.cfg.max_len)
-            out.append(encoder.learned(batch).double().numpy())
+            out.append(encoder.learned({k: v.to(device) for k, v in batch.items()}).double().cpu().numpy())
     return np.concatenate(out)
 
 
@@ -58,7 +59,7 @@ def fit_learned_basis(encoder: EventEncoder, featurizer: Featurizer, data: Seque
     if len(rows) > max_users:
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
     was = encoder.training
-    encoder.cpu().eval()
+    encoder.eval()
     m = encoder.cfg.max_len
     whole = [np.arange(max(data.offsets[r], data.offsets[r + 1] - m), data.offsets[r + 1]) for r in rows]
     recent = [np.arange(max(data.offsets[r], data.offsets[r + 1] - 2 * m), data.offsets[r + 1]) for r in rows]
@@ -84,8 +85,19 @@ def fit_learned_basis(encoder: EventEncoder, featurizer: Featurizer, data: Seque
             "share": [round(float(x), 4) for x in share[big]]}
     if len(keep) == full.shape[1]:
         return {"learned_rank": 0, **info}
-    encoder.set_learned_basis(torch.from_numpy(mean), torch.from_numpy(vectors[:, keep]))
+    device = next(encoder.parameters()).device
+    encoder.set_learned_basis(torch.from_numpy(mean).to(device), torch.from_numpy(vectors[:, keep]).to(device))
     kept = float(share[keep].sum())
     log.info("learned part: %d of %d directions kept (%.0f%% of its variance; odd/even agreement >= %.2f)",
              len(keep), full.shape[1], 100 * kept, min_agreement)
     return {"learned_rank": int(len(keep)), "kept_share": round(kept, 4), **info}
+
+
+def denoise_trained(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData, min_agreement: float,
+                    seed: int, metrics: dict[str, float]) -> dict[str, Any]:
+    """`fit_learned_basis` after a training run: the kept rank goes into `metrics`; returns the
+    bundle manifest's extra entries ({"denoise": what was measured}, or {} when it did not run)."""
+    info = fit_learned_basis(encoder, featurizer, data, min_agreement=min_agreement, seed=seed)
+    if "learned_rank" in info:
+        metrics["learned_rank"] = float(info["learned_rank"])
+    return {"denoise": info} if info else {}

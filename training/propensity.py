@@ -60,7 +60,7 @@ from embeddings.intent import (
     propensity_from_embedding,
 )
 from training.datamodule import SequenceDataModule, ViewCollator, _Users, worker_id
-from training.denoise import fit_learned_basis
+from training.denoise import denoise_trained
 from training.head_fit import fit_head
 from training.module import ContrastiveModule, progress_callbacks, quiet_fit, quiet_lightning
 from training.train import TrainResult, build_encoder, fit_featurizer
@@ -344,9 +344,7 @@ def train_goal_aware(
     encoder = module.encoder.cpu().eval()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     metrics.update(steps=float(trainer.global_step), train_seconds=seconds)
-    denoised = fit_learned_basis(encoder, featurizer, data, min_agreement=cfg.model.denoise, seed=tc.seed)
-    if "learned_rank" in denoised:
-        metrics["learned_rank"] = float(denoised["learned_rank"])
+    denoised = denoise_trained(encoder, featurizer, data, cfg.model.denoise, tc.seed, metrics)
 
     # The SGD head only shaped the encoder; the served head is chosen and fitted on the fixed embedding.
     hrows = np.flatnonzero(held)  # only the users the encoder never saw are needed
@@ -380,8 +378,7 @@ def train_goal_aware(
     }
     bundle = save_bundle(
         bundle_dir, IntentEncoder(encoder, final, intent), featurizer, data_fingerprint=data_fingerprint(events),
-        metrics=metrics, extra={"n_users": len(data), "trainer": tc.model_dump(), **({"denoise": denoised} if denoised else {})},
-        propensity=meta,
+        metrics=metrics, extra={"n_users": len(data), "trainer": tc.model_dump(), **denoised}, propensity=meta,
     )
     seqs = trainer.global_step * n_users * (tc.views + 1)
     log.info("goal-aware bundle %s saved to %s (%.1fs; head %s, calibration AUC %s)", bundle.version,

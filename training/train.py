@@ -26,7 +26,7 @@ from embeddings.features import (
 )
 from embeddings.habits import PROFILE_FIELDS, fit_habit_pca, habit_fields, habit_matrix
 from training.datamodule import SequenceDataModule
-from training.denoise import fit_learned_basis
+from training.denoise import denoise_trained
 from training.module import ContrastiveModule, progress_callbacks, quiet_fit, quiet_lightning
 from training.profile_select import CATEGORY_WEIGHTS, choose_category_weight
 
@@ -215,9 +215,7 @@ def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=No
     seqs = trainer.global_step * min(tc.batch_size, len(dm.train_rows)) * tc.views
     metrics["train_seconds"] = seconds
     encoder = module.encoder.cpu().eval()
-    denoised = fit_learned_basis(encoder, featurizer, data, min_agreement=cfg.model.denoise, seed=tc.seed)
-    if "learned_rank" in denoised:
-        metrics["learned_rank"] = float(denoised["learned_rank"])
+    denoised = denoise_trained(encoder, featurizer, data, cfg.model.denoise, tc.seed, metrics)
     weight = choose_category_weight(encoder, featurizer, data, cfg)
     if weight is not None:
         metrics["profile_category_weight"] = weight
@@ -229,7 +227,7 @@ def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=No
         featurizer,
         data_fingerprint=data_fingerprint(events),
         metrics=metrics,
-        extra={"n_users": len(data), "trainer": tc.model_dump(), **({"denoise": denoised} if denoised else {})},
+        extra={"n_users": len(data), "trainer": tc.model_dump(), **denoised},
     )
     log.info("bundle %s saved to %s (%.1fs)", bundle.version, bundle_dir, seconds)
     return TrainResult(bundle, Path(bundle_dir), metrics, seconds, seqs / max(seconds, 1e-9))
