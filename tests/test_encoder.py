@@ -11,7 +11,7 @@ from embeddings.bundle import load_bundle, save_bundle
 from embeddings.embed import UserEncoder, read_embeddings, write_embeddings
 from embeddings.encoder import EncoderConfig, EventEncoder
 from embeddings.errors import BundleError
-from embeddings.features import Featurizer
+from embeddings.features import LOG_RECENCY_SCALE, Featurizer
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +121,31 @@ def test_state_coordinates_are_the_standardised_recency_and_frequency(model_and_
     nh = np.sqrt(1 + r**2 + qh**2)
     np.testing.assert_allclose(Xh[:, -1], qh / nh, atol=1e-5)
     np.testing.assert_allclose(Xh[:, :-1] * nh[:, None], X[:, :-1] * norm[:, None], atol=1e-5)  # the rest as before
+
+
+def test_square_root_recency_is_clipped_and_visits_count_days(model_and_data, tmp_path):
+    _, f, data = model_and_data
+    days = np.expm1(data.fields["log_recency"][data.offsets[1:] - 1].astype(np.float64) * LOG_RECENCY_SCALE)
+    mean, std = float(np.sqrt(days).mean()), float(np.sqrt(days).std()) / 2  # half the std: some rows pass the clip
+    cfg = EncoderConfig(cardinalities=f.cardinalities, numeric_fields=f.numeric_fields, d_model=32,
+                        n_heads=2, n_layers=1, d_ff=64, dim=16, max_len=8,
+                        recency=0.5, recency_mean=mean, recency_std=std, recency_shape="sqrt", recency_clip=1.5,
+                        visits=0.25, visits_mean=0.5, visits_std=0.2)
+    torch.manual_seed(0)
+    enc = EventEncoder(cfg).eval()
+    X = UserEncoder(save_bundle(tmp_path / "b", enc, f, data_fingerprint="x")).encode(data)
+    z = (np.sqrt(days) - mean) / std
+    assert (np.abs(z) > 1.5).any() and (np.abs(z) < 1.5).any()
+    r = 0.5 * np.clip(z, -1.5, 1.5)
+    # visits: log1p of the distinct days (counted back from as_of) with events, over the whole history
+    back = np.floor(np.expm1(data.fields["log_recency"].astype(np.float64) * LOG_RECENCY_SCALE))
+    n_days = np.array([len(np.unique(back[a:b])) for a, b in zip(data.offsets[:-1], data.offsets[1:], strict=True)])
+    v = 0.25 * (np.log1p(n_days) / 5 - 0.5) / 0.2
+    norm = np.sqrt(1 + r**2 + v**2)
+    np.testing.assert_allclose(X[:, -2], r / norm, atol=1e-4)
+    np.testing.assert_allclose(X[:, -1], v / norm, atol=1e-4)
+    with pytest.raises(ValueError, match="recency_shape"):
+        EventEncoder(replace(cfg, recency_shape="cube"))(f.collate_users(data, np.arange(2), 8))
 
 
 def test_bundles_without_state_coordinates_still_load(tmp_path, model_and_data):
