@@ -73,6 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ws = args.workspace or Path(tmp) / "ws"
         pre.write_parquet(Path(tmp) / "pre.parquet")
+        # data.* settings only shape how the file is read; pre.parquet is already canonical events
         sets = [x for s in ["trainer.progress=false", *args.sets] if not s.startswith("data.") for x in ("--set", s)]
         subprocess.run([sys.executable, "-m", "seqcohort", "run", "--events", str(Path(tmp) / "pre.parquet"),
                         "-w", str(ws), *sets], check=True, stdout=subprocess.DEVNULL)

@@ -11,7 +11,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -124,8 +123,8 @@ class Block(nn.Module):
         return x
 
 
-def recency_value(log_recency: Any, shape: str) -> Any:
-    """What the recency coordinate standardises, from the featurizer's log_recency (tensor or array):
+def recency_value(log_recency: torch.Tensor, shape: str) -> torch.Tensor:
+    """What the recency coordinate standardises, from the featurizer's log_recency:
     itself ("log") or the square root of the days before as_of ("sqrt"). A linear read-out of the
     square root predicts next-quarter purchase better on every log we measured (with log
     frequency and spend: CDNOW 0.7775 vs 0.7762, Complete Journey 0.8459 vs 0.8447, a line-level
@@ -133,9 +132,7 @@ def recency_value(log_recency: Any, shape: str) -> Any:
     if shape == "log":
         return log_recency
     if shape == "sqrt":
-        if isinstance(log_recency, torch.Tensor):
-            return torch.expm1(log_recency * LOG_RECENCY_SCALE).clamp(min=0).sqrt()
-        return np.sqrt(np.maximum(np.expm1(np.asarray(log_recency) * LOG_RECENCY_SCALE), 0.0))
+        return torch.expm1(log_recency * LOG_RECENCY_SCALE).clamp(min=0).sqrt()
     raise ValueError(f"recency_shape={shape!r}: use 'log' or 'sqrt'.")
 
 

@@ -25,7 +25,9 @@ from embeddings.features import Featurizer, SequenceData
 
 log = logging.getLogger(__name__)
 
-MIN_SHARE = 0.01  # directions below this share of the variance are dropped: standardised by a probe, they are amplified noise
+# directions under this share of the variance are dropped however well they agree: they hold almost
+# none of what tells users apart (Complete Journey: 50 directions agree at 0.3, 10 hold 97% of the variance)
+MIN_SHARE = 0.01
 MIN_USERS = 50  # users with 2+ events needed to measure agreement at all
 MAX_USERS = 4000
 

@@ -56,8 +56,8 @@ def state_stats(data: SequenceData | None, featurizer: Featurizer | None = None,
         return {}
     lens = np.diff(data.offsets)
     values = {
-        "recency": np.asarray(recency_value(data.fields["log_recency"][data.offsets[1:] - 1].astype(np.float64),
-                                            recency_shape)),
+        "recency": recency_value(torch.from_numpy(data.fields["log_recency"][data.offsets[1:] - 1].astype(np.float64)),
+                                 recency_shape).numpy(),
         "frequency": np.log1p(lens.astype(np.float64)),
     }
     if featurizer is not None:
