@@ -35,6 +35,10 @@ MERGE_MIN = 0.9
 # and the chosen k stands
 STRUCTURE_MIN = 0.25
 SPLIT_RETRIES = 3  # times a cohort's outliers may be set aside before giving up on splitting it
+# where plain 2-means finds no valley, 2-means is tried again on the cohort's top principal
+# coordinates scaled to unit variance: two groups apart along a direction of little variance (users
+# alike in everything but session order) are cut across by plain 2-means, which follows variance
+WHITEN_DIMS = 5
 
 
 def softmax_confidence(sims: np.ndarray, temperature: float) -> np.ndarray:
@@ -212,16 +216,18 @@ class SphericalKMeans:
             if room < 1 or len(Xc) < 2 * min_size:
                 out.append(c[None])
                 continue
-            found = self._two_modes(Xc, min_size)
-            if found is None:
-                out.append(c[None])
-                continue
-            halves, core, side = found
-            ratio = valley_ratio(core @ (halves[0] - halves[1]), side, self.seed)
-            if ratio < VALLEY_MAX:
-                log.info("split a cohort of %d into %d + %d (density valley %.2f; %d outliers set aside)",
-                         len(Xc), side.sum(), (~side).sum(), ratio, len(Xc) - len(core))
-                out.append(halves)
+            for whiten in (False, True):
+                found = self._two_modes(Xc, min_size, whiten)
+                if found is None:
+                    continue
+                halves, line, side = found
+                ratio = valley_ratio(line, side, self.seed)
+                if ratio < VALLEY_MAX:
+                    log.info("split a cohort of %d into %d + %d (density valley %.2f%s; %d outliers set aside)",
+                             len(Xc), side.sum(), (~side).sum(), ratio, " on whitened coordinates" if whiten else "",
+                             len(Xc) - len(side))
+                    out.append(halves)
+                    break
             else:
                 out.append(c[None])
         return l2_normalize(np.concatenate(out).astype(np.float32))
@@ -260,9 +266,14 @@ class SphericalKMeans:
                 break
         return l2_normalize(c.astype(np.float32))
 
-    def _two_modes(self, Xc: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """2-means halves of a cohort, the points they were fitted on, and each point's side.
+    def _two_modes(self, Xc: np.ndarray, min_size: int,
+                   whiten: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """2-means halves of a cohort (unit centroids), the points' positions on the line between
+        them, and each point's side.
 
+        whiten: run 2-means on the top WHITEN_DIMS principal coordinates scaled to unit variance;
+        the line is the one between the sides there, and the halves cut across it
+        (`halves_across`).
         A handful of outlying users make 2-means cut them off from the rest (a deep but useless
         valley); such a side, under `min_size`, is set aside and 2-means runs again on the others,
         up to SPLIT_RETRIES times. None when no split into two sides of min_size is found.
@@ -271,13 +282,36 @@ class SphericalKMeans:
         for _ in range(SPLIT_RETRIES + 1):
             if len(core) < 2 * min_size:
                 return None
-            halves = self._kmeans(core, 2, self.seed)
-            side = _nearest(core, halves) == 0
+            if whiten:
+                W, B = _whitened(core, WHITEN_DIMS)
+                side = _nearest_euclid(W, self._kmeans_euclid(W, 2, self.seed)) == 0
+            else:
+                halves = self._kmeans(core, 2, self.seed)
+                side = _nearest(core, halves) == 0
             small = side if side.sum() < (~side).sum() else ~side
             if small.sum() >= min_size:
-                return halves, core, side
+                if not whiten:
+                    return halves, core @ (halves[0] - halves[1]), side
+                d = W[side].mean(0) - W[~side].mean(0)
+                halves = halves_across(core, B.T @ d, side).astype(np.float32)
+                return halves, W @ d, side
             core = core[~small]
         return None
+
+    def _kmeans_euclid(self, X: np.ndarray, k: int, seed: int) -> np.ndarray:
+        """Best of n_init k-means++-seeded Euclidean Lloyd runs (by within-cluster squares)."""
+        rng = np.random.default_rng(seed)
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        best, best_obj = None, np.inf
+        for _ in range(self.n_init):
+            km = faiss.Kmeans(X.shape[1], k, niter=self.niter, seed=int(rng.integers(2**31)), verbose=False,
+                              min_points_per_centroid=1, max_points_per_centroid=100000)
+            km.train(X, init_centroids=kmeans_pp(X, k, rng, euclidean=True))
+            obj = float(km.index.search(X, 1)[0].sum())
+            if obj < best_obj:
+                best, best_obj = km.centroids.copy(), obj
+        assert best is not None
+        return best
 
     def _best_k(self) -> int:
         """The largest k scoring within `k_tolerance` of the best (without tolerance: the best,
@@ -335,6 +369,11 @@ def valley_ratio(p: np.ndarray, side: np.ndarray, seed: int = 0, max_points: int
     KDE, Scott's bandwidth) is read at its highest point on each side of the midpoint between the
     groups' means; the result is its lowest value between those two peaks over the lower peak.
     """
+    return valley(p, side, seed, max_points)[0]
+
+
+def valley(p: np.ndarray, side: np.ndarray, seed: int = 0, max_points: int = 4000) -> tuple[float, float]:
+    """`valley_ratio` and the position on the line where the density between the peaks is lowest."""
     from scipy.stats import gaussian_kde
 
     p = np.asarray(p, dtype=np.float64)
@@ -342,7 +381,7 @@ def valley_ratio(p: np.ndarray, side: np.ndarray, seed: int = 0, max_points: int
         keep = np.random.default_rng(seed).choice(len(p), max_points, replace=False)
         p, side = p[keep], side[keep]
     if p.std() < 1e-9 or side.all() or not side.any():
-        return 1.0
+        return 1.0, float(p.mean()) if len(p) else 0.0
     grid = np.linspace(p.min(), p.max(), 256)
     dens = gaussian_kde(p)(grid)
     mid = 0.5 * (p[side].mean() + p[~side].mean())
@@ -350,7 +389,30 @@ def valley_ratio(p: np.ndarray, side: np.ndarray, seed: int = 0, max_points: int
     i0 = int(np.argmax(np.where(left, dens, -1.0)))
     i1 = int(np.argmax(np.where(left, -1.0, dens)))
     lo, hi = sorted((i0, i1))
-    return float(dens[lo : hi + 1].min() / max(min(dens[i0], dens[i1]), 1e-300))
+    low = lo + int(np.argmin(dens[lo : hi + 1]))
+    return float(dens[low] / max(min(dens[i0], dens[i1]), 1e-300)), float(grid[low])
+
+
+def halves_across(X: np.ndarray, w: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """(2, dim) unit centroids whose nearest-centroid boundary cuts the cohort X across direction w
+    where the density along it is lowest; row 0 on `side`'s part.
+
+    Two unit centroids at angles gamma +- delta from the cohort's mean direction m in the plane of m
+    and u (w made orthogonal to m) split x where x.u = tan(gamma) x.m, whatever delta, so gamma puts
+    the boundary at the valley and delta at the sides' mean angles. The sides' own means would tilt
+    the boundary toward directions of large spread, which cut the two groups across (a cohort wide
+    along one direction, its twins apart along a narrow one).
+    """
+    m = l2_normalize(X.mean(0)[None])[0]
+    u = w - (w @ m) * m
+    u = u / max(float(np.linalg.norm(u)), 1e-12)
+    a, rho = X @ u, float((X @ m).mean())
+    _, cut = valley(a, side)
+    gamma = np.arctan2(cut, rho)
+    ang = [np.arctan2(a[s].mean(), rho) for s in (side, ~side)]
+    delta = 0.5 * abs(ang[0] - ang[1])
+    sign = 1.0 if ang[0] >= ang[1] else -1.0
+    return np.stack([np.cos(gamma + g * delta) * m + np.sin(gamma + g * delta) * u for g in (sign, -sign)])
 
 
 def fit_rows(c: ClusterConfig, lengths: np.ndarray | None) -> np.ndarray | None:
@@ -363,17 +425,34 @@ def fit_rows(c: ClusterConfig, lengths: np.ndarray | None) -> np.ndarray | None:
     return enough if enough.sum() >= max(0.5 * len(enough), 2 * c.k_max) else None
 
 
-def kmeans_pp(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding under cosine distance (X L2-normalised)."""
+def kmeans_pp(X: np.ndarray, k: int, rng: np.random.Generator, euclidean: bool = False) -> np.ndarray:
+    """k-means++ seeds: under cosine distance (X L2-normalised), or Euclidean with `euclidean`."""
+    def dist(x: np.ndarray) -> np.ndarray:
+        return np.sqrt(((X - x) ** 2).sum(1)) if euclidean else 1.0 - X @ x
+
     centers = [int(rng.integers(len(X)))]
-    d = 1.0 - X @ X[centers[0]]
+    d = dist(X[centers[0]])
     for _ in range(1, k):
         p = np.maximum(d, 0) ** 2
         total = p.sum()
         nxt = int(rng.choice(len(X), p=p / total)) if total > 0 else int(rng.integers(len(X)))
         centers.append(nxt)
-        d = np.minimum(d, 1.0 - X @ X[nxt])
+        d = np.minimum(d, dist(X[nxt]))
     return np.ascontiguousarray(X[centers], dtype=np.float32)
+
+
+def _whitened(X: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates (n, <= dims) of X on its top principal directions, each scaled to unit variance,
+    and the (<= dims, dim) map B taking centred X to them (coordinates = (X - mean) @ B.T)."""
+    Z = X.astype(np.float64) - X.mean(axis=0)
+    _, S, Vt = np.linalg.svd(Z, full_matrices=False)
+    keep = S[:dims] > 1e-9 * max(S[0], 1e-300)
+    B = Vt[:dims][keep] / (S[:dims][keep] / np.sqrt(len(Z)))[:, None]
+    return (Z @ B.T).astype(np.float32), B
+
+
+def _nearest_euclid(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    return (((X[:, None, :] - centroids[None, :, :]) ** 2).sum(-1)).argmin(1)
 
 
 def _nearest(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -129,6 +129,33 @@ def test_two_close_but_separate_groups_become_two_cohorts():
     assert SphericalKMeans(k_min=2, k_max=9, min_cluster_frac=0.01).fit(Xb).k_ == 5
 
 
+def _wide_with_narrow_twins(offset: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One cohort spread widely (and unimodally) along one direction whose users sit `offset`
+    either side of it along another, narrow one: twins alike in everything but one habit."""
+    rng = np.random.default_rng(seed)
+    n, dim = 800, 16
+    y = rng.random(n) < 0.6
+    Z = 0.03 * rng.normal(size=(n, dim))
+    Z[:, 1] = 0.25 * rng.normal(size=n)  # where plain 2-means cuts: most of the variance, one mode
+    Z[:, 2] = np.where(y, offset, -offset) + 0.025 * rng.normal(size=n)
+    Z[:, 0] += 1.0
+    return l2_normalize(Z), y
+
+
+def test_twins_apart_only_along_a_narrow_direction_are_split_on_whitened_coordinates():
+    """Plain 2-means follows the wide direction and finds no valley; 2-means on the whitened top
+    principal coordinates finds the narrow one. A cohort without twins is left whole."""
+    km = SphericalKMeans(k_min=2, k_max=6)
+    X, y = _wide_with_narrow_twins(0.07)
+    found = km._two_modes(X, 8)
+    assert found is not None and valley_ratio(found[1], found[2]) > 0.5  # plain 2-means: no valley
+    cents = km._split_bimodal(X, l2_normalize(X.mean(0)[None]))
+    assert len(cents) == 2
+    assert adjusted_rand_score(y, (X @ cents.T).argmax(1)) > 0.9
+    X1, _ = _wide_with_narrow_twins(0.0)
+    assert len(km._split_bimodal(X1, l2_normalize(X1.mean(0)[None]))) == 1
+
+
 def test_one_long_group_cut_in_two_by_the_chosen_k_is_joined_again():
     """A group stretched along one direction (the same habits over 5 or 150 events) scores a better
     silhouette cut in two; with no density valley between the halves they are one cohort again."""
