@@ -17,7 +17,8 @@ RFM twins (same recency / frequency / monetary / #events distributions, `twins.j
 Other archetypes: window_shopper, whale, bargain_hunter, serial_returner, lapsed, critic.
 
 About 12% of every archetype are new users: only their first 1-3 events are kept and their
-history is moved into the last 60 days (label kept; truth.short_history = user has <= 3 events).
+history is moved by whole weeks into the last 60 days, keeping hour and weekday (label kept;
+truth.short_history = user has <= 3 events).
 
 Columns: user_id, ts (Datetime us, naive UTC), event, item (null for login/search), category
 (the searched category for search, null for login), amount (price paid on purchase, negative
@@ -348,7 +349,10 @@ def generate(n_users: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     last_ts = np.full(n_users, -np.inf)
     np.maximum.at(last_ts, user[keep], ts[keep])
     target_end = horizon - rng.uniform(0, 60 * 86400, n_users)
-    shift[short_u] = (target_end - last_ts)[short_u]
+    # whole weeks, so a new user's hour and weekday stay their archetype's (lunch_break vs night_owl
+    # is told apart by hour alone)
+    week = 7 * 86400.0
+    shift[short_u] = (np.floor((target_end - last_ts) / week) * week)[short_u]
     ts = ts + shift[user]
 
     ev, item, qcat, user, ts = ev[keep], item[keep], qcat[keep], user[keep], ts[keep]
