@@ -93,18 +93,23 @@ class SphericalKMeans:
         return cls(overrides.pop("k", c.k), **{**kw, **overrides})
 
     # ------------------------------------------------------------------ fitting
-    def _kmeans(self, X: np.ndarray, k: int, seed: int) -> np.ndarray:
-        """Best of n_init k-means++-seeded spherical Lloyd runs (by total cosine to centroids)."""
+    def _kmeans(self, X: np.ndarray, k: int, seed: int, euclidean: bool = False) -> np.ndarray:
+        """Best of n_init k-means++-seeded Lloyd runs: spherical (by total cosine to the unit
+        centroids), or with `euclidean` plain (by total squared distance)."""
         rng = np.random.default_rng(seed)
+        X = np.ascontiguousarray(X, dtype=np.float32)
         best, best_obj = None, -np.inf
         for _ in range(self.n_init):
             km = faiss.Kmeans(
-                X.shape[1], k, niter=self.niter, spherical=True, seed=int(rng.integers(2**31)),
+                X.shape[1], k, niter=self.niter, spherical=not euclidean, seed=int(rng.integers(2**31)),
                 verbose=False, min_points_per_centroid=1, max_points_per_centroid=100000,
             )
-            km.train(X, init_centroids=kmeans_pp(X, k, rng))
-            c = l2_normalize(km.centroids)
-            obj = float((X @ c.T).max(axis=1).sum())
+            km.train(X, init_centroids=kmeans_pp(X, k, rng, euclidean))
+            if euclidean:
+                c, obj = km.centroids.copy(), -float(km.index.search(X, 1)[0].sum())
+            else:
+                c = l2_normalize(km.centroids)
+                obj = float((X @ c.T).max(axis=1).sum())
             if obj > best_obj:
                 best, best_obj = c, obj
         assert best is not None
@@ -274,6 +279,7 @@ class SphericalKMeans:
         whiten: run 2-means on the top WHITEN_DIMS principal coordinates scaled to unit variance;
         the line is the one between the sides there, and the halves cut across it
         (`halves_across`).
+
         A handful of outlying users make 2-means cut them off from the rest (a deep but useless
         valley); such a side, under `min_size`, is set aside and 2-means runs again on the others,
         up to SPLIT_RETRIES times. None when no split into two sides of min_size is found.
@@ -284,7 +290,7 @@ class SphericalKMeans:
                 return None
             if whiten:
                 W, B = _whitened(core, WHITEN_DIMS)
-                side = _nearest_euclid(W, self._kmeans_euclid(W, 2, self.seed)) == 0
+                side = _nearest_euclid(W, self._kmeans(W, 2, self.seed, euclidean=True)) == 0
             else:
                 halves = self._kmeans(core, 2, self.seed)
                 side = _nearest(core, halves) == 0
@@ -297,21 +303,6 @@ class SphericalKMeans:
                 return halves, W @ d, side
             core = core[~small]
         return None
-
-    def _kmeans_euclid(self, X: np.ndarray, k: int, seed: int) -> np.ndarray:
-        """Best of n_init k-means++-seeded Euclidean Lloyd runs (by within-cluster squares)."""
-        rng = np.random.default_rng(seed)
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        best, best_obj = None, np.inf
-        for _ in range(self.n_init):
-            km = faiss.Kmeans(X.shape[1], k, niter=self.niter, seed=int(rng.integers(2**31)), verbose=False,
-                              min_points_per_centroid=1, max_points_per_centroid=100000)
-            km.train(X, init_centroids=kmeans_pp(X, k, rng, euclidean=True))
-            obj = float(km.index.search(X, 1)[0].sum())
-            if obj < best_obj:
-                best, best_obj = km.centroids.copy(), obj
-        assert best is not None
-        return best
 
     def _best_k(self) -> int:
         """The largest k scoring within `k_tolerance` of the best (without tolerance: the best,
