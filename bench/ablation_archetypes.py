@@ -12,7 +12,7 @@ Twin separation, per pair, on users with 4+ events of the two archetypes: the AR
 cohorts restricted to them (0 when both share one cohort) and the 5-fold accuracy of a linear
 probe on the embeddings (0.5 = the encoder cannot tell them apart). `--seed-data N` changes
 the synthetic data set; `--heldout` uses bench/heldout_synth.py (a generator the product was not
-developed against: 12 archetypes, three twin pairs) instead of `embeddings.synth`; `--dump
+developed against: 12 archetypes, three twin pairs) instead of `embeddings.synthetic.synth`; `--dump
 out.npz` keeps the embeddings, archetypes and cohorts.
 """
 
@@ -34,10 +34,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from embeddings import synth  # noqa: E402
-from embeddings.cluster import SphericalKMeans  # noqa: E402
+from embeddings.cohorts.cluster import SphericalKMeans  # noqa: E402
 from embeddings.config import load_config  # noqa: E402
-from embeddings.embed import UserEncoder  # noqa: E402
+from embeddings.model.embed import UserEncoder  # noqa: E402
+from embeddings.synthetic import synth  # noqa: E402
 from seqcohort.pipeline import fit_clusters  # noqa: E402
 from seqcohort.report import archetype_agreement  # noqa: E402
 from training.train import train  # noqa: E402

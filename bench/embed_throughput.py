@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import machine, record  # noqa: E402
-from embeddings.bundle import Bundle  # noqa: E402
 from embeddings.config import load_config  # noqa: E402
-from embeddings.embed import UserEncoder  # noqa: E402
+from embeddings.model.bundle import Bundle  # noqa: E402
+from embeddings.model.embed import UserEncoder  # noqa: E402
 from training.datamodule import ViewCollator  # noqa: E402
 from training.module import ContrastiveModule  # noqa: E402
 from training.train import build_encoder, fit_featurizer  # noqa: E402

@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import heldout_synth  # noqa: E402
 import markov_synth  # noqa: E402
 
-from embeddings.cluster import SphericalKMeans  # noqa: E402
+from embeddings.cohorts.cluster import SphericalKMeans  # noqa: E402
 from embeddings.config import load_config  # noqa: E402
-from embeddings.rfm import rfm_features  # noqa: E402
+from embeddings.evaluation.rfm import rfm_features  # noqa: E402
 from seqcohort import pipeline  # noqa: E402
 from seqcohort.report import archetype_agreement  # noqa: E402
 

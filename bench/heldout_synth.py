@@ -1,6 +1,6 @@
 """Independent held-out generator: an e-commerce app event log with planted behavioural archetypes.
 
-Designed separately from `embeddings/synth.py` so the product can be checked on data it was not
+Designed separately from `embeddings/synthetic/synth.py` so the product can be checked on data it was not
 developed against. 12 archetypes with unequal shares (3%-18%), 9 event types (login, search,
 page_view, wishlist, add_to_cart, remove_from_cart, purchase, refund, review), a 600-item catalog
 in 12 categories (category-specific titles and price ranges), sessions with second-to-minute
@@ -394,7 +394,7 @@ def generate(n_users: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def rfm(events: pl.DataFrame) -> pl.DataFrame:
     """The product's own RFM features at the log's last event (purchases are the transactions)."""
-    from embeddings.rfm import rfm_features
+    from embeddings.evaluation.rfm import rfm_features
 
     return rfm_features(events, events["ts"].max(), monetary_event="purchase")
 

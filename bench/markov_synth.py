@@ -1,6 +1,6 @@
 """A third archetype generator, built unlike the other two: per-archetype Markov chains over actions.
 
-`embeddings/synth.py` (the demo's data) and `bench/heldout_synth.py` (an app log with scripted
+`embeddings/synthetic/synth.py` (the demo's data) and `bench/heldout_synth.py` (an app log with scripted
 sessions) plant behaviour by writing sessions out. This one draws every session from a first-order
 Markov chain over 9 actions with its own start and transition probabilities per archetype, so what
 tells archetypes apart is the chain, the department mix, the price level, the session rhythm and

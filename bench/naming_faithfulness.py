@@ -5,7 +5,7 @@
     .venv/bin/python bench/naming_faithfulness.py --reuse --keep-names # score the stored names as they are
     .venv/bin/python bench/naming_faithfulness.py --record             # also append to bench/RESULTS.md
 
-On synthetic data with planted archetypes (embeddings/synth.py, each with a one-line description),
+On synthetic data with planted archetypes (embeddings/synthetic/synth.py, each with a one-line description),
 every cohort's "name. description" and every archetype's description are embedded with the packaged
 all-MiniLM-L6-v2 (sentence-transformers, CPU, offline). A cohort is a *hit* when the archetype whose
 description is most similar (cosine) to its name is the archetype most of its members belong to.
@@ -149,8 +149,8 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from embeddings import synth
     from embeddings.config import load_config
+    from embeddings.synthetic import synth
     from embeddings.workspace import Workspace
     from seqcohort import pipeline
 
@@ -162,7 +162,7 @@ def main() -> None:
         if not Workspace(ws).has_current() or not (data_dir / "truth.parquet").is_file():
             sys.exit(f"--reuse: {ws} has no trained version with data/; run once without --reuse")
         if args.keep_names:
-            from embeddings.cohorts import CohortSet
+            from embeddings.cohorts.cohort_set import CohortSet
 
             cs = CohortSet.load(Workspace(ws).current() / "cohorts.json")
         else:

@@ -18,11 +18,11 @@ import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from embeddings.backtest import probe_auc  # noqa: E402
 from embeddings.config import load_config  # noqa: E402
-from embeddings.datasets import load_cdnow  # noqa: E402
-from embeddings.embed import UserEncoder  # noqa: E402
-from embeddings.rfm import rfm_features  # noqa: E402
+from embeddings.data.datasets import load_cdnow  # noqa: E402
+from embeddings.evaluation.backtest import probe_auc  # noqa: E402
+from embeddings.evaluation.rfm import rfm_features  # noqa: E402
+from embeddings.model.embed import UserEncoder  # noqa: E402
 from training.train import train  # noqa: E402
 
 

@@ -28,10 +28,10 @@ import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from embeddings.backtest import RFM_COLUMNS, probe_auc  # noqa: E402
 from embeddings.config import load_config  # noqa: E402
-from embeddings.datasets import load_dataset  # noqa: E402
-from embeddings.rfm import rfm_features  # noqa: E402
+from embeddings.data.datasets import load_dataset  # noqa: E402
+from embeddings.evaluation.backtest import RFM_COLUMNS, probe_auc  # noqa: E402
+from embeddings.evaluation.rfm import rfm_features  # noqa: E402
 from seqcohort.pipeline import load_events  # noqa: E402
 
 
@@ -96,7 +96,7 @@ def main() -> None:
             ("StandardScaler + C = 1", dict(scale=True)), ("StandardScaler + C = 0.1", dict(scale=True, C=0.1))]
     for name, kw in rows:
         print(f"| {name} | " + " | ".join(f"{plain_auc(Z, y, **kw):.4f}" for Z in sets_.values()) + " |")
-    print("| ours (embeddings.backtest.probe_auc) | " + " | ".join(f"{probe_auc(Z, y)['auc']:.4f}" for Z in sets_.values()) + " |")
+    print("| ours (embeddings.evaluation.backtest.probe_auc) | " + " | ".join(f"{probe_auc(Z, y)['auc']:.4f}" for Z in sets_.values()) + " |")
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from embeddings.backtest import BacktestReport, run_backtest  # noqa: E402
 from embeddings.config import load_config  # noqa: E402
-from embeddings.goals import parse_goal  # noqa: E402
+from embeddings.evaluation.backtest import BacktestReport, run_backtest  # noqa: E402
+from embeddings.evaluation.goals import parse_goal  # noqa: E402
 
 DATA = REPO.parent / "shared" / "datasets"
 OUT = REPO / "bench" / "out"
@@ -48,7 +48,8 @@ CASES = {
 
 
 def load(name: str, synth_users: int):
-    from embeddings import datasets, synth
+    from embeddings.data import datasets
+    from embeddings.synthetic import synth
 
     if name == "cdnow":
         return datasets.load_cdnow(DATA / "cdnow"), []
@@ -59,7 +60,7 @@ def load(name: str, synth_users: int):
 
 def run_case(case: str, sets: list[str], synth_users: int, intent_weight: float, boot: int,
              bce_weight: float = 0.0) -> tuple[BacktestReport, float]:
-    from seqcohort.evaluate_cmd import PipelineProducer
+    from seqcohort.evaluation import PipelineProducer
 
     spec = CASES[case]
     cfg = load_config(overrides=["trainer.progress=false", *sets])

@@ -169,7 +169,7 @@ def main() -> None:
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     import ray
 
-    from seqcohort.serve_cmd import start_app, stop_app
+    from seqcohort.launch import start_app, stop_app
     from serving.ports import free_port
 
     raw = sessions(256)

@@ -23,7 +23,7 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    """How events are read (see embeddings.schema.read_events)."""
+    """How events are read (see embeddings.data.schema.read_events)."""
 
     columns: dict[str, str] = Field(default_factory=dict)  # canonical name -> your column name
     extra_categorical: list[str] = Field(default_factory=list)
@@ -86,7 +86,7 @@ class ModelConfig(_Section):
     # other two coordinates; Complete Journey 0.8435 vs 0.8467). At 0.2 it cut a group of
     # low-activity users into a cohort of their own (held-out generator seed 13: 0.796 vs 0.803)
     visits: float = Field(0.1, ge=0.0)
-    # length of the habit profile in each unit-norm embedding (embeddings/habits.py), after the
+    # length of the habit profile in each unit-norm embedding (embeddings/features/habits.py), after the
     # learned part and state coordinates (which get sqrt(1 - profile^2)): the direction of each
     # user's square-root shares of event types, categories and hours and of what follows each
     # event inside sessions, on principal directions fitted at training; 0 = none. Contrastive
@@ -185,12 +185,12 @@ class ClusterConfig(_Section):
     # with a goal: intent tiers (shares of users, highest propensity first) x behaviour clusters
     intent_tiers: list[float] = Field(default_factory=lambda: [0.2, 0.2, 0.2, 0.2, 0.2], min_length=2)
     # with an event goal: also cut each tier by "reached the goal within the horizon" (auto: when the
-    # top tier nearly all did, so a cohort's goal rate last period ranks it; see embeddings/tiers.py)
+    # top tier nearly all did, so a cohort's goal rate last period ranks it; see embeddings/cohorts/tiers.py)
     split_recent: Literal["auto", "always", "never"] = "auto"
     # confidence = P(the whole history's cohort), calibrated on this many crops of fitted users; 0 = softmax(cos / T)
     calibration_crops: int = Field(2000, ge=0)
     # users with 1-3 events are placed by a classifier trained on this many 1-3-event windows of
-    # fitted users (embeddings/coldstart.py); 0 = the nearest centroid, as for everyone else
+    # fitted users (embeddings/cohorts/coldstart.py); 0 = the nearest centroid, as for everyone else
     short_history_windows: int = Field(6000, ge=0)
 
     @field_validator("intent_tiers")

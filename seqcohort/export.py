@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from embeddings.cohorts import CohortSet
+from embeddings.cohorts.cohort_set import CohortSet
 from embeddings.errors import SeqcohortError
 from embeddings.fsutil import atomic_path
 from embeddings.workspace import Workspace

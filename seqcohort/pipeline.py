@@ -16,20 +16,20 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from embeddings.calibrate import calibrate_confidence, history_lengths, user_counts
-from embeddings.cluster import SphericalKMeans, fit_rows
-from embeddings.cohorts import Assigner, Cohort, CohortSet, write_assignments
-from embeddings.columns import CANONICAL
+from embeddings.cohorts.calibrate import calibrate_confidence, history_lengths, user_counts
+from embeddings.cohorts.cluster import SphericalKMeans, fit_rows
+from embeddings.cohorts.cohort_set import Assigner, Cohort, CohortSet, write_assignments
+from embeddings.cohorts.index import VectorIndex
+from embeddings.cohorts.profile import compute_profiles
+from embeddings.cohorts.tiers import IntentTiers, TieredNamer
 from embeddings.config import Config, DataConfig
-from embeddings.embed import UserEncoder, read_embeddings, write_embeddings
+from embeddings.data.columns import CANONICAL
+from embeddings.data.schema import ColumnMap, read_events
 from embeddings.errors import WorkspaceError
-from embeddings.index import VectorIndex
-from embeddings.intent import IntentConfig, IntentEncoder, split_embedding
+from embeddings.model.embed import UserEncoder, read_embeddings, write_embeddings
+from embeddings.model.intent import IntentConfig, IntentEncoder, split_embedding
 from embeddings.naming import Overrides, make_namer
-from embeddings.profile import compute_profiles
-from embeddings.profile_types import CohortName
-from embeddings.schema import ColumnMap, read_events
-from embeddings.tiers import IntentTiers, TieredNamer
+from embeddings.naming.profile_types import CohortName
 from embeddings.workspace import Workspace
 
 log = logging.getLogger("seqcohort")
@@ -205,7 +205,7 @@ def run(
 ) -> RunResult:
     """train -> embed -> cluster -> name, published atomically as the workspace's new `current`.
 
-    With a `goal` (embeddings.goals.Goal) the encoder is trained goal-aware (contrastive + propensity
+    With a `goal` (embeddings.evaluation.goals.Goal) the encoder is trained goal-aware (contrastive + propensity
     head): assignments get a calibrated `propensity` column and each cohort its expected goal rate
     in `profile.extra["goal"]`.
     """
@@ -225,7 +225,7 @@ def run(
         if goal is None:
             result = train(cfg, events, out / "encoder", as_of=as_of)
         else:
-            from embeddings.goals import warn_unlisted_variants
+            from embeddings.evaluation.goals import warn_unlisted_variants
             from training.propensity import train_goal_aware
 
             warn_unlisted_variants(events, goal)

@@ -8,7 +8,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from embeddings.cohorts import CohortSet
+from embeddings.cohorts.cohort_set import CohortSet
 
 
 def _rel(x: float) -> str:
@@ -59,7 +59,7 @@ def archetype_agreement(assignments: pl.DataFrame, truth: pl.DataFrame,
     """
     from sklearn.metrics import adjusted_rand_score
 
-    from embeddings.synth import RFM_TWINS
+    from embeddings.synthetic.synth import RFM_TWINS
 
     a = assignments.join(truth, on="user_id")
     long = a.filter(~pl.col("short_history"))

@@ -21,11 +21,11 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import polars as pl
 
-from embeddings.cohorts import Assigner, CohortSet
-from embeddings.embed import UserEncoder, read_embeddings
+from embeddings.cohorts.cohort_set import Assigner, CohortSet
+from embeddings.cohorts.index import VectorIndex
 from embeddings.errors import WorkspaceError
-from embeddings.features import SequenceData
-from embeddings.index import VectorIndex
+from embeddings.features.featurizer import SequenceData
+from embeddings.model.embed import UserEncoder, read_embeddings
 from embeddings.workspace import Workspace
 
 log = logging.getLogger("seqcohort.serving")

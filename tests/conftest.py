@@ -82,14 +82,14 @@ def tiny_cfg():
 
 @pytest.fixture(scope="session")
 def synth_small():
-    from embeddings import synth
+    from embeddings.synthetic import synth
 
     return synth.generate(800, seed=3)
 
 
 @pytest.fixture(scope="session")
 def synth_files(tmp_path_factory, synth_small) -> dict[str, Path]:
-    from embeddings import synth
+    from embeddings.synthetic import synth
 
     return synth.write(synth_small, tmp_path_factory.mktemp("synth"))
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from embeddings.profile_types import CohortProfile, Exemplar, ExemplarEvent, Share
+from embeddings.naming.profile_types import CohortProfile, Exemplar, ExemplarEvent, Share
 
 WORDS = [
     "Amber",

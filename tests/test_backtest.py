@@ -9,7 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from embeddings.backtest import (
+from embeddings.errors import ConfigError
+from embeddings.evaluation.backtest import (
     PROBE_CS,
     RFM,
     Snapshot,
@@ -20,8 +21,7 @@ from embeddings.backtest import (
     run_backtest,
     select_top,
 )
-from embeddings.errors import ConfigError
-from embeddings.goals import parse_goal
+from embeddings.evaluation.goals import parse_goal
 from tests.conftest import make_events
 
 CUTOFF = datetime(2025, 4, 1)
@@ -70,7 +70,7 @@ def events() -> pl.DataFrame:
 
 
 def _oracle_snapshot(events: pl.DataFrame, cutoff: datetime, goal) -> tuple[Snapshot, dict[str, int]]:
-    from embeddings.goals import make_labels
+    from embeddings.evaluation.goals import make_labels
 
     lab = make_labels(events, goal, cutoffs=[cutoff])
     y = dict(zip(lab["user_id"].to_list(), lab["label"].to_list(), strict=True))
@@ -182,7 +182,7 @@ def test_tied_past_rates_follow_the_segmentations_own_tie_order(events: pl.DataF
     seg = np.where(label > 0, "a", "b")  # "a": the users who will buy; past rates forced equal below
     snap.segmentations = {"tied": seg}
     flat = {"a": 0.5, "b": 0.5}
-    import embeddings.backtest as bt
+    import embeddings.evaluation.backtest as bt
 
     real = bt._past_rates
     try:
@@ -197,7 +197,7 @@ def test_tied_past_rates_follow_the_segmentations_own_tie_order(events: pl.DataF
 
 
 def test_expected_rate_order_ranks_segments_by_mean_propensity() -> None:
-    from seqcohort.evaluate_cmd import expected_rate_order
+    from seqcohort.evaluation import expected_rate_order
 
     seg = np.array([3, 3, 1, 1, 2, 2])
     p = np.array([0.9, 0.7, 0.2, 0.1, 0.5, 0.5])

@@ -10,7 +10,6 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-import seqcohort.commands  # noqa: F401  (registers subcommands on `cli`)
 from seqcohort.cli import cli
 from tests.conftest import TINY_SETS
 
@@ -163,7 +162,7 @@ def test_name_with_hosted_llm_through_cli(trained_workspace, tmp_path, monkeypat
 
 
 def test_dataset_command_writes_canonical_events_run_can_read(tmp_path):
-    from embeddings.schema import read_events
+    from embeddings.data.schema import read_events
     from tests.test_datasets import DATASETS_ROOT
 
     if not (DATASETS_ROOT / "completejourney_sample").is_dir():

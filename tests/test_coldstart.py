@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from embeddings.cluster import assign_to_centroids
-from embeddings.cohorts import Assigner, CohortSet
-from embeddings.coldstart import ShortHistoryHead
-from embeddings.confidence import ConfidenceModel
-from embeddings.embed import read_embeddings
-from embeddings.index import l2_normalize
+from embeddings.cohorts.cluster import assign_to_centroids
+from embeddings.cohorts.cohort_set import Assigner, CohortSet
+from embeddings.cohorts.coldstart import ShortHistoryHead
+from embeddings.cohorts.confidence import ConfidenceModel
+from embeddings.cohorts.index import l2_normalize
+from embeddings.model.embed import read_embeddings
 from seqcohort.report import archetype_agreement
 
 LAYOUT = {"learned": 8, "index": 8, "weight": 0.2, "mean": 2.0, "std": 1.0}
@@ -109,7 +109,7 @@ def test_no_head_where_short_histories_are_most_of_the_log() -> None:
     """CDNOW-like logs (2-3 purchases each) fit cohorts on everyone: short users keep their own centroid."""
     from datetime import datetime, timedelta
 
-    from embeddings.calibrate import history_lengths, short_users_assigned, user_counts
+    from embeddings.cohorts.calibrate import history_lengths, short_users_assigned, user_counts
     from embeddings.config import load_config
 
     as_of = datetime(2025, 6, 1)
@@ -133,10 +133,10 @@ def test_the_head_does_not_follow_the_logs_row_order(trained_workspace: Path, sy
     """Fitted twice on the same events in another row order: the same classifier (group_by order once leaked in)."""
     from conftest import TINY_SETS
 
-    from embeddings.calibrate import calibrate_confidence
-    from embeddings.cluster import SphericalKMeans
+    from embeddings.cohorts.calibrate import calibrate_confidence
+    from embeddings.cohorts.cluster import SphericalKMeans
     from embeddings.config import load_config
-    from embeddings.embed import UserEncoder
+    from embeddings.model.embed import UserEncoder
 
     cur = trained_workspace / "current"
     enc = UserEncoder.load(cur / "encoder")

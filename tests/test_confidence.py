@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from embeddings.cohorts import Assigner, CohortSet
-from embeddings.confidence import crop_histories, frequency_layout, log_events
-from embeddings.embed import UserEncoder, read_embeddings
+from embeddings.cohorts.cohort_set import Assigner, CohortSet
+from embeddings.cohorts.confidence import crop_histories
+from embeddings.cohorts.layout import frequency_layout, log_events
+from embeddings.model.embed import UserEncoder, read_embeddings
 
 
 def test_windows_are_contiguous_parts_of_a_history_ending_in_the_week_before_as_of() -> None:

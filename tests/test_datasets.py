@@ -1,4 +1,4 @@
-"""Tests for embeddings.datasets on the real public files in `<repo>/../shared/datasets`."""
+"""Tests for embeddings.data.datasets on the real public files in `<repo>/../shared/datasets`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from embeddings.datasets import DATASETS, load_cdnow, load_completejourney, load_dataset
+from embeddings.data.datasets import DATASETS, load_cdnow, load_completejourney, load_dataset
+from embeddings.data.schema import CANONICAL
 from embeddings.errors import ConfigError, SchemaError
-from embeddings.schema import CANONICAL
 
 # The shared folder is a sibling of the repository root (<repo>/../shared), not inside it.
 REPO_ROOT = Path(__file__).resolve().parents[1]

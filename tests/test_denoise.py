@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embeddings.bundle import load_bundle
-from embeddings.embed import UserEncoder
+from embeddings.model.bundle import load_bundle
+from embeddings.model.embed import UserEncoder
 from tests.conftest import make_events
 from training.train import train
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from embeddings.bundle import load_bundle, save_bundle
-from embeddings.embed import UserEncoder, read_embeddings, write_embeddings
-from embeddings.encoder import EncoderConfig, EventEncoder
 from embeddings.errors import BundleError
-from embeddings.features import LOG_RECENCY_SCALE, Featurizer
+from embeddings.features.featurizer import LOG_RECENCY_SCALE, Featurizer
+from embeddings.model.bundle import load_bundle, save_bundle
+from embeddings.model.embed import UserEncoder, read_embeddings, write_embeddings
+from embeddings.model.encoder import EncoderConfig, EventEncoder
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_bundle_errors(tmp_path, model_and_data):
 
 def test_encode_batch_equals_one_by_one(model_and_data):
     enc, f, data = model_and_data
-    from embeddings.bundle import Bundle
+    from embeddings.model.bundle import Bundle
 
     ue = UserEncoder(Bundle(enc, f, {}))
     X = ue.encode(data, batch_size=7)

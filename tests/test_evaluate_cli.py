@@ -11,7 +11,6 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from seqcohort import evaluate_cmd  # noqa: F401  (registers the commands)
 from seqcohort.cli import cli
 from tests.conftest import TINY_SETS, make_events
 
@@ -86,7 +85,7 @@ def test_evaluate_backtest_end_to_end(events_file: Path, tmp_path: Path) -> None
     rep = json.loads((out / "report.json").read_text())
     # the alias counts as the goal in the scored outcomes (and in the labels the head was trained on)
     assert rep["goal"] == "purchase or cart within 30 days"
-    from embeddings.goals import make_labels, parse_goal
+    from embeddings.evaluation.goals import make_labels, parse_goal
 
     ev = pl.read_parquet(events_file)
     y = make_labels(ev, parse_goal("purchase", "30d", ["cart"]), cutoffs=[datetime(2025, 4, 1)])["label"]
@@ -120,8 +119,8 @@ def test_run_with_goal_adds_propensity_and_expected_rates(events_file: Path, tmp
     assert "expected purchase within 30 days rate" in " ".join(text.split())
     assert (cur / "encoder" / "propensity.json").is_file()
     # the goal-aware embedding carries the propensity as its last coordinate
-    from embeddings.embed import read_embeddings
-    from embeddings.intent import IntentConfig, propensity_from_embedding
+    from embeddings.model.embed import read_embeddings
+    from embeddings.model.intent import IntentConfig, propensity_from_embedding
 
     uids, X = read_embeddings(cur / "embeddings.parquet")
     intent = IntentConfig(**json.loads((cur / "encoder" / "propensity.json").read_text())["embedding"])
@@ -130,14 +129,14 @@ def test_run_with_goal_adds_propensity_and_expected_rates(events_file: Path, tmp
     assert joined.height == a.height
     np.testing.assert_allclose(joined["p"].to_numpy(), joined["propensity"].to_numpy(), rtol=1e-4, atol=1e-6)
     # cohorts are intent tiers x behaviour: names carry the tier, and the highest tier holds the likeliest users
-    from embeddings.tiers import tier_labels
+    from embeddings.cohorts.tiers import tier_labels
 
     labels = tier_labels(5)
     prefixes = [t + s for t in labels for s in (" · ", ", purchase in the last 30 days · ",
                                                  ", no purchase in the last 30 days · ")]
     assert all(c["name"].startswith(tuple(prefixes)) for c in cs["cohorts"])
     if cs["meta"]["tiers"]["split_recent"]:  # cut by "reached the goal in the last 30 days" too: cohorts are pure
-        from embeddings.intent import recent_of
+        from embeddings.model.intent import recent_of
 
         rec = pl.DataFrame({"user_id": uids.astype(str), "recent": recent_of(X, intent)}).join(a, on="user_id")
         flags = dict(enumerate(cs["meta"]["tiers"]["cohort_recent"]))

@@ -1,4 +1,4 @@
-"""Tests for embeddings.experiments: hashed arms, tests and CIs, SRM, sample size, readout."""
+"""Tests for embeddings.evaluation.experiments: hashed arms, tests and CIs, SRM, sample size, readout."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from embeddings.errors import ConfigError, SchemaError
-from embeddings.experiments import (
+from embeddings.evaluation.experiments import (
     PEEKING_WARNING,
     analyze,
     assign_arms,
@@ -74,7 +74,7 @@ def test_assignment_is_stable_across_processes() -> None:
     code = textwrap.dedent(
         f"""
         import json
-        from embeddings.experiments import assign_arms
+        from embeddings.evaluation.experiments import assign_arms
         a = assign_arms({NAMES!r}, "welcome-2024", {ARMS!r}, salt="v2")
         print(json.dumps(dict(zip(a["user_id"].to_list(), a["arm"].to_list()))))
         """

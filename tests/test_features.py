@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from embeddings.errors import SchemaError
-from embeddings.features import (
+from embeddings.features.featurizer import (
     FIRST_GAP,
     MISSING,
     N_SPECIAL,

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from embeddings.errors import SchemaError
-from embeddings.features import Featurizer, FeaturizerConfig, SequenceData
-from embeddings.featurize_small import SmallFeaturizer, columns_frame
+from embeddings.features.featurizer import Featurizer, FeaturizerConfig, SequenceData
+from embeddings.features.small import SmallFeaturizer, columns_frame
 
 EVENTS = ["view", "cart", "purchase", "search"]
 CATS = ["books", "garden", "toys"]

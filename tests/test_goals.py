@@ -1,4 +1,4 @@
-"""Tests for embeddings.goals: goal parsing, leak-free labels, goal rate by segment."""
+"""Tests for embeddings.evaluation.goals: goal parsing, leak-free labels, goal rate by segment."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from embeddings.errors import ConfigError
-from embeddings.goals import (
+from embeddings.evaluation.goals import (
     Goal,
     events_before,
     goal_rate_by_segment,
@@ -18,7 +18,7 @@ from embeddings.goals import (
     parse_goal,
     parse_horizon,
 )
-from embeddings.rfm import rfm_features
+from embeddings.evaluation.rfm import rfm_features
 
 D = datetime
 H = timedelta(days=10)
@@ -154,7 +154,7 @@ def test_default_cutoffs_and_no_peeking_limits(events: pl.DataFrame) -> None:
 def test_cutoffs_before_the_data_are_dropped(
     events: pl.DataFrame, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="embeddings.goals"):
+    with caplog.at_level(logging.WARNING, logger="embeddings.evaluation.goals"):
         labels = make_labels(events, PURCHASE, n_cutoffs=10)
     assert labels["cutoff"].min() >= D(2024, 1, 1)
     assert "before the first event" in caplog.text
@@ -255,11 +255,11 @@ def test_goal_aliases_count_as_the_goal_everywhere(events: pl.DataFrame) -> None
 
 
 def test_variants_of_the_goal_event_that_do_not_count_are_named(events: pl.DataFrame, caplog) -> None:
-    from embeddings.goals import warn_unlisted_variants
+    from embeddings.evaluation.goals import warn_unlisted_variants
 
     ev = pl.concat([events, _events([("u4", D(2024, 1, 3), "purchase_coupon"), ("u4", D(2024, 1, 4), "re_purchase"),
                                      ("u4", D(2024, 1, 5), "purchases_page")])])
-    with caplog.at_level(logging.WARNING, logger="embeddings.goals"):
+    with caplog.at_level(logging.WARNING, logger="embeddings.evaluation.goals"):
         assert warn_unlisted_variants(ev, parse_goal("purchase", "10d")) == ["purchase_coupon", "re_purchase"]
     assert "--goal-alias purchase_coupon --goal-alias re_purchase" in caplog.text
     caplog.clear()

@@ -15,8 +15,8 @@ import torch
 from conftest import TINY_SETS
 
 from embeddings.config import load_config
-from embeddings.embed import UserEncoder, resolve_device
 from embeddings.errors import ConfigError
+from embeddings.model.embed import UserEncoder, resolve_device
 
 
 def test_auto_device_follows_torch():
@@ -43,7 +43,7 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error():
 
 def test_encoder_on_another_device_leaves_the_callers_module_in_place(trained_workspace):
     """UserEncoder copies the module to its device; code holding the bundle keeps a CPU module."""
-    from embeddings.bundle import load_bundle
+    from embeddings.model.bundle import load_bundle
 
     b = load_bundle(trained_workspace / "current" / "encoder")
     enc = UserEncoder(b, device="meta")  # a device every machine has, without any memory behind it
@@ -96,7 +96,7 @@ def test_a_whole_run_uses_the_gpu_and_assigns_one_user_as_in_a_batch(synth_files
 def test_goal_aware_training_on_the_gpu(tmp_path, precision):
     from conftest import make_events
 
-    from embeddings.goals import parse_goal
+    from embeddings.evaluation.goals import parse_goal
     from training.propensity import predict_propensity, train_goal_aware
 
     events = make_events(150, seed=2)

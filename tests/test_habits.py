@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 import torch
 
-from embeddings.bundle import load_bundle, save_bundle
 from embeddings.config import load_config
-from embeddings.embed import UserEncoder
-from embeddings.habits import fit_habit_pca, habit_fields, habit_raw
+from embeddings.features.habits import fit_habit_pca, habit_fields, habit_raw
+from embeddings.model.bundle import load_bundle, save_bundle
+from embeddings.model.embed import UserEncoder
 from training.train import build_encoder, fit_featurizer
 
 CARD = {"event": 6, "hour": 5}
@@ -140,8 +140,8 @@ def test_encoder_profile_separates_order_twins_and_survives_the_bundle(tmp_path,
 
 def test_next_block_is_what_follows_each_event_within_sessions(synth_small) -> None:
     """P(next | previous) per previous event, session starts as their own row, shrunk by n / (n + 4)."""
-    from embeddings.features import MISSING, TRANSITION_TYPES
-    from embeddings.habits import NEXT_PRIOR, active_columns
+    from embeddings.features.featurizer import MISSING, TRANSITION_TYPES
+    from embeddings.features.habits import NEXT_PRIOR, active_columns
 
     f = fit_featurizer(load_config(), synth_small.events)
     t0 = datetime(2025, 1, 1)
@@ -171,7 +171,7 @@ def test_next_block_is_what_follows_each_event_within_sessions(synth_small) -> N
 
 def test_next_block_tells_order_twins_apart_where_rows_are_rare(synth_small) -> None:
     """Buy-then-browse vs browse-then-buy with one purchase in ten events: the purchase row differs fully."""
-    from embeddings.habits import habit_width
+    from embeddings.features.habits import habit_width
 
     f = fit_featurizer(load_config(), synth_small.events)
     t0 = datetime(2025, 1, 1)

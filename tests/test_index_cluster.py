@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from embeddings.cluster import SphericalKMeans, match_centroids, valley_ratio
+from embeddings.cohorts.cluster import SphericalKMeans, match_centroids, valley_ratio
+from embeddings.cohorts.index import VectorIndex, l2_normalize
 from embeddings.errors import NotFittedError
-from embeddings.index import VectorIndex, l2_normalize
 
 
 def blobs(n_per=(300, 200, 120, 60, 30), dim=16, spread=0.15, seed=0):
@@ -177,7 +177,7 @@ def test_one_long_group_cut_in_two_by_the_chosen_k_is_joined_again():
 def test_without_group_structure_the_chosen_k_is_not_merged_away(monkeypatch):
     """One diffuse cloud (best silhouette under STRUCTURE_MIN, as on Complete Journey): every cut
     is of a continuum, no piece has a valley to its neighbour, and the chosen k stands."""
-    import embeddings.cluster as cluster
+    import embeddings.cohorts.cluster as cluster
 
     rng = np.random.default_rng(1)
     c = l2_normalize(rng.normal(size=(1, 16)))[0]

@@ -10,7 +10,7 @@ from fake_llm_server import make_profile
 
 from embeddings.errors import NamingError
 from embeddings.naming import Overrides, StatsNamer
-from embeddings.profile_types import CohortName
+from embeddings.naming.profile_types import CohortName
 
 
 def namer_output(tag: str) -> list[CohortName]:

@@ -20,9 +20,9 @@ from embeddings.naming import (
     render_profile,
     select_exemplars,
 )
+from embeddings.naming.profile_types import Exemplar, ExemplarEvent
 from embeddings.naming.prompt import fill
 from embeddings.naming.render import sig2
-from embeddings.profile_types import Exemplar, ExemplarEvent
 
 AS_OF = datetime(2024, 6, 30, 12, tzinfo=timezone.utc)
 

@@ -8,7 +8,7 @@ from fake_llm_server import hours_peaking, make_profile
 
 from embeddings.naming import StatsNamer, make_unique
 from embeddings.naming.base import sentences, word_count
-from embeddings.profile_types import CohortName
+from embeddings.naming.profile_types import CohortName
 
 
 def archetypes() -> list:

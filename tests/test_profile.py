@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import polars as pl
 import pytest
 
-from embeddings.profile import MIN_POSITION_COUNT, compute_profiles
+from embeddings.cohorts.profile import MIN_POSITION_COUNT, compute_profiles
 
 
 def _sessions(user: str, order: list[str], n: int, start: datetime) -> list[dict]:

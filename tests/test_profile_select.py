@@ -68,7 +68,7 @@ def test_groups_that_share_categories_keep_the_default():
 
 
 def test_a_pinned_weight_is_used_as_given_and_saved_with_the_encoder(tmp_path):
-    from embeddings.bundle import load_bundle, save_bundle
+    from embeddings.model.bundle import load_bundle, save_bundle
     from training.profile_select import choose_category_weight
 
     cfg, featurizer, data, enc = encoder_for(grouped_log(60, "category"), "model.profile_category=2.5")
@@ -99,7 +99,7 @@ def test_the_candidates_are_built_as_the_encoder_builds_embeddings():
     encoder's output, or the silhouettes compared would be of something else."""
     import torch
 
-    from embeddings.habits import habit_matrix
+    from embeddings.features.habits import habit_matrix
     from training.profile_select import _behaviour, _embedding
 
     cfg, featurizer, data, enc = encoder_for(grouped_log(60, "category"))

@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 import torch
 
-from embeddings.bundle import load_bundle
-from embeddings.embed import UserEncoder
 from embeddings.errors import BundleError, ConfigError
-from embeddings.goals import events_before, parse_goal
+from embeddings.evaluation.goals import events_before, parse_goal
+from embeddings.model.bundle import load_bundle
+from embeddings.model.embed import UserEncoder
 from tests.conftest import TINY_SETS, make_events
 
 GOAL = parse_goal("purchase", "30d")
@@ -104,7 +104,7 @@ def test_labelled_sequences_hold_only_history_up_to_each_cutoff(events: pl.DataF
 
 
 def test_bundle_loads_as_an_intent_encoder_whose_embeddings_carry_the_propensity(trained: Path, events: pl.DataFrame) -> None:
-    from embeddings.intent import IntentEncoder, split_embedding
+    from embeddings.model.intent import IntentEncoder, split_embedding
     from training.propensity import PropensityHead, predict_propensity
 
     bundle = load_bundle(trained)  # strict key check: the head is not in model.safetensors
@@ -122,7 +122,7 @@ def test_bundle_loads_as_an_intent_encoder_whose_embeddings_carry_the_propensity
     X = enc.encode(events)
     assert X.shape[1] == bundle.encoder.base.cfg.dim + 2  # the intent logit, then the recent-goal flag
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
-    from embeddings.intent import recent_of
+    from embeddings.model.intent import recent_of
 
     as_of = events["ts"].max()
     # users whose last 30 days hold a purchase (among the events held: every one here, at this max_len)
@@ -144,8 +144,8 @@ def test_bundle_loads_as_an_intent_encoder_whose_embeddings_carry_the_propensity
 def test_intent_features_read_the_goal_events_of_each_row() -> None:
     import torch
 
-    from embeddings.features import N_CONTEXT
-    from embeddings.intent import N_INTENT, intent_features
+    from embeddings.features.featurizer import N_CONTEXT
+    from embeddings.model.intent import N_INTENT, intent_features
 
     ev = torch.tensor([[5, 6, 5, 0], [6, 6, 0, 0]])
     rec = torch.log1p(torch.tensor([[30.0, 20.0, 10.0, 0.0], [5.0, 1.0, 0.0, 0.0]])) / 3.0
@@ -162,8 +162,8 @@ def test_intent_features_read_the_goal_events_of_each_row() -> None:
 
 
 def test_the_head_reads_aggregates_of_the_whole_history_beyond_max_len(trained: Path, events: pl.DataFrame) -> None:
-    from embeddings.features import N_CONTEXT
-    from embeddings.intent import intent_features
+    from embeddings.features.featurizer import N_CONTEXT
+    from embeddings.model.intent import intent_features
 
     bundle = load_bundle(trained)
     assert bundle.encoder.intent.history_context  # new heads; older ones keep reading the events held
@@ -182,8 +182,8 @@ def test_the_head_reads_aggregates_of_the_whole_history_beyond_max_len(trained: 
 def test_goal_event_ids_take_the_aliases() -> None:
     from datetime import timedelta
 
-    from embeddings.features import N_SPECIAL, OOV, Featurizer
-    from embeddings.goals import Goal
+    from embeddings.evaluation.goals import Goal
+    from embeddings.features.featurizer import N_SPECIAL, OOV, Featurizer
     from training.propensity import goal_event_id
 
     f = Featurizer()
@@ -302,7 +302,7 @@ def test_goal_aware_training_takes_the_shuffled_order_term(tmp_path: Path, caplo
     import logging
 
     from embeddings.config import load_config
-    from embeddings.synth import generate
+    from embeddings.synthetic.synth import generate
     from training.propensity import train_goal_aware
 
     events = generate(200, seed=3).events  # sessions of several events: something to reorder

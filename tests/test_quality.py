@@ -7,10 +7,10 @@ import polars as pl
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from embeddings import synth
-from embeddings.cluster import SphericalKMeans
+from embeddings.cohorts.cluster import SphericalKMeans
 from embeddings.config import load_config
-from embeddings.rfm import rfm_features
+from embeddings.evaluation.rfm import rfm_features
+from embeddings.synthetic import synth
 from seqcohort import pipeline
 from seqcohort.report import archetype_agreement
 

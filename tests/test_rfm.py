@@ -1,4 +1,4 @@
-"""Tests for embeddings.rfm: features, quintile scores and the 11 named segments."""
+"""Tests for embeddings.evaluation.rfm: features, quintile scores and the 11 named segments."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from embeddings.errors import NotFittedError, SchemaError
-from embeddings.rfm import (
+from embeddings.evaluation.rfm import (
     MARKETER_ORDER,
     SEGMENT_TABLE,
     RFMSegmenter,

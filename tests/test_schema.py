@@ -1,4 +1,4 @@
-"""Tests for embeddings.schema: formats, mapping, timestamps, error messages, lenient mode."""
+"""Tests for embeddings.data.schema: formats, mapping, timestamps, error messages, lenient mode."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from embeddings.errors import SchemaError
-from embeddings.schema import (
+from embeddings.data.schema import (
     CANONICAL,
     REQUIRED,
     ColumnMap,
@@ -19,6 +18,7 @@ from embeddings.schema import (
     read_events,
     validate_events,
 )
+from embeddings.errors import SchemaError
 
 BASIC = pl.DataFrame(
     {
@@ -276,7 +276,7 @@ def test_lenient_quarantines_with_reasons(tmp_path: Path, caplog: pytest.LogCapt
         "c,2024-01-03,,12;50,no event and bad amount\n"
         "a,2024-01-04,buy,4.5,ok\n",
     )
-    with caplog.at_level(logging.WARNING, logger="embeddings.schema"):
+    with caplog.at_level(logging.WARNING, logger="embeddings.data.schema"):
         df, report = read_events(path, mode="lenient")
     assert df["user_id"].to_list() == ["a", "a"]
     assert report.n_rows_in == 5 and report.n_rows_out == 2 and report.n_rejected == 3

@@ -44,7 +44,7 @@ def test_typed_builder_builds_the_application(tmp_path):
 
 
 def test_app_args_from_yaml_overrides(tmp_path):
-    from seqcohort.serve_cmd import app_args
+    from seqcohort.launch import app_args
     from serving.config import AppArgs, serve_config
 
     cfg = serve_config("ignored")
@@ -68,7 +68,6 @@ def test_keys_from_environment(monkeypatch):
 
 
 def test_serve_command_is_registered_and_fails_cleanly_without_a_version(tmp_path):
-    from seqcohort import serve_cmd  # noqa: F401  (registers `serve`)
     from seqcohort.cli import cli
 
     r = CliRunner().invoke(cli, ["serve", "--help"])

@@ -105,7 +105,7 @@ def test_versions_follow_current(trained_workspace, tmp_path):
 
 def test_live_sessions_featurise_like_the_reference(trained_workspace):
     """The Encoder's polars-free path gives exactly the embedding of Featurizer.transform + encode."""
-    from embeddings.featurize_small import columns_frame
+    from embeddings.features.small import columns_frame
     from embeddings.workspace import Workspace
     from serving.state import EncoderState, _dt
 
@@ -121,7 +121,7 @@ def test_live_sessions_featurise_like_the_reference(trained_workspace):
 def goal_workspace(tmp_path_factory, synth_files):
     """A tiny goal-aware run: intent-carrying embeddings and tiered cohorts."""
     from embeddings.config import load_config
-    from embeddings.goals import parse_goal
+    from embeddings.evaluation.goals import parse_goal
     from seqcohort import pipeline
     from tests.conftest import TINY_SETS
 

@@ -1,4 +1,4 @@
-"""Tests of the synthetic event-log generator (embeddings/synth.py)."""
+"""Tests of the synthetic event-log generator (embeddings/synthetic/synth.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from scipy.stats import ks_2samp
 
-from embeddings.synth import (
+from embeddings.synthetic.synth import (
     ARCHETYPES,
     MAX_EVENTS,
     RFM_TWINS,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embeddings.cohorts import Assigner, Cohort, CohortSet
+from embeddings.cohorts.cohort_set import Assigner, Cohort, CohortSet
+from embeddings.cohorts.tiers import IntentTiers, TieredNamer
 from embeddings.errors import ConfigError
-from embeddings.intent import IntentConfig, propensity_from_embedding
-from embeddings.profile_types import CohortName, CohortProfile
-from embeddings.tiers import IntentTiers, TieredNamer
+from embeddings.model.intent import IntentConfig, propensity_from_embedding
+from embeddings.naming.profile_types import CohortName, CohortProfile
 from tests.fake_llm_server import make_profile
 
 INTENT = IntentConfig(weight=1.0, a=1.0, b=0.0, mean=-1.0, std=1.5)

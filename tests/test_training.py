@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from embeddings.config import TrainerConfig
-from embeddings.embed import UserEncoder
-from embeddings.features import LOG_RECENCY_SCALE, Featurizer
+from embeddings.features.featurizer import LOG_RECENCY_SCALE, Featurizer
+from embeddings.model.embed import UserEncoder
 from training.datamodule import ViewCollator, bucketed_batch, shuffled_copies
 from training.losses import multiview_infonce, view_retrieval_accuracy
 from training.sampling import (
@@ -239,7 +239,7 @@ def test_progress_bar_titles_a_step_bound_run_without_a_negative_epoch_count():
 
 def test_monetary_coordinate_reads_the_whole_history_spend(synth_small, tiny_cfg):
     """Embedding reads total spend over all of a user's events, not only the `max_len` held."""
-    from embeddings.features import CONTEXT_SPEND
+    from embeddings.features.featurizer import CONTEXT_SPEND
     from training.train import build_encoder, fit_featurizer
 
     f = fit_featurizer(tiny_cfg, synth_small.events)

@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from embeddings.config import TrainerConfig
-from embeddings.embed import resolve_device
-from embeddings.features import Featurizer, SequenceData, transition_ids
+from embeddings.features.featurizer import Featurizer, SequenceData, transition_ids
+from embeddings.model.embed import resolve_device
 from training.sampling import (
     PREV_FIELDS,
     REORDER_DERIVED,

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from embeddings.encoder import EventEncoder
-from embeddings.features import Featurizer, SequenceData
+from embeddings.features.featurizer import Featurizer, SequenceData
+from embeddings.model.encoder import EventEncoder
 
 log = logging.getLogger(__name__)
 

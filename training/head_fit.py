@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from embeddings.errors import ConfigError
-from embeddings.intent import sigmoid
+from embeddings.model.intent import sigmoid
 
 log = logging.getLogger(__name__)
 
 # simplest first: name -> (which embedding columns: none / all but the habit profile / all, inverse L2 C).
-# The habit profile (embeddings/habits.py) adds columns a head fitted on a small held-out share
+# The habit profile (embeddings/features/habits.py) adds columns a head fitted on a small held-out share
 # could overfit; the latest cut-off decides whether they earn their place.
 CANDIDATES: dict[str, tuple[str, float]] = {
     "aggregates": ("none", 1.0),

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import lightning as L
 import torch
 
-from embeddings.encoder import EventEncoder
+from embeddings.model.encoder import EventEncoder
 from training.losses import multiview_infonce, view_retrieval_accuracy
 
 

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from embeddings.cluster import STRUCTURE_MIN, SphericalKMeans
+from embeddings.cohorts.cluster import STRUCTURE_MIN, SphericalKMeans
 from embeddings.config import Config
-from embeddings.encoder import EventEncoder, join_profile
-from embeddings.features import Featurizer, SequenceData
-from embeddings.habits import block_width, fit_habit_pca, habit_matrix
+from embeddings.features.featurizer import Featurizer, SequenceData
+from embeddings.features.habits import block_width, fit_habit_pca, habit_matrix
+from embeddings.model.encoder import EventEncoder, join_profile
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Goal-aware training: the contrastive encoder plus a propensity head trained with BCE on goal labels.
 
-Labels come from the log itself (`embeddings.goals.make_labels`): for each cut-off c the encoder
+Labels come from the log itself (`embeddings.evaluation.goals.make_labels`): for each cut-off c the encoder
 sees the user's history up to c (featurised with as_of=c) and the label says whether the goal
 happened in (c, c + horizon]. Cut-offs end at `as_of - horizon`, so no label peeks past as_of.
 
@@ -11,7 +11,7 @@ head fitted on standardised inputs, the BCE term no longer helped (propensity AU
 0.842 with it -> 0.875 without, CDNOW 0.7755 either way; Complete Journey 0.819 -> 0.837, inside
 that log's run-to-run spread of about +-0.012; bench/RESULTS.md). Either way the served head is chosen and fitted on the fixed
 embedding (`training.head_fit`: inputs validated on the latest cut-off, logistic regression,
-Platt scaling on held-out users). The bundle's encoder is then an `embeddings.intent.IntentEncoder`:
+Platt scaling on held-out users). The bundle's encoder is then an `embeddings.model.intent.IntentEncoder`:
 its embeddings carry the standardised propensity logit as one more coordinate, so the space
 that cohorts, neighbours and serving use is organised by behaviour *and* intent.
 
@@ -39,7 +39,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from embeddings.bundle import (
+from embeddings.config import Config
+from embeddings.errors import BundleError, ConfigError
+from embeddings.evaluation.goals import Goal, events_before, latest_cutoff, make_labels
+from embeddings.features.featurizer import (
+    N_SPECIAL,
+    OOV,
+    Featurizer,
+    SequenceData,
+    data_fingerprint,
+)
+from embeddings.model.bundle import (
     HEAD_FILE,
     META_FILE,
     PROPENSITY_FORMAT,
@@ -48,11 +58,7 @@ from embeddings.bundle import (
     read_propensity_meta,
     save_bundle,
 )
-from embeddings.config import Config
-from embeddings.errors import BundleError, ConfigError
-from embeddings.features import N_SPECIAL, OOV, Featurizer, SequenceData, data_fingerprint
-from embeddings.goals import Goal, events_before, latest_cutoff, make_labels
-from embeddings.intent import (
+from embeddings.model.intent import (
     N_INTENT,
     IntentConfig,
     IntentEncoder,
@@ -252,7 +258,7 @@ class PropensityHead:
 def predict_propensity(bundle: str | Path | Bundle, sequences: SequenceData | pl.DataFrame,
                        *, as_of: datetime | None = None) -> np.ndarray:
     """Calibrated goal probability per user of `sequences`: (n_users,) float64, rows in user order."""
-    from embeddings.embed import UserEncoder
+    from embeddings.model.embed import UserEncoder
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     if not isinstance(b.encoder, IntentEncoder):

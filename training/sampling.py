@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Fields the featurizer derives from timestamps alone (embeddings/features.py): they belong to the
+# Fields the featurizer derives from timestamps alone (embeddings/features/featurizer.py): they belong to the
 # time slot, so a shuffled copy keeps them in place while the events' own fields move.
 TIME_FIELDS = frozenset({"gap", "session_pos", "recency", "log_recency", "hour", "weekday"})
 # Fields derived from the previous event: recomputed after reordering (field -> its source).

@@ -12,10 +12,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from embeddings.bundle import Bundle, save_bundle
 from embeddings.config import Config
-from embeddings.encoder import EncoderConfig, EventEncoder, recency_value
-from embeddings.features import (
+from embeddings.features.featurizer import (
     CONTEXT_DAYS,
     CONTEXT_SPEND,
     N_CONTEXT,
@@ -24,7 +22,9 @@ from embeddings.features import (
     SequenceData,
     data_fingerprint,
 )
-from embeddings.habits import PROFILE_FIELDS, fit_habit_pca, habit_fields, habit_matrix
+from embeddings.features.habits import PROFILE_FIELDS, fit_habit_pca, habit_fields, habit_matrix
+from embeddings.model.bundle import Bundle, save_bundle
+from embeddings.model.encoder import EncoderConfig, EventEncoder, recency_value
 from training.datamodule import SequenceDataModule
 from training.denoise import denoise_trained
 from training.module import ContrastiveModule, progress_callbacks, quiet_fit, quiet_lightning

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from embeddings.profile_types import CohortName, CohortProfile
+from embeddings.naming.profile_types import CohortName, CohortProfile
 
 MIN_NAME_WORDS = 2
 MAX_NAME_WORDS = 6

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from embeddings.fsutil import atomic_write_json
-from embeddings.profile_types import CohortName
+from embeddings.naming.profile_types import CohortName
 
 logger = logging.getLogger(__name__)
 

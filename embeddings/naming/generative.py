@@ -12,11 +12,11 @@ from pathlib import Path
 from embeddings.errors import NamingError
 from embeddings.naming.base import Namer, name_key
 from embeddings.naming.cache import NameCache
+from embeddings.naming.profile_types import CohortName, CohortProfile
 from embeddings.naming.prompt import PromptTemplate
 from embeddings.naming.render import profile_fingerprint
 from embeddings.naming.stats import StatsNamer
 from embeddings.naming.validate import check_answer
-from embeddings.profile_types import CohortName, CohortProfile
 
 logger = logging.getLogger(__name__)
 

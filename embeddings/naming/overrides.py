@@ -18,7 +18,7 @@ from typing import Any
 from embeddings.errors import NamingError
 from embeddings.fsutil import atomic_write_json
 from embeddings.naming.base import name_key
-from embeddings.profile_types import CohortName, CohortProfile
+from embeddings.naming.profile_types import CohortName, CohortProfile
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embeddings.errors import NamingError
+from embeddings.naming.profile_types import CohortProfile
 from embeddings.naming.render import render_profile, render_summary
-from embeddings.profile_types import CohortProfile
 
 PROMPT_VERSION = "v1"
 PROMPTS_DIR = Path(__file__).parent / "prompts"

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from embeddings.profile_types import CohortProfile, Exemplar, ExemplarEvent, Share
+from embeddings.naming.profile_types import CohortProfile, Exemplar, ExemplarEvent, Share
 
 RENDER_VERSION = "r1"  # bump when the rendering changes what a model sees: it invalidates caches
 MAX_LABEL_CHARS = 40

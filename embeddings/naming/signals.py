@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from embeddings.profile_types import CohortProfile
+from embeddings.naming.profile_types import CohortProfile
 
 RATIO = 1.4  # a relative value must be >= 1.4x or <= 1/1.4x the population to count
 LIFT = 1.25  # a category / event / time-of-day share must be 1.25x the population's

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 
 from embeddings.naming.base import MAX_NAME_WORDS, make_unique, name_key, word_count
+from embeddings.naming.profile_types import CohortName, CohortProfile
 from embeddings.naming.signals import (
     BEHAVIOUR_VERBS,
     DAYPART_PHRASE,
@@ -29,7 +30,6 @@ from embeddings.naming.signals import (
     population_weekend,
     profile_signals,
 )
-from embeddings.profile_types import CohortName, CohortProfile
 
 logger = logging.getLogger(__name__)
 MAX_DESCRIPTION_CHARS = 400  # what the LLM namers' outputs are held to (validate.py)

@@ -1,0 +1,1 @@
+"""Judging cohorts: RFM baseline, goals and labels, backtests, and the experiment framework."""

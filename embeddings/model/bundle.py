@@ -1,0 +1,167 @@
+"""Encoder bundle: a directory that rebuilds the encoder and featurizer exactly, without pickles.
+
+    config.json        EncoderConfig
+    model.safetensors  weights
+    featurizer.json    Featurizer (vocabularies, scales)
+    manifest.json      version hash, data fingerprint, metrics, creation time
+
+A goal-aware bundle also holds `propensity.safetensors` (the head) and `propensity.json` (goal,
+calibration, intent scaling); it loads as an `embeddings.model.intent.IntentEncoder`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from embeddings.errors import BundleError
+from embeddings.features.featurizer import Featurizer
+from embeddings.fsutil import atomic_dir, atomic_write_json
+from embeddings.model.encoder import EncoderConfig, EventEncoder
+from embeddings.model.intent import IntentConfig, IntentEncoder
+
+FILES = ("config.json", "model.safetensors", "featurizer.json", "manifest.json")
+FORMAT = "seqcohort.bundle/1"
+HEAD_FILE = "propensity.safetensors"
+META_FILE = "propensity.json"
+PROPENSITY_FORMAT = "seqcohort.propensity/2"
+
+
+@dataclass
+class Bundle:
+    encoder: EventEncoder | IntentEncoder
+    featurizer: Featurizer
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version", "unknown"))
+
+    @property
+    def config(self) -> EncoderConfig:
+        return self.encoder.cfg
+
+
+def _version_hash(config: dict[str, Any], featurizer: dict[str, Any], weights: list[Path],
+                  propensity: dict[str, Any] | None) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(config, sort_keys=True).encode())
+    h.update(json.dumps(featurizer, sort_keys=True).encode())
+    for w in weights:
+        h.update(w.read_bytes())
+    if propensity is not None:
+        h.update(json.dumps(propensity, sort_keys=True).encode())
+    return h.hexdigest()[:12]
+
+
+def _state(module: Any) -> dict[str, Any]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def save_bundle(
+    path: str | Path,
+    encoder: EventEncoder | IntentEncoder,
+    featurizer: Featurizer,
+    *,
+    data_fingerprint: str = "",
+    metrics: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None,
+    propensity: dict[str, Any] | None = None,
+) -> Bundle:
+    """Write a bundle directory atomically (a crash leaves no half-written bundle).
+
+    An IntentEncoder needs `propensity` (the head's metadata, with "embedding" = its IntentConfig).
+    """
+    path = Path(path)
+    base = encoder.base if isinstance(encoder, IntentEncoder) else encoder
+    if isinstance(encoder, IntentEncoder) and propensity is None:
+        raise BundleError("save_bundle(IntentEncoder) needs the propensity metadata.")
+    config = base.cfg.to_dict()
+    feat = featurizer.to_dict()
+    with atomic_dir(path) as tmp:
+        atomic_write_json(tmp / "config.json", config)
+        atomic_write_json(tmp / "featurizer.json", feat)
+        save_file(_state(base), str(tmp / "model.safetensors"))
+        weights = [tmp / "model.safetensors"]
+        if isinstance(encoder, IntentEncoder):
+            propensity = {**(propensity or {}), "format": PROPENSITY_FORMAT, "embedding": encoder.intent.to_dict()}
+            save_file(_state(encoder.head), str(tmp / HEAD_FILE))
+            atomic_write_json(tmp / META_FILE, propensity)
+            weights.append(tmp / HEAD_FILE)
+        manifest = {
+            "format": FORMAT,
+            "version": _version_hash(config, feat, weights, propensity),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "data_fingerprint": data_fingerprint,
+            "metrics": metrics or {},
+            "parameters": encoder.num_parameters(),
+            **(extra or {}),
+            **({"propensity": propensity} if propensity is not None else {}),
+        }
+        atomic_write_json(tmp / "manifest.json", manifest)
+    return Bundle(encoder, featurizer, manifest)
+
+
+def load_bundle(path: str | Path, device: str = "cpu") -> Bundle:
+    """Rebuild encoder (in eval mode) and featurizer from a bundle directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(
+            f"Encoder bundle {path} does not exist. Train one with `seqcohort train` or "
+            "`seqcohort run`, or point --bundle at a directory holding config.json and model.safetensors."
+        )
+    missing = [f for f in FILES if not (path / f).is_file()]
+    if missing:
+        raise BundleError(f"Encoder bundle {path} is incomplete: missing {missing}. Retrain or restore it.")
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        cfg = EncoderConfig(**json.loads((path / "config.json").read_text()))
+        featurizer = Featurizer.from_dict(json.loads((path / "featurizer.json").read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise BundleError(f"Encoder bundle {path} has an unreadable JSON file: {e}") from e
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"Bundle {path} has format {manifest.get('format')!r}; this version reads {FORMAT}.")
+    encoder = EventEncoder(cfg)
+    state = load_file(str(path / "model.safetensors"), device=device)
+    missing_keys, unexpected = encoder.load_state_dict(state, strict=False)
+    if missing_keys or unexpected:
+        raise BundleError(
+            f"Bundle {path} weights do not match its config (missing {missing_keys[:5]}, "
+            f"unexpected {unexpected[:5]})."
+        )
+    meta = read_propensity_meta(path)
+    if meta is None:
+        return Bundle(encoder.to(device).eval(), featurizer, manifest)
+    try:
+        intent = IntentConfig(**meta["embedding"])
+        head_state = load_file(str(path / HEAD_FILE), device=device)
+        head = torch.nn.Linear(head_state["weight"].shape[1], 1)
+        head.load_state_dict(head_state)
+        wrapped = IntentEncoder(encoder, head, intent)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise BundleError(f"Bundle {path} has an unreadable propensity head ({HEAD_FILE}, {META_FILE}): {e}") from e
+    return Bundle(wrapped.to(device).eval(), featurizer, manifest)
+
+
+def read_propensity_meta(path: str | Path) -> dict[str, Any] | None:
+    """The goal-aware head's metadata of a bundle directory, or None for a behaviour-only bundle."""
+    path = Path(path)
+    if not (path / META_FILE).is_file():
+        return None
+    if not (path / HEAD_FILE).is_file():
+        raise BundleError(f"Bundle {path} has {META_FILE} but no {HEAD_FILE}; retrain it with the goal.")
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path / META_FILE} is not valid JSON: {e}") from e
+    if meta.get("format") != PROPENSITY_FORMAT:
+        raise BundleError(f"{path / META_FILE} has format {meta.get('format')!r}; this version reads "
+                          f"{PROPENSITY_FORMAT} (retrain with the goal).")
+    return meta
