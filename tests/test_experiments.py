@@ -159,6 +159,7 @@ def test_holm() -> None:
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5]) == [0.5]
     assert holm([0.6, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []  # a family with no tested comparison
 
 
 def test_srm_check() -> None:
@@ -186,6 +187,8 @@ def test_sample_size_and_power() -> None:
     assert power(3841, 0.10, 0.02) >= 0.8 > power(3840, 0.10, 0.02)
     assert power(n2, 0.10, 0.02, ratio=2.0) >= 0.8 > power(n2 - 1, 0.10, 0.02, ratio=2.0)
     assert power(100_000, 0.10, 0.02) > 0.999
+    # both tails count: with no real effect a two-sided test rejects alpha of the time
+    assert power(100, 0.10, 1e-9) == pytest.approx(0.05, abs=1e-6)
     with pytest.raises(ConfigError, match="exactly one"):
         sample_size(0.1)
     with pytest.raises(ConfigError, match="exactly one"):
@@ -228,6 +231,12 @@ def test_bootstrap_ci() -> None:
     assert lo4 == hi4 == 0.0
     with pytest.raises(ConfigError):
         bootstrap_ci(vec_mean, x, x[:10], paired=True)
+    with pytest.raises(ConfigError, match="at least 2"):
+        bootstrap_ci(vec_mean, x[:1])
+    # a statistic undefined in some resamples gives a NaN bound, not an error
+    with_zero = np.r_[0.0, np.ones(9)]  # about 35% of resamples miss the zero
+    ci = bootstrap_ci(lambda a, axis=-1: np.where((a == 0).any(axis), 1.0, np.nan), with_zero)
+    assert np.isnan(ci).any()
 
 
 # --------------------------------------------------------------------------- analyze

@@ -224,17 +224,47 @@ def test_contrastive_training_sees_only_the_learned_part(synth_small, tiny_cfg):
     torch.testing.assert_close(full[:, :-tiny_cfg.model.profile_dim].norm(dim=1), torch.full((len(full),), (1 - p * p) ** 0.5))
 
 
-def test_progress_bar_titles_a_step_bound_run_without_a_negative_epoch_count():
-    from types import SimpleNamespace
+def test_progress_bar_counts_steps_of_a_step_bound_run(capsys):
+    """A run bounded by `max_steps` (max_epochs=-1) shows steps out of max_steps, titled "Epoch N"."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
 
-    from training.module import progress_callbacks
+    from training.module import StepBoundBar, progress_callbacks, quiet_fit
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = self.w(batch[0]).pow(2).mean()
+            self.log("loss", loss, prog_bar=True)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
 
     assert progress_callbacks(False) == []
     bar = progress_callbacks(True)[0]
-    bar._trainer = SimpleNamespace(max_epochs=-1)  # training by max_steps, as train() and train_goal_aware() do
-    assert bar._get_train_description(2).strip() == "Epoch 2"
-    bar._trainer = SimpleNamespace(max_epochs=10)
-    assert bar._get_train_description(2).strip() == "Epoch 2/9"
+    assert isinstance(bar, StepBoundBar)
+    loader = DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=2)  # 2 steps an epoch
+    trainer = L.Trainer(accelerator="cpu", max_steps=5, max_epochs=-1, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, callbacks=[bar])
+    with quiet_fit():
+        trainer.fit(Tiny(), train_dataloaders=loader)
+    assert trainer.global_step == 5
+    assert (bar.train_progress_bar.n, bar.train_progress_bar.total) == (5, 5)
+    out = capsys.readouterr().out
+    assert "Epoch 2: 100%" in out and "5/5" in out and "loss=" in out
+    assert "/-" not in out  # Lightning's rich bar read "Epoch 2/-2" here
+
+    # bounded by epochs, the bar is Lightning's own: batches of each epoch
+    bar = StepBoundBar()
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, callbacks=[bar])
+    with quiet_fit():
+        trainer.fit(Tiny(), train_dataloaders=loader)
+    assert (bar.train_progress_bar.n, bar.train_progress_bar.total) == (2, 2)
 
 
 def test_monetary_coordinate_reads_the_whole_history_spend(synth_small, tiny_cfg):

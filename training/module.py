@@ -7,9 +7,11 @@ import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from embeddings.model.encoder import EventEncoder
 from training.losses import multiview_infonce, view_retrieval_accuracy
@@ -122,19 +124,40 @@ def quiet_fit() -> Iterator[None]:
         yield
 
 
+class StepBoundBar(TQDMProgressBar):
+    """Progress bar that counts optimizer steps out of `max_steps` when training is bounded by steps."""
+
+    # Lightning's bars count the batches of each epoch; a step-bound run (max_epochs=-1) is
+    # measured in steps, so one bar spans the run and only the epoch in its title changes.
+    # Public hooks and tqdm's own API only: Lightning's private methods change between releases.
+
+    @staticmethod
+    def step_bound(trainer: L.Trainer) -> bool:
+        return trainer.max_steps > 0 and (trainer.max_epochs is None or trainer.max_epochs < 0)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if not self.step_bound(trainer):
+            super().on_train_epoch_start(trainer, *args)
+            return
+        bar = self.train_progress_bar
+        if bar.total != trainer.max_steps:  # the first epoch of this fit
+            bar.reset(total=trainer.max_steps)
+            # A resumed run starts part-way; `initial` keeps the rate to this run's own steps.
+            bar.initial = bar.n = trainer.global_step
+        bar.set_description(f"Epoch {trainer.current_epoch}")
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.step_bound(trainer):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            return
+        bar, step = self.train_progress_bar, trainer.global_step
+        if self.is_enabled and (step % self.refresh_rate == 0 or step == bar.total):
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            bar.update(step - bar.n)
+
+
 def progress_callbacks(enabled: bool) -> list[L.Callback]:
-    """The progress bar for a run bounded by steps, or none.
-
-    Lightning's rich bar titles each epoch "Epoch N/<max_epochs - 1>", which reads "Epoch 2/-2"
-    when training runs by `max_steps` with `max_epochs=-1`; this one says "Epoch 2" there.
-    """
-    if not enabled:
-        return []
-    from lightning.pytorch.callbacks import RichProgressBar
-
-    class StepBoundBar(RichProgressBar):
-        def _get_train_description(self, current_epoch: int) -> str:
-            text = super()._get_train_description(current_epoch)
-            return text.replace(f"/{self.trainer.max_epochs - 1}", "") if (self.trainer.max_epochs or 0) < 0 else text
-
-    return [StepBoundBar()]
+    """The progress bar for a run bounded by steps, or none."""
+    return [StepBoundBar()] if enabled else []

@@ -1,18 +1,25 @@
-"""Plain statistical tests for A/B analysis: two-proportion z-test, Welch test, SRM, sample size,
-power, Holm adjustment and a percentile bootstrap. Formulas are written out, no statsmodels.
+"""Statistical tests for A/B analysis, on scipy.stats and statsmodels: two-proportion z-test,
+Welch z-test, SRM, sample size, power, Holm adjustment and a percentile bootstrap.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import (
+    confint_proportions_2indep,
+    power_proportions_2indep,
+    samplesize_proportions_2indep_onetail,
+    test_proportions_2indep,
+)
 
 from embeddings.errors import ConfigError
 
@@ -49,22 +56,20 @@ class DiffResult:
     se_ci: float  # SE used by the CI (unpooled)
 
 
-def _z(alpha: float) -> float:
+def _check_alpha(alpha: float) -> None:
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}.")
+
+
+def _z(alpha: float) -> float:
+    _check_alpha(alpha)
     return float(stats.norm.ppf(1 - alpha / 2))
 
 
 def two_proportion_ztest(
     x_control: int, n_control: int, x_treat: int, n_treat: int, *, alpha: float = 0.05
 ) -> DiffResult:
-    """Two-sided z-test of p_treat - p_control.
-
-    z = (p_t - p_c) / sqrt(p (1 - p) (1/n_c + 1/n_t)), p = pooled rate (the null has one rate);
-    CI = (p_t - p_c) +- z_{1-alpha/2} sqrt(p_c (1 - p_c) / n_c + p_t (1 - p_t) / n_t) (Wald,
-    unpooled, since under the alternative the rates differ). Relative lift CI: Katz log method
-    for the risk ratio, exp(log(p_t/p_c) +- z sqrt((1-p_t)/x_t + (1-p_c)/x_c)) - 1.
-    """
+    """Two-sided pooled z-test of p_treat - p_control, with Wald and Katz log-ratio CIs."""
     if n_control <= 0 or n_treat <= 0:
         raise ConfigError(f"Both groups need users (n_control={n_control}, n_treat={n_treat}).")
     for x, n in ((x_control, n_control), (x_treat, n_treat)):
@@ -73,27 +78,37 @@ def two_proportion_ztest(
     zc = _z(alpha)
     pc, pt = x_control / n_control, x_treat / n_treat
     diff = pt - pc
-    pooled = (x_control + x_treat) / (n_control + n_treat)
-    se_test = math.sqrt(pooled * (1 - pooled) * (1 / n_control + 1 / n_treat))
-    se_ci = math.sqrt(pc * (1 - pc) / n_control + pt * (1 - pt) / n_treat)
-    # All-or-nothing data has no variance: there is no evidence of a difference.
-    z = diff / se_test if se_test > 0 else 0.0
-    p = float(2 * stats.norm.sf(abs(z)))
-    rel = diff / pc if pc > 0 else None
+    counts = (x_treat, n_treat, x_control, n_control)  # statsmodels compares sample 1 - sample 2
+    if 0 < x_control + x_treat < n_control + n_treat:
+        # Pooled, as the null has one rate. The score test of diff = 0 without the small-sample
+        # correction is exactly the pooled z-test and, unlike proportions_ztest, reports the
+        # variance it used. It also computes the risk and odds ratios, which divide by zero at
+        # a rate of 0 or 1.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            test = test_proportions_2indep(
+                *counts, value=0, method="score", compare="diff", correction=False
+            )
+        z, p, se_test = float(test.statistic), float(test.pvalue), math.sqrt(test.variance)
+    else:
+        # All-or-nothing data has no variance: there is no evidence of a difference.
+        z, p, se_test = 0.0, 1.0, 0.0
+    # Unpooled (Wald): under the alternative the rates differ.
+    lo, hi = confint_proportions_2indep(*counts, method="wald", compare="diff", alpha=alpha)
     rel_ci = None
     if x_control > 0 and x_treat > 0:
-        log_rr = math.log(pt / pc)
-        se_log = math.sqrt((1 - pt) / x_treat + (1 - pc) / x_control)
-        rel_ci = (math.exp(log_rr - zc * se_log) - 1, math.exp(log_rr + zc * se_log) - 1)
+        rr_lo, rr_hi = confint_proportions_2indep(
+            *counts, method="log", compare="ratio", alpha=alpha
+        )
+        rel_ci = (float(rr_lo) - 1, float(rr_hi) - 1)
     return DiffResult(
         diff=diff,
-        rel_lift=rel,
+        rel_lift=diff / pc if pc > 0 else None,
         rel_ci=rel_ci,
         stat=z,
         p_value=p,
-        ci=(diff - zc * se_ci, diff + zc * se_ci),
+        ci=(float(lo), float(hi)),
         se_test=se_test,
-        se_ci=se_ci,
+        se_ci=float(hi - lo) / (2 * zc),
     )
 
 
@@ -163,9 +178,11 @@ def srm_check(
     exp = np.array([expected_split[a] / total_w for a in arms]) * n
     if n == 0:
         chi2, p = 0.0, 1.0
+    elif len(arms) == 1:
+        chi2, p = 0.0, 1.0  # one planned arm: every user belongs in it
     else:
-        chi2 = float(((obs - exp) ** 2 / exp).sum())
-        p = float(stats.chi2.sf(chi2, df=len(arms) - 1)) if len(arms) > 1 else 1.0
+        res = stats.chisquare(obs, f_exp=exp)
+        chi2, p = float(res.statistic), float(res.pvalue)
     flagged = p < threshold or bool(unexpected)
     shares = (
         ", ".join(f"{a} {o / n:.2%} vs {e / n:.2%}" for a, o, e in zip(arms, obs, exp, strict=True))
@@ -206,15 +223,9 @@ def _resolve_mde(baseline: float, mde_abs: float | None, mde_rel: float | None) 
     return float(delta)
 
 
-def _power_terms(baseline: float, delta: float, ratio: float) -> tuple[float, float]:
-    """sqrt of the null (pooled) and alternative variance factors, per control user."""
+def _check_ratio(ratio: float) -> None:
     if ratio <= 0:
         raise ConfigError(f"ratio (n_treatment / n_control) must be > 0, got {ratio}.")
-    p1, p2 = baseline, baseline + delta
-    pbar = (p1 + ratio * p2) / (1 + ratio)
-    s0 = math.sqrt(pbar * (1 - pbar) * (1 + 1 / ratio))
-    s1 = math.sqrt(p1 * (1 - p1) + p2 * (1 - p2) / ratio)
-    return s0, s1
 
 
 def sample_size(
@@ -226,19 +237,19 @@ def sample_size(
     power: float = 0.8,
     ratio: float = 1.0,
 ) -> int:
-    """Users needed in the control arm to detect the effect with a two-sided z-test.
-
-    n_c = (z_{1-alpha/2} sqrt(pbar qbar (1 + 1/k)) + z_{power} sqrt(p1 q1 + p2 q2 / k))^2 / delta^2
-    with p2 = p1 + delta, k = ratio = n_treatment / n_control, pbar = (p1 + k p2) / (1 + k): the
-    pooled-variance (Fleiss, no continuity correction) formula that matches `two_proportion_ztest`.
-    The treatment arm needs ceil(ratio * n_c). Example: baseline 0.10, mde_abs 0.02 -> 3841.
-    """
+    """Users needed in the control arm (treatment: ceil(ratio * n)) to detect the effect."""
     delta = _resolve_mde(baseline_rate, mde_abs, mde_rel)
     if not 0 < power < 1:
         raise ConfigError(f"power must be in (0, 1), got {power}.")
-    s0, s1 = _power_terms(baseline_rate, delta, ratio)
-    z_a, z_b = _z(alpha), float(stats.norm.ppf(power))
-    return math.ceil((z_a * s0 + z_b * s1) ** 2 / delta**2)
+    _check_ratio(ratio)
+    _check_alpha(alpha)
+    # Pooled variance under the null, unpooled under the alternative (Fleiss, no continuity
+    # correction): the variances `two_proportion_ztest` uses. Sample 1 is control (rate
+    # prop2 + diff), sample 2 treatment with nobs2 = ratio * nobs1.
+    n = samplesize_proportions_2indep_onetail(
+        -delta, baseline_rate + delta, power, ratio=ratio, alpha=alpha
+    )
+    return math.ceil(float(n))
 
 
 def power(
@@ -249,36 +260,25 @@ def power(
     *,
     ratio: float = 1.0,
 ) -> float:
-    """Power of the two-sided z-test with `n_per_arm` control users (treatment ratio * n).
-
-    The inverse of `sample_size` (same formula, ignoring the negligible opposite tail):
-    Phi((|delta| sqrt(n) - z_{1-alpha/2} s0) / s1). `mde` is absolute.
-    """
+    """Power of the two-sided z-test for absolute effect `mde`, `n_per_arm` control users."""
     delta = _resolve_mde(baseline, mde, None)
     if n_per_arm <= 0:
         raise ConfigError(f"n_per_arm must be positive, got {n_per_arm}.")
-    s0, s1 = _power_terms(baseline, delta, ratio)
-    return float(stats.norm.cdf((abs(delta) * math.sqrt(n_per_arm) - _z(alpha) * s0) / s1))
+    _check_ratio(ratio)
+    _check_alpha(alpha)
+    # The inverse of `sample_size` (same variances); it also counts the opposite tail, which
+    # `sample_size` may ignore as negligible at any power worth planning for.
+    pw = power_proportions_2indep(
+        -delta, baseline + delta, n_per_arm, ratio=ratio, alpha=alpha, return_results=False
+    )
+    return float(pw)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values (same order as given); controls the family-wise error."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def _accepts_axis(fn: Callable[..., Any]) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return "axis" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if not p_values:
+        return []
+    return [float(p) for p in multipletests(list(p_values), method="holm")[1]]
 
 
 def bootstrap_ci(
@@ -290,41 +290,34 @@ def bootstrap_ci(
     paired: bool = False,
     max_elements: int = 20_000_000,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of `statistic_fn(*arrays)`.
+    """Percentile bootstrap CI of `statistic_fn(*arrays)`; arrays resampled apart or `paired`.
 
-    Each array is resampled with replacement on its own (independent groups, e.g. treatment and
-    control), or with shared indices when `paired` (columns of one sample). If `statistic_fn`
-    takes an `axis` keyword (numpy style, e.g. `lambda a, b, axis=-1: a.mean(axis) -
-    b.mean(axis)`), it is called on (chunk, n) resample matrices with axis=-1; otherwise once
-    per resample.
+    A `statistic_fn` with an `axis` keyword (numpy style, `lambda a, b, axis=-1: ...`) is called
+    on (batch, n) resample matrices, any other once per resample. A NaN bound means the
+    statistic was undefined in some resamples.
     """
     if not arrays:
         raise ConfigError("bootstrap_ci needs at least one array.")
     if n_boot < 1:
         raise ConfigError(f"n_boot must be >= 1, got {n_boot}.")
-    if not 0 < alpha < 1:
-        raise ConfigError(f"alpha must be in (0, 1), got {alpha}.")
+    _check_alpha(alpha)
     data = [np.asarray(a) for a in arrays]
-    if any(a.ndim != 1 or a.size == 0 for a in data):
-        raise ConfigError("bootstrap_ci needs non-empty 1-D arrays.")
+    if any(a.ndim != 1 or a.size < 2 for a in data):
+        raise ConfigError("bootstrap_ci needs 1-D arrays of at least 2 values.")
     if paired and len({a.size for a in data}) > 1:
         raise ConfigError(f"paired=True needs arrays of one length, got {[a.size for a in data]}.")
-    rng = np.random.default_rng(seed)
-    vectorised = _accepts_axis(statistic_fn)
-    chunk = max(1, max_elements // max(a.size for a in data)) if vectorised else 1
-    values = np.empty(n_boot, dtype=np.float64)
-    done = 0
-    while done < n_boot:
-        b = min(chunk, n_boot - done)
-        if paired:
-            idx = rng.integers(0, data[0].size, size=(b, data[0].size))
-            samples = [a[idx] for a in data]
-        else:
-            samples = [a[rng.integers(0, a.size, size=(b, a.size))] for a in data]
-        if vectorised:
-            values[done : done + b] = np.asarray(statistic_fn(*samples, axis=-1), dtype=float)
-        else:
-            values[done] = float(statistic_fn(*(s[0] for s in samples)))
-        done += b
-    lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+    with warnings.catch_warnings():
+        # scipy warns (in BCa terms) on a NaN bound; here NaN is an answer the caller reads.
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            data,
+            statistic_fn,
+            n_resamples=n_boot,
+            # bounds the (batch, n) resample matrices in memory
+            batch=max(1, max_elements // max(a.size for a in data)),
+            paired=paired,
+            confidence_level=1 - alpha,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
