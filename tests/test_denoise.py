@@ -13,7 +13,7 @@ from training.train import train
 
 def _learned_part(X: np.ndarray, enc) -> np.ndarray:
     c = enc.bundle.encoder.cfg
-    L = X[:, : c.dim - c.n_fixed].astype(np.float64)
+    L = X[:, : c.learned_dim].astype(np.float64)
     return L / np.linalg.norm(L, axis=1, keepdims=True)
 
 
@@ -38,7 +38,7 @@ def tiny_cfg_module():
 
 def test_structure_is_kept_and_noise_is_dropped(runs):
     synth, noise = runs["synth"][0].bundle.manifest["denoise"], runs["noise"][0].bundle.manifest["denoise"]
-    learned = runs["synth"][0].bundle.encoder.cfg.dim - runs["synth"][0].bundle.encoder.cfg.n_fixed
+    learned = runs["synth"][0].bundle.encoder.cfg.learned_dim
     assert 0 < noise["learned_rank"] < synth["learned_rank"] < learned
     # what was kept reaches the threshold; the best direction of a log of independent events does not
     assert sum(a >= 0.3 for a in synth["agreement"]) == synth["learned_rank"]
@@ -48,7 +48,7 @@ def test_structure_is_kept_and_noise_is_dropped(runs):
 def test_embeddings_lie_in_the_kept_directions(runs):
     result, events = runs["synth"]
     enc = UserEncoder(result.bundle)
-    L = _learned_part(enc.encode(events), enc)
+    L = _learned_part(enc.encode(events).vectors, enc)
     k = result.bundle.encoder.cfg.learned_rank
     s = np.linalg.svd(L - L.mean(axis=0), compute_uv=False)
     # mean + a k-dimensional part, renormalised row by row: rank k + 1 at most
@@ -58,13 +58,13 @@ def test_embeddings_lie_in_the_kept_directions(runs):
 def test_bundle_round_trip_and_single_user_equal_batch(runs, tmp_path):
     result, events = runs["synth"]
     as_of = events["ts"].max()
-    X = UserEncoder(result.bundle).encode(events, as_of=as_of)
+    X = UserEncoder(result.bundle).encode(events, as_of=as_of).vectors
     reloaded = UserEncoder(load_bundle(result.bundle_dir))
     assert reloaded.bundle.encoder.cfg.learned_rank == result.bundle.encoder.cfg.learned_rank > 0
-    np.testing.assert_allclose(reloaded.encode(events, as_of=as_of), X, atol=1e-6)
+    np.testing.assert_allclose(reloaded.encode(events, as_of=as_of).vectors, X, atol=1e-6)
     first = sorted(events["user_id"].unique().to_list())[0]  # rows follow sorted user ids
     one = events.filter(events["user_id"] == first)
-    np.testing.assert_allclose(reloaded.encode(one, as_of=as_of)[0], X[0], atol=1e-5)
+    np.testing.assert_allclose(reloaded.encode(one, as_of=as_of).vectors[0], X[0], atol=1e-5)
 
 
 def test_zero_keeps_every_direction(synth_small, tiny_cfg, tmp_path):

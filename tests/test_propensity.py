@@ -119,15 +119,15 @@ def test_bundle_loads_as_an_intent_encoder_whose_embeddings_carry_the_propensity
     assert p.shape == (events["user_id"].n_unique(),)
     assert np.all((p > 0) & (p < 1))
     enc = UserEncoder(bundle)
-    X = enc.encode(events)
-    assert X.shape[1] == bundle.encoder.base.cfg.dim + 2  # the intent logit, then the recent-goal flag
+    ids, X = enc.encode(events)
+    assert X.shape[1] == bundle.dim == bundle.encoder.base.cfg.dim + 2  # the intent logit, then the recent-goal flag
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
     from embeddings.model.intent import recent_of
 
     as_of = events["ts"].max()
     # users whose last 30 days hold a purchase (among the events held: every one here, at this max_len)
     recent = events.filter((pl.col("event") == "purchase") & (pl.col("ts") >= as_of - timedelta(days=30)))
-    truth = np.isin(enc.last_user_ids.astype(str), recent["user_id"].unique().to_list())
+    truth = np.isin(ids.astype(str), recent["user_id"].unique().to_list())
     assert 0 < truth.sum() < len(truth)
     np.testing.assert_array_equal(recent_of(X, bundle.encoder.intent), truth)
     head = PropensityHead.load(trained)
@@ -137,8 +137,24 @@ def test_bundle_loads_as_an_intent_encoder_whose_embeddings_carry_the_propensity
     # the coordinate is the standardised logit: centred on the training users
     assert abs((logit.mean() - head.intent.mean) / head.intent.std) < 1e-3
     again = load_bundle(trained)
-    np.testing.assert_array_equal(UserEncoder(again).encode(events), X)  # rebuilt exactly
+    np.testing.assert_array_equal(UserEncoder(again).encode(events).vectors, X)  # rebuilt exactly
     assert again.version == bundle.version
+
+
+def test_a_head_of_an_earlier_format_names_the_file_and_the_fix(trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from training.propensity import PropensityHead
+
+    b = tmp_path / "b"
+    shutil.copytree(trained, b)
+    meta = json.loads((b / "propensity.json").read_text())
+    meta["format"] = "seqcohort.propensity/2"
+    meta["embedding"]["history_context"] = True
+    (b / "propensity.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=r"propensity\.json has format 'seqcohort\.propensity/2'; .*"
+                                          r"'seqcohort\.propensity/3'.*retrain with `seqcohort run`"):
+        PropensityHead.load(b)
 
 
 def test_intent_features_read_the_goal_events_of_each_row() -> None:
@@ -166,7 +182,6 @@ def test_the_head_reads_aggregates_of_the_whole_history_beyond_max_len(trained: 
     from embeddings.model.intent import intent_features
 
     bundle = load_bundle(trained)
-    assert bundle.encoder.intent.history_context  # new heads; older ones keep reading the events held
     data = UserEncoder(bundle).featurize(events, events["ts"].max())
     f, rows, n, cap = bundle.featurizer, np.arange(len(data)), np.diff(data.offsets), 8
     assert (n > cap).sum() > 10
@@ -175,8 +190,9 @@ def test_the_head_reads_aggregates_of_the_whole_history_beyond_max_len(trained: 
     whole = f.collate_users(data, rows, int(n.max()))["context"]  # a batch that holds every event
     torch.testing.assert_close(batch["history_context"], whole)
     np.testing.assert_allclose(np.expm1(batch["context"][:, 0].double().numpy() * 5), np.minimum(n, cap), rtol=1e-4)
-    torch.testing.assert_close(intent_features(batch, None, history=True)[:, :N_CONTEXT], whole.float())
-    torch.testing.assert_close(intent_features(batch, None)[:, :N_CONTEXT], batch["context"].float())
+    torch.testing.assert_close(intent_features(batch, None)[:, :N_CONTEXT], whole.float())
+    held = {k: v for k, v in batch.items() if k != "history_context"}  # as a plain `collate` batch: its rows only
+    torch.testing.assert_close(intent_features(held, None)[:, :N_CONTEXT], batch["context"].float())
 
 
 def test_goal_event_ids_take_the_aliases() -> None:

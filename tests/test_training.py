@@ -54,9 +54,10 @@ def test_tiny_lightning_run_learns_and_is_seeded(tmp_path, synth_small, tiny_cfg
     assert r1.bundle.version == r2.bundle.version, "same seed, same data -> same weights"
     # a trained encoder tells views of the same user apart from others far above chance
     assert r1.metrics["val/view_acc"] > 0.3
-    X = UserEncoder(r1.bundle).encode(ev)
+    X = UserEncoder(r1.bundle).encode(ev).vectors
     # + recency, frequency, monetary value and visits, then the habit profile
     assert X.shape == (ev["user_id"].n_unique(), tiny_cfg.model.dim + 4 + tiny_cfg.model.profile_dim)
+    assert r1.bundle.dim == X.shape[1] and r1.bundle.config.learned_dim == tiny_cfg.model.dim
     assert np.isfinite(X).all()
     assert (tmp_path / "a" / "manifest.json").is_file()
 
@@ -212,7 +213,7 @@ def test_contrastive_training_sees_only_the_learned_part(synth_small, tiny_cfg):
     enc.eval()
     full = enc(batch["buckets"][0])
     n_fixed = 4 + tiny_cfg.model.profile_dim  # recency, frequency, monetary, visits, then the habit profile
-    assert full.shape[1] == tiny_cfg.model.dim + n_fixed and enc.cfg.n_fixed == n_fixed
+    assert full.shape[1] == tiny_cfg.model.dim + n_fixed == enc.dim and enc.cfg.n_fixed == n_fixed
     learned = full[:, :-n_fixed]
     torch.testing.assert_close(learned / learned.norm(dim=1, keepdim=True), enc.learned(batch["buckets"][0]))
     # the profile is the direction of the fitted PCA of the habit shares, with the same length in every row
@@ -222,6 +223,36 @@ def test_contrastive_training_sees_only_the_learned_part(synth_small, tiny_cfg):
     q = enc.habits(batch["buckets"][0])
     torch.testing.assert_close(profile, p * q / q.norm(dim=1, keepdim=True))
     torch.testing.assert_close(full[:, :-tiny_cfg.model.profile_dim].norm(dim=1), torch.full((len(full),), (1 - p * p) ** 0.5))
+
+
+def test_post_fit_steps_run_by_name_and_build_new_encoders(synth_small, tiny_cfg, caplog):
+    """Denoise, then the category weight: each step hands on a new encoder built from a new config;
+    the encoder it was given keeps its config and weights."""
+    import logging
+
+    from training.core import POST_FIT, post_fit
+    from training.train import build_encoder, fit_featurizer
+
+    assert [s.name for s in POST_FIT] == ["denoise", "category weight"]
+    f = fit_featurizer(tiny_cfg, synth_small.events)
+    data = f.transform(synth_small.events, as_of=synth_small.as_of)
+    enc = build_encoder(tiny_cfg, f, data).eval()
+    cfg_before, state_before = enc.cfg, {k: v.clone() for k, v in enc.state_dict().items()}
+    with caplog.at_level(logging.INFO, logger="training.steps"):
+        done = post_fit(enc, f, data, tiny_cfg)
+    assert "post-fit step 'denoise'" in caplog.text and "post-fit step 'category weight'" in caplog.text
+    assert enc.cfg is cfg_before and enc.cfg.learned_rank == 0 and enc.cfg.profile_fields["category"] == 1.0
+    for k, v in enc.state_dict().items():
+        torch.testing.assert_close(v, state_before[k])
+    assert done.encoder is not enc
+    assert done.encoder.cfg.learned_rank == done.metrics["learned_rank"] == done.extra["denoise"]["learned_rank"] > 0
+    weight = done.metrics["profile_category_weight"]
+    assert done.encoder.cfg.profile_fields["category"] == weight
+    assert done.encoder.cfg.learned_dim == enc.cfg.learned_dim and done.encoder.dim == enc.dim
+    skipped = post_fit(enc, f, data, tiny_cfg, skip={"category weight"})
+    assert "profile_category_weight" not in skipped.metrics and skipped.encoder.cfg.profile_fields == enc.cfg.profile_fields
+    with pytest.raises(ValueError, match="no post-fit steps"):
+        post_fit(enc, f, data, tiny_cfg, skip={"profile"})
 
 
 def test_progress_bar_counts_steps_of_a_step_bound_run(capsys):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import lightning as L
 import numpy as np
 import torch
@@ -207,16 +210,30 @@ class SequenceDataModule(L.LightningDataModule):
         self.val_rows, self.train_rows = np.sort(rows[:n_val]), rows[n_val:]
         self._val_batches: list[dict[str, object]] | None = None
 
+    @property
+    def batch_users(self) -> int:
+        """Users in each training batch."""
+        return min(self.cfg.batch_size, len(self.train_rows))
+
+    @property
+    def sequences_per_step(self) -> int:
+        """Sequences the encoder reads in one training step."""
+        return self.batch_users * self.cfg.views
+
+    def collator(self) -> Callable[[list[int]], dict[str, Any]]:
+        """What turns a batch of training user rows into the module's batch."""
+        return ViewCollator(self.data, self.featurizer, self.cfg, self.max_len, self.cfg.seed)
+
     def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
         g = torch.Generator().manual_seed(self.cfg.seed)
         return DataLoader(
             _Users(self.train_rows),
-            batch_size=min(self.cfg.batch_size, len(self.train_rows)),
+            batch_size=self.batch_users,
             shuffle=True,
             drop_last=len(self.train_rows) >= self.cfg.batch_size,
             generator=g,
             num_workers=self.cfg.num_workers,
-            collate_fn=ViewCollator(self.data, self.featurizer, self.cfg, self.max_len, self.cfg.seed),
+            collate_fn=self.collator(),
             persistent_workers=self.cfg.num_workers > 0,
         )
 

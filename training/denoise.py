@@ -8,8 +8,9 @@ weights to that noise (CDNOW, 5-fold next-quarter purchase: in-sample AUC 0.780,
 0.772). After training, `fit_learned_basis` embeds each sampled user's odd and even events apart,
 measures per principal direction of the whole histories' learned part the correlation between
 the two halves, and keeps the directions holding at least `MIN_SHARE` of the variance whose
-correlation reaches `min_agreement`; `EventEncoder.denoise` then projects onto them. A log with
-real behaviour keeps its structure (Complete Journey: 10 directions, all above 0.43).
+correlation reaches `min_agreement`; the encoder rebuilt with them (`EventEncoder.with_learned_basis`)
+projects onto them in `EventEncoder.denoise`. A log with real behaviour keeps its structure
+(Complete Journey: 10 directions, all above 0.43).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from embeddings.config import Config
 from embeddings.features.featurizer import Featurizer, SequenceData
 from embeddings.model.encoder import EventEncoder
+from training.steps import Stepped
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +49,18 @@ def _learned(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData, 
 
 def fit_learned_basis(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData, *,
                       min_agreement: float, seed: int = 0, max_users: int = MAX_USERS,
-                      batch_size: int = 512) -> dict[str, Any]:
-    """Set the encoder's learned basis (see module doc) and return what was measured.
+                      batch_size: int = 512) -> tuple[EventEncoder, dict[str, Any]]:
+    """(the encoder with a learned basis (see module doc), what was measured); `encoder` is left as it is.
 
-    Nothing is set (learned_rank stays 0) when `min_agreement` is 0, fewer than MIN_USERS users
-    have 2+ events, or every direction passes. At least the best-agreeing direction is kept.
+    The encoder comes back unchanged (learned_rank 0) when `min_agreement` is 0, fewer than
+    MIN_USERS users have 2+ events, or every direction passes. At least the best-agreeing direction is kept.
     """
     if min_agreement <= 0 or encoder.cfg.learned_rank:
-        return {}
+        return encoder, {}
     lengths = np.diff(data.offsets)
     rows = np.flatnonzero(lengths >= 2)
     if len(rows) < MIN_USERS:
-        return {"learned_rank": 0, "reason": f"only {len(rows)} users with 2+ events"}
+        return encoder, {"learned_rank": 0, "reason": f"only {len(rows)} users with 2+ events"}
     if len(rows) > max_users:
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
     was = encoder.training
@@ -86,20 +89,20 @@ def fit_learned_basis(encoder: EventEncoder, featurizer: Featurizer, data: Seque
             "agreement": [round(float(x), 3) for x in agreement[big]],
             "share": [round(float(x), 4) for x in share[big]]}
     if len(keep) == full.shape[1]:
-        return {"learned_rank": 0, **info}
+        return encoder, {"learned_rank": 0, **info}
     device = next(encoder.parameters()).device
-    encoder.set_learned_basis(torch.from_numpy(mean).to(device), torch.from_numpy(vectors[:, keep]).to(device))
+    denoised = encoder.with_learned_basis(torch.from_numpy(mean).to(device),
+                                          torch.from_numpy(vectors[:, keep]).to(device))
     kept = float(share[keep].sum())
     log.info("learned part: %d of %d directions kept (%.0f%% of its variance; odd/even agreement >= %.2f)",
              len(keep), full.shape[1], 100 * kept, min_agreement)
-    return {"learned_rank": int(len(keep)), "kept_share": round(kept, 4), **info}
+    return denoised, {"learned_rank": int(len(keep)), "kept_share": round(kept, 4), **info}
 
 
-def denoise_trained(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData, min_agreement: float,
-                    seed: int, metrics: dict[str, float]) -> dict[str, Any]:
-    """`fit_learned_basis` after a training run: the kept rank goes into `metrics`; returns the
-    bundle manifest's extra entries ({"denoise": what was measured}, or {} when it did not run)."""
-    info = fit_learned_basis(encoder, featurizer, data, min_agreement=min_agreement, seed=seed)
-    if "learned_rank" in info:
-        metrics["learned_rank"] = float(info["learned_rank"])
-    return {"denoise": info} if info else {}
+def denoise_step(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData, cfg: Config) -> Stepped:
+    """Post-fit step: `fit_learned_basis` at `model.denoise`; the kept rank goes into the metrics and
+    what was measured into the manifest's "denoise" (nothing when it did not run)."""
+    encoder, info = fit_learned_basis(encoder, featurizer, data, min_agreement=cfg.model.denoise,
+                                      seed=cfg.trainer.seed)
+    metrics = {"learned_rank": float(info["learned_rank"])} if "learned_rank" in info else {}
+    return Stepped(encoder, metrics, {"denoise": info} if info else {})

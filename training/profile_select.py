@@ -10,11 +10,15 @@ is the one whose cohorts have the higher silhouette. So after training, the prof
 for each candidate weight on a sample of the fitted users, clustered exactly as the cohorts will
 be, and the candidate with the best silhouette wins when it beats the default by PROFILE_MARGIN;
 where no candidate reaches `cluster.STRUCTURE_MIN` (a log without groups) the default stays.
+
+`fit_profile` fits the profile's PCA for an encoder's config (at build time, and again when the
+chosen weight is not the one the encoder was built with).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -25,26 +29,65 @@ from embeddings.config import Config
 from embeddings.features.featurizer import Featurizer, SequenceData
 from embeddings.features.habits import block_width, fit_habit_pca, habit_matrix
 from embeddings.model.encoder import EventEncoder, join_profile
+from training.steps import Stepped
 
 log = logging.getLogger(__name__)
 
 CATEGORY_WEIGHTS = (1.0, 2.0, 3.0)  # the first is the default
 PROFILE_MARGIN = 0.01  # silhouette a candidate must gain over the default to replace it
 SELECT_USERS = 5000  # fitted users the candidates are compared on (a seeded sample beyond that)
+PROFILE_FIT_USERS = 20_000  # users the habit profile's PCA is fitted on (a seeded sample beyond that)
+
+
+def fit_profile(
+    encoder: EventEncoder, featurizer: Featurizer, data: SequenceData | None, *, seed: int = 0,
+    max_users: int = PROFILE_FIT_USERS, batch_size: int = 1024,
+) -> EventEncoder:
+    """The encoder with its habit profile's PCA (buffers) fitted on up to `max_users` users' last events.
+
+    Without users (or without a profile) the encoder comes back as it is; it is never modified.
+    """
+    c = encoder.cfg
+    if data is None or len(data) == 0 or not c.n_profile:
+        return encoder
+    rows = np.arange(len(data))
+    if len(rows) > max_users:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
+    raw, weight, active = habit_matrix(featurizer, data, rows, c.profile_fields, c.cardinalities, c.max_len, batch_size)
+    active_t = torch.from_numpy(active)
+    mean, basis = fit_habit_pca(raw, weight, c.n_profile)
+    profile_mean, profile_basis = torch.zeros_like(encoder.profile_mean), torch.zeros_like(encoder.profile_basis)
+    profile_mean[active_t] = torch.from_numpy(mean).to(profile_mean.device)
+    profile_basis[active_t] = torch.from_numpy(basis).to(profile_basis.device)
+    return encoder.rebuilt(c, profile_mean=profile_mean, profile_basis=profile_basis)
+
+
+def category_step(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData, cfg: Config) -> Stepped:
+    """Post-fit step: choose the category weight (`choose_category_weight`); when it is not the one
+    the encoder was built with, the encoder rebuilt with it and its profile's PCA refitted."""
+    weight = choose_category_weight(encoder, featurizer, data, cfg)
+    if weight is None:
+        return Stepped(encoder)
+    if weight != encoder.cfg.profile_fields["category"]:
+        fields = {**encoder.cfg.profile_fields, "category": weight}
+        encoder = fit_profile(encoder.rebuilt(replace(encoder.cfg, profile_fields=fields)), featurizer, data,
+                              seed=cfg.trainer.seed)
+    return Stepped(encoder, {"profile_category_weight": weight})
 
 
 def choose_category_weight(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData,
                            cfg: Config, batch_size: int = 1024) -> float | None:
-    """Set `encoder.cfg.profile_fields["category"]` to the best-grouping candidate and return it.
+    """The category weight (one of CATEGORY_WEIGHTS) whose profile groups the fitted users best.
 
-    Returns None (nothing changed) when the profile has no category block, the config pins the
-    weight, or too few users have enough events to cluster. The caller refits the profile's PCA.
+    Returns None when the profile has no category block, the config pins the weight (the encoder
+    was built with it), or too few users have enough events to cluster. `encoder` is not changed:
+    `category_step` builds the encoder for the weight.
     """
     c = encoder.cfg
     pinned = cfg.model.profile_category
     if not c.n_profile or "category" not in c.profile_fields or len(data) == 0:
         return None
-    if pinned != "auto":  # build_encoder set it
+    if pinned != "auto":  # build_encoder used it
         return None
     rows = np.flatnonzero(data.lengths >= cfg.cluster.min_events_to_fit)
     if len(rows) < max(4 * cfg.cluster.micro_clusters, 2 * cfg.cluster.k_max):
@@ -73,7 +116,6 @@ def choose_category_weight(encoder: EventEncoder, featurizer: Featurizer, data: 
     chosen = best if scores[best] >= STRUCTURE_MIN and scores[best] >= scores[default] + PROFILE_MARGIN else default
     log.info("habit profile: category weight %g (silhouette by weight: %s; %d users)", chosen,
              ", ".join(f"{w:g}: {s:.3f}" for w, s in scores.items()), len(rows))
-    c.profile_fields["category"] = chosen
     return chosen
 
 

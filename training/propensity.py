@@ -23,7 +23,6 @@ the intent coordinate's scaling; also in manifest.json["propensity"]).
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -31,15 +30,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
-from embeddings.config import Config
+from embeddings.config import Config, TrainerConfig
 from embeddings.errors import BundleError, ConfigError
 from embeddings.evaluation.goals import Goal, events_before, latest_cutoff, make_labels
 from embeddings.features.featurizer import (
@@ -58,6 +55,7 @@ from embeddings.model.bundle import (
     read_propensity_meta,
     save_bundle,
 )
+from embeddings.model.encoder import EventEncoder
 from embeddings.model.intent import (
     N_INTENT,
     IntentConfig,
@@ -65,14 +63,13 @@ from embeddings.model.intent import (
     intent_features,
     propensity_from_embedding,
 )
-from training.datamodule import SequenceDataModule, ViewCollator, _Users, worker_id
-from training.denoise import denoise_trained
+from training.core import contrastive_args, fit, post_fit, start
+from training.datamodule import SequenceDataModule, ViewCollator, worker_id
 from training.head_fit import fit_head
-from training.module import ContrastiveModule, progress_callbacks, quiet_fit, quiet_lightning
+from training.module import ContrastiveModule
 from training.train import TrainResult, build_encoder, fit_featurizer
 
 log = logging.getLogger(__name__)
-
 
 
 # ----------------------------------------------------------------------------- labelled data
@@ -162,8 +159,7 @@ class PropensityModule(ContrastiveModule):
         bs = batch["y"].shape[0]
         sup = batch["sup"]
         zs = self.encoder(sup).float()
-        logits = self.head(torch.cat([zs, intent_features(sup, self.hparams.goal_event, history=True)],
-                                     dim=1)).squeeze(-1)
+        logits = self.head(torch.cat([zs, intent_features(sup, self.hparams.goal_event)], dim=1)).squeeze(-1)
         bce = F.binary_cross_entropy_with_logits(logits, batch["y"])
         loss = nce + self.hparams.bce_weight * bce
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs)
@@ -204,19 +200,52 @@ class _GoalCollator:
         return {"views": self.views(rows), "sup": sup, "y": torch.from_numpy(self.labelled.y[pick])}
 
 
+class GoalDataModule(SequenceDataModule):
+    """Every user but those held out for the head (`holdout_mask` at `calib_fraction`) trains; none validates.
+
+    No contrastive validation here: the held-out users' labels are the check that matters. The
+    encoder never sees those users at all: contrastive views pull a user's early and late events
+    together, so for a user it trained on, the history up to an old cut-off would already
+    encode what followed it (on synthetic data: AUC 0.99 on the latest labelled cut-off, 0.81
+    at the real one). The head is fitted and checked on these unseen users only.
+
+    Each batch also holds `n_labelled` labelled histories (rows `labelled_rows` of `labelled`)
+    when a BCE term trains the head alongside.
+    """
+
+    def __init__(self, data: SequenceData, featurizer: Featurizer, cfg: TrainerConfig, max_len: int, *,
+                 calib_fraction: float, labelled: LabelledSequences, labelled_rows: np.ndarray,
+                 bce: bool) -> None:
+        super().__init__(data, featurizer, cfg, max_len)
+        rows = np.sort(np.concatenate([self.train_rows, self.val_rows]))
+        self.train_rows = rows[~holdout_mask(data.user_ids[rows], calib_fraction)]
+        self.val_rows = np.zeros(0, dtype=np.int64)
+        self.labelled, self.labelled_rows = labelled, labelled_rows
+        self.n_labelled = self.batch_users if bce else 0
+
+    @property
+    def sequences_per_step(self) -> int:
+        return self.batch_users * (self.cfg.views + 1)
+
+    def collator(self) -> _GoalCollator:
+        views = ViewCollator(self.data, self.featurizer, self.cfg, self.max_len, self.cfg.seed)
+        return _GoalCollator(views, self.labelled, self.labelled_rows, self.n_labelled, self.featurizer,
+                             self.max_len, self.cfg.seed)
+
+
 @torch.inference_mode()
-def embed_with_features(encoder: nn.Module, featurizer: Featurizer, data: SequenceData, max_len: int,
+def embed_with_features(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData, max_len: int,
                         goal_event: int | list[int] | None, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings (n, d), intent features (n, N_INTENT)) of every user row of `data`."""
     encoder.eval()
-    Z = np.empty((len(data), encoder.cfg.dim), dtype=np.float32)  # type: ignore[union-attr]
+    Z = np.empty((len(data), encoder.dim), dtype=np.float32)
     Fx = np.empty((len(data), N_INTENT), dtype=np.float32)
     order = np.argsort(data.lengths, kind="stable")
     for s in range(0, len(data), batch_size):
         rows = order[s : s + batch_size]
         batch = featurizer.collate_users(data, rows, max_len)
         Z[rows] = encoder(batch).float().numpy()
-        Fx[rows] = intent_features(batch, goal_event, history=True).numpy()
+        Fx[rows] = intent_features(batch, goal_event).numpy()
     return Z, Fx
 
 
@@ -264,7 +293,7 @@ def predict_propensity(bundle: str | Path | Bundle, sequences: SequenceData | pl
     if not isinstance(b.encoder, IntentEncoder):
         raise BundleError("This bundle has no propensity head; train it with a goal "
                           "(`seqcohort run --goal purchase --horizon 90d`).")
-    return propensity_from_embedding(UserEncoder(b).encode(sequences, as_of=as_of), b.encoder.intent)
+    return propensity_from_embedding(UserEncoder(b).encode(sequences, as_of=as_of).vectors, b.encoder.intent)
 
 
 # ----------------------------------------------------------------------------- train
@@ -285,11 +314,8 @@ def train_goal_aware(
 ) -> TrainResult:
     """Train the encoder (+ BCE on goal labels if `bce_weight` > 0), fit the propensity head on
     held-out users, save a goal-aware bundle (embeddings carry intent)."""
-    t0 = time.perf_counter()
+    started = start(cfg)
     tc = cfg.trainer
-    L.seed_everything(tc.seed, workers=True, verbose=False)
-    if cfg.model.d_model % cfg.model.n_heads:
-        raise ConfigError(f"model.d_model={cfg.model.d_model} must be divisible by model.n_heads={cfg.model.n_heads}.")
     if intent_weight <= 0:
         raise ConfigError(f"intent_weight must be > 0 (how much intent shapes the embedding), got {intent_weight}.")
     # The propensity needs what RFM knows (how many events, how recent, how much spend): the
@@ -308,73 +334,48 @@ def train_goal_aware(
             "class; pick a goal that sometimes happens (and sometimes not) within the horizon."
         )
     encoder = build_encoder(cfg, featurizer, data)
-    head = nn.Linear(encoder.cfg.dim + N_INTENT, 1)
+    head = nn.Linear(encoder.dim + N_INTENT, 1)
     rate = float(lab.y[train_rows].mean())
     nn.init.zeros_(head.weight)
     nn.init.constant_(head.bias, float(np.log(rate / (1 - rate))))  # start at the base rate
     log.info("goal-aware training: %s; %d labelled pairs over %d cut-offs (rate %.3f), %d held out",
              goal.describe(), len(lab.y), labels["cutoff"].n_unique(), lab.y.mean(), int(held.sum()))
-
-    dm = SequenceDataModule(data, featurizer, tc, cfg.model.max_len)
-    # No contrastive validation here: the held-out users' labels are the check that matters. The
-    # encoder never sees those users at all: contrastive views pull a user's early and late events
-    # together, so for a user it trained on, the history up to an old cut-off would already
-    # encode what followed it (on synthetic data: AUC 0.99 on the latest labelled cut-off, 0.81
-    # at the real one). The head is fitted and checked on these unseen users only.
-    dm.train_rows = np.sort(np.concatenate([dm.train_rows, dm.val_rows]))
-    dm.train_rows = dm.train_rows[~holdout_mask(data.user_ids[dm.train_rows], calib_fraction)]
-    dm.val_rows = np.zeros(0, dtype=np.int64)
-    n_users = min(tc.batch_size, len(dm.train_rows))
-    collate = _GoalCollator(ViewCollator(data, featurizer, tc, cfg.model.max_len, tc.seed), lab, train_rows,
-                            n_users if bce_weight > 0 else 0, featurizer, cfg.model.max_len, tc.seed)
-    loader = DataLoader(_Users(dm.train_rows), batch_size=n_users, shuffle=True,
-                        drop_last=len(dm.train_rows) >= tc.batch_size,
-                        generator=torch.Generator().manual_seed(tc.seed), collate_fn=collate,
-                        num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0)
+    dm = GoalDataModule(data, featurizer, tc, cfg.model.max_len,
+                        calib_fraction=calib_fraction, labelled=lab, labelled_rows=train_rows, bce=bce_weight > 0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*is an instance of `nn.Module`.*")
-        module = PropensityModule(encoder, head, goal_event=gid, bce_weight=bce_weight, views=tc.views, lr=tc.lr,
-                                  weight_decay=tc.weight_decay, warmup_steps=tc.warmup_steps,
-                                  max_steps=tc.max_steps, temperature=tc.temperature,
-                                  order_weight=tc.order_weight)
-    quiet_lightning()
-    trainer = L.Trainer(
-        accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,  # type: ignore[arg-type]
-        max_steps=tc.max_steps, max_epochs=-1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=tc.progress, callbacks=progress_callbacks(tc.progress), enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, gradient_clip_val=1.0, deterministic=False,
-    )
-    with quiet_fit():
-        trainer.fit(module, train_dataloaders=loader)
-    seconds = time.perf_counter() - t0
-    encoder = module.encoder.cpu().eval()
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-    metrics.update(steps=float(trainer.global_step), train_seconds=seconds)
-    denoised = denoise_trained(encoder, featurizer, data, cfg.model.denoise, tc.seed, metrics)
+        module = PropensityModule(encoder, head, goal_event=gid, bce_weight=bce_weight, **contrastive_args(tc))
+    fitted = fit(cfg, module, dm, started)
+    metrics, seconds = fitted.metrics, fitted.seconds
+    # the category weight stays as built (1 unless a number is set): the propensity head trains on
+    # the whole embedding, habit profile included
+    done = post_fit(fitted.encoder, featurizer, data, cfg, skip={"category weight"})
+    encoder = done.encoder
+    metrics.update(done.metrics)
 
     # The SGD head only shaped the encoder; the served head is chosen and fitted on the fixed embedding.
     hrows = np.flatnonzero(held)  # only the users the encoder never saw are needed
     Z, Fx = embed_with_features(encoder, featurizer, lab.data.subset(hrows), cfg.model.max_len, gid)
-    fit = fit_head(Z, Fx, lab.y[hrows], lab.cutoffs[hrows], np.ones(len(hrows), dtype=bool), seed=tc.seed,
+    head_fit = fit_head(Z, Fx, lab.y[hrows], lab.cutoffs[hrows], np.ones(len(hrows), dtype=bool), seed=tc.seed,
                    n_profile=encoder.cfg.n_profile, groups=lab.user_ids[hrows])
-    final = nn.Linear(encoder.cfg.dim + N_INTENT, 1)
+    final = nn.Linear(encoder.dim + N_INTENT, 1)
     with torch.no_grad():
-        final.weight.copy_(torch.from_numpy(fit.weight.astype(np.float32))[None, :])
-        final.bias.fill_(fit.bias)
+        final.weight.copy_(torch.from_numpy(head_fit.weight.astype(np.float32))[None, :])
+        final.bias.fill_(head_fit.bias)
     Zu, Fu = embed_with_features(encoder, featurizer, data, cfg.model.max_len, gid)
-    logit = fit.a * (np.hstack([Zu, Fu]).astype(np.float64) @ fit.weight + fit.bias) + fit.b
-    intent = IntentConfig(weight=intent_weight, a=fit.a, b=fit.b, mean=float(logit.mean()),
-                          std=max(float(logit.std()), 1e-6), goal_event=gid, history_context=True,
+    logit = head_fit.a * (np.hstack([Zu, Fu]).astype(np.float64) @ head_fit.weight + head_fit.bias) + head_fit.b
+    intent = IntentConfig(weight=intent_weight, a=head_fit.a, b=head_fit.b, mean=float(logit.mean()),
+                          std=max(float(logit.std()), 1e-6), goal_event=gid,
                           recent_days=goal.horizon / timedelta(days=1) if goal.kind == "event" else None,
                           goal_name=goal.event)
-    metrics.update({f"calib_{k}": float(v) for k, v in fit.calibration.items() if k in ("auc", "brier")})
+    metrics.update({f"calib_{k}": float(v) for k, v in head_fit.calibration.items() if k in ("auc", "brier")})
     meta = {
         "format": PROPENSITY_FORMAT,
         "goal": {"event": goal.event, "aliases": list(goal.aliases), "kind": goal.kind,
                  "horizon_days": goal.horizon / timedelta(days=1), "text": goal.describe()},
-        "head": {"type": "linear", "inputs": fit.inputs, "in_dim": encoder.cfg.dim + N_INTENT, "file": HEAD_FILE,
-                 "validation_auc_latest_cutoff": fit.validation_auc},
-        "calibration": fit.calibration,
+        "head": {"type": "linear", "inputs": head_fit.inputs, "in_dim": encoder.dim + N_INTENT, "file": HEAD_FILE,
+                 "validation_auc_latest_cutoff": head_fit.validation_auc},
+        "calibration": head_fit.calibration,
         "embedding": intent.to_dict(),
         "bce_weight": bce_weight,
         "cutoffs": sorted(str(c) for c in labels["cutoff"].unique().to_list()),
@@ -384,12 +385,11 @@ def train_goal_aware(
     }
     bundle = save_bundle(
         bundle_dir, IntentEncoder(encoder, final, intent), featurizer, data_fingerprint=data_fingerprint(events),
-        metrics=metrics, extra={"n_users": len(data), "trainer": tc.model_dump(), **denoised}, propensity=meta,
+        metrics=metrics, extra={"n_users": len(data), "trainer": tc.model_dump(), **done.extra}, propensity=meta,
     )
-    seqs = trainer.global_step * n_users * (tc.views + 1)
     log.info("goal-aware bundle %s saved to %s (%.1fs; head %s, calibration AUC %s)", bundle.version,
-             bundle_dir, seconds, fit.inputs, metrics.get("calib_auc"))
-    return TrainResult(bundle, Path(bundle_dir), metrics, seconds, seqs / max(seconds, 1e-9))
+             bundle_dir, seconds, head_fit.inputs, metrics.get("calib_auc"))
+    return TrainResult(bundle, Path(bundle_dir), metrics, seconds, fitted.sequences_per_s)
 
 
 # ----------------------------------------------------------------------------- pipeline outputs

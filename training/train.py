@@ -1,13 +1,15 @@
-"""`train(cfg, events, bundle_dir) -> TrainResult`: a plain function; the CLI only wraps it."""
+"""`train(cfg, events, bundle_dir) -> TrainResult`: a plain function; the CLI only wraps it.
+
+The fit itself (seeding, Trainer, metrics) and the post-fit steps are `training.core`'s, shared
+with goal-aware training (`training.propensity.train_goal_aware`).
+"""
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import polars as pl
 import torch
@@ -22,18 +24,17 @@ from embeddings.features.featurizer import (
     SequenceData,
     data_fingerprint,
 )
-from embeddings.features.habits import PROFILE_FIELDS, fit_habit_pca, habit_fields, habit_matrix
+from embeddings.features.habits import PROFILE_FIELDS, habit_fields
 from embeddings.model.bundle import Bundle, save_bundle
 from embeddings.model.encoder import EncoderConfig, EventEncoder, recency_value
+from training.core import contrastive_args, fit, post_fit, start
 from training.datamodule import SequenceDataModule
-from training.denoise import denoise_trained
-from training.module import ContrastiveModule, progress_callbacks, quiet_fit, quiet_lightning
-from training.profile_select import CATEGORY_WEIGHTS, choose_category_weight
+from training.module import ContrastiveModule
+from training.profile_select import fit_profile
 
 log = logging.getLogger(__name__)
 
 RECENCY_CLIP = 3.0  # standard deviations: users years gone would otherwise be mostly recency in a unit row
-PROFILE_FIT_USERS = 20_000  # users the habit profile's PCA is fitted on (a seeded sample beyond that)
 
 
 @dataclass
@@ -72,10 +73,14 @@ def state_stats(data: SequenceData | None, featurizer: Featurizer | None = None,
 
 
 def build_encoder(cfg: Config, featurizer: Featurizer, data: SequenceData | None = None) -> EventEncoder:
-    """A fresh encoder for `cfg`; `data` (the training users) sets the state coordinates' scaling."""
+    """A fresh encoder for `cfg`; `data` (the training users) sets the state coordinates' scaling
+    and the habit profile's PCA."""
     m = cfg.model
     if data is not None:
         log.info("%s", describe_lengths(data.lengths, m.max_len))
+    profile_fields = habit_fields(featurizer.cardinalities, PROFILE_FIELDS)
+    if m.profile_category != "auto" and "category" in profile_fields:
+        profile_fields["category"] = float(m.profile_category)  # else the default; training may choose another
     enc = EncoderConfig(
         cardinalities=featurizer.cardinalities,
         numeric_fields=featurizer.numeric_fields,
@@ -84,48 +89,22 @@ def build_encoder(cfg: Config, featurizer: Featurizer, data: SequenceData | None
         n_layers=m.n_layers,
         d_ff=m.d_ff,
         dropout=m.dropout,
-        dim=m.dim,
+        learned_dim=m.dim,
         max_len=m.max_len,
         n_context=N_CONTEXT if m.context else 0,
         recency=m.recency,
         recency_shape=m.recency_shape,
         recency_clip=RECENCY_CLIP,
         frequency=m.frequency,
-        frequency_history=True,
         monetary=m.monetary,
         visits=m.visits,
         **state_stats(data, featurizer, m.recency_shape),
         profile=m.profile,
         profile_dim=m.profile_dim,
-        profile_fields=habit_fields(featurizer.cardinalities, PROFILE_FIELDS),
+        profile_fields=profile_fields,
     )
-    if m.profile_category != "auto" and "category" in enc.profile_fields:
-        enc.profile_fields["category"] = float(m.profile_category)
-    enc.dim += enc.n_fixed  # `dim` learned outputs, then the state coordinates and habit profile
-    encoder = EventEncoder(enc)
-    if enc.n_profile:
-        fit_profile(encoder, featurizer, data, seed=cfg.trainer.seed)
-    return encoder
-
-
-def fit_profile(
-    encoder: EventEncoder, featurizer: Featurizer, data: SequenceData | None, *, seed: int = 0,
-    max_users: int = PROFILE_FIT_USERS, batch_size: int = 1024,
-) -> None:
-    """Fit the habit profile's PCA (encoder buffers) on up to `max_users` training users' last events."""
-    if data is None or len(data) == 0:
-        return
-    rows = np.arange(len(data))
-    if len(rows) > max_users:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
-    c = encoder.cfg
-    raw, weight, active = habit_matrix(featurizer, data, rows, c.profile_fields, c.cardinalities, c.max_len, batch_size)
-    active_t = torch.from_numpy(active)
-    mean, basis = fit_habit_pca(raw, weight, c.n_profile)
-    encoder.profile_mean.zero_()
-    encoder.profile_basis.zero_()
-    encoder.profile_mean[active_t] = torch.from_numpy(mean)
-    encoder.profile_basis[active_t] = torch.from_numpy(basis)
+    # the habit profile is fitted now: goal-aware training with a BCE term reads whole embeddings
+    return fit_profile(EventEncoder(enc), featurizer, data, seed=cfg.trainer.seed)
 
 
 def fit_featurizer(cfg: Config, events: pl.DataFrame) -> Featurizer:
@@ -161,73 +140,22 @@ def describe_lengths(lengths: np.ndarray, max_len: int) -> str:
 
 def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=None) -> TrainResult:
     """Fit the featurizer, train the encoder contrastively, save a bundle at `bundle_dir`."""
-    t0 = time.perf_counter()
-    tc = cfg.trainer
-    quiet_lightning()
-    L.seed_everything(tc.seed, workers=True, verbose=False)
-    if cfg.model.d_model % cfg.model.n_heads:
-        from embeddings.errors import ConfigError
-
-        raise ConfigError(
-            f"model.d_model={cfg.model.d_model} must be divisible by model.n_heads={cfg.model.n_heads}."
-        )
+    started = start(cfg)
     featurizer = fit_featurizer(cfg, events)
     data = featurizer.transform(events, as_of=as_of)
     encoder = build_encoder(cfg, featurizer, data)
     log.info("training encoder (%d parameters) on %d users", encoder.num_parameters(), len(data))
-    dm = SequenceDataModule(data, featurizer, tc, cfg.model.max_len)
-    module = ContrastiveModule(
-        encoder,
-        views=tc.views,
-        lr=tc.lr,
-        weight_decay=tc.weight_decay,
-        warmup_steps=tc.warmup_steps,
-        max_steps=tc.max_steps,
-        temperature=tc.temperature,
-        order_weight=tc.order_weight,
-    )
-    has_val = len(dm.val_rows) > 0
-    trainer = L.Trainer(
-        accelerator=tc.accelerator,
-        devices=tc.devices,
-        precision=tc.precision,  # type: ignore[arg-type]
-        max_steps=tc.max_steps,
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=tc.progress,
-        callbacks=progress_callbacks(tc.progress),
-        enable_model_summary=False,
-        limit_val_batches=1.0 if has_val else 0,
-        val_check_interval=min(tc.val_every, tc.max_steps) if has_val else None,
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        gradient_clip_val=1.0,
-        deterministic=False,
-    )
-    with quiet_fit():
-        trainer.fit(module, datamodule=dm)
-        if has_val:
-            trainer.validate(module, datamodule=dm, verbose=False)
-    seconds = time.perf_counter() - t0
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-    metrics["steps"] = float(trainer.global_step)
-    seqs = trainer.global_step * min(tc.batch_size, len(dm.train_rows)) * tc.views
-    metrics["train_seconds"] = seconds
-    encoder = module.encoder.cpu().eval()
-    denoised = denoise_trained(encoder, featurizer, data, cfg.model.denoise, tc.seed, metrics)
-    weight = choose_category_weight(encoder, featurizer, data, cfg)
-    if weight is not None:
-        metrics["profile_category_weight"] = weight
-        if weight != CATEGORY_WEIGHTS[0]:
-            fit_profile(encoder, featurizer, data, seed=tc.seed)
+    dm = SequenceDataModule(data, featurizer, cfg.trainer, cfg.model.max_len)
+    fitted = fit(cfg, ContrastiveModule(encoder, **contrastive_args(cfg.trainer)), dm, started)
+    done = post_fit(fitted.encoder, featurizer, data, cfg)
+    metrics = {**fitted.metrics, **done.metrics}
     bundle = save_bundle(
         bundle_dir,
-        encoder,
+        done.encoder,
         featurizer,
         data_fingerprint=data_fingerprint(events),
         metrics=metrics,
-        extra={"n_users": len(data), "trainer": tc.model_dump(), **denoised},
+        extra={"n_users": len(data), "trainer": cfg.trainer.model_dump(), **done.extra},
     )
-    log.info("bundle %s saved to %s (%.1fs)", bundle.version, bundle_dir, seconds)
-    return TrainResult(bundle, Path(bundle_dir), metrics, seconds, seqs / max(seconds, 1e-9))
+    log.info("bundle %s saved to %s (%.1fs)", bundle.version, bundle_dir, fitted.seconds)
+    return TrainResult(bundle, Path(bundle_dir), metrics, fitted.seconds, fitted.sequences_per_s)

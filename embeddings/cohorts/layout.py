@@ -14,7 +14,7 @@ def frequency_layout(cfg: Any) -> dict[str, float] | None:
     """Where an embedding of this EncoderConfig keeps its frequency coordinate, and its scaling."""
     if cfg.frequency <= 0:
         return None
-    learned = cfg.dim - cfg.n_fixed
+    learned = cfg.learned_dim
     return {"learned": learned, "index": learned + int(cfg.recency > 0), "weight": cfg.frequency,
             "mean": cfg.frequency_mean, "std": cfg.frequency_std}
 

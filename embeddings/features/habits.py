@@ -16,8 +16,8 @@ Order is the "next" block: one row per previous state (an event type, or "sessio
 the square roots of the user's shares of what came next, P(next | previous), a Markov chain over
 the user's sessions. A row is a distribution of its own, so a rare event's row counts as much as a
 common one's: after a purchase the restocker goes on browsing, while the researcher's purchases
-end sessions (the row stays at the mean), whatever share of events purchases are. Joint pair shares (the older "transition" field, still
-read from bundles that use it) scale each row by how often its event occurs, and left that
+end sessions (the row stays at the mean), whatever share of events purchases are. Joint pair shares (the older "transition" field, kept
+for comparison) scale each row by how often its event occurs, and left that
 difference at a few hundredths of the profile (held-out generator, researcher / restocker merged
 at every setting). The first event of each session is the row "session start": a session's first
 event is not caused by the last event of the previous session. A row seen n times is shrunk

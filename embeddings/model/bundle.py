@@ -3,7 +3,10 @@
     config.json        EncoderConfig
     model.safetensors  weights
     featurizer.json    Featurizer (vocabularies, scales)
-    manifest.json      version hash, data fingerprint, metrics, creation time
+    manifest.json      format, version hash, data fingerprint, metrics, creation time
+
+A bundle of another format is not read: `load_bundle` says which format it found and asks for a
+retrain (bundles are cheap to rebuild; readers for every earlier layout are not).
 
 A goal-aware bundle also holds `propensity.safetensors` (the head) and `propensity.json` (goal,
 calibration, intent scaling); it loads as an `embeddings.model.intent.IntentEncoder`.
@@ -28,10 +31,13 @@ from embeddings.model.encoder import EncoderConfig, EventEncoder
 from embeddings.model.intent import IntentConfig, IntentEncoder
 
 FILES = ("config.json", "model.safetensors", "featurizer.json", "manifest.json")
-FORMAT = "seqcohort.bundle/1"
+# /2: EncoderConfig keeps `learned_dim` (with `dim` derived), every field written; whole-history
+# frequency and propensity-head aggregates only
+FORMAT = "seqcohort.bundle/2"
 HEAD_FILE = "propensity.safetensors"
 META_FILE = "propensity.json"
-PROPENSITY_FORMAT = "seqcohort.propensity/2"
+PROPENSITY_FORMAT = "seqcohort.propensity/3"
+RETRAIN = "retrain with `seqcohort run` or `seqcohort train`"
 
 
 @dataclass
@@ -46,7 +52,13 @@ class Bundle:
 
     @property
     def config(self) -> EncoderConfig:
+        """The behaviour encoder's config (a goal-aware bundle's intent coordinates come after it)."""
         return self.encoder.cfg
+
+    @property
+    def dim(self) -> int:
+        """Width of the embeddings the bundle's encoder returns."""
+        return self.encoder.dim
 
 
 def _version_hash(config: dict[str, Any], featurizer: dict[str, Any], weights: list[Path],
@@ -120,14 +132,16 @@ def load_bundle(path: str | Path, device: str = "cpu") -> Bundle:
     missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
         raise BundleError(f"Encoder bundle {path} is incomplete: missing {missing}. Retrain or restore it.")
+    manifest = _read_json(path / "manifest.json")
+    check_format(path / "manifest.json", manifest.get("format"), FORMAT)
     try:
-        manifest = json.loads((path / "manifest.json").read_text())
-        cfg = EncoderConfig(**json.loads((path / "config.json").read_text()))
-        featurizer = Featurizer.from_dict(json.loads((path / "featurizer.json").read_text()))
-    except (json.JSONDecodeError, TypeError) as e:
-        raise BundleError(f"Encoder bundle {path} has an unreadable JSON file: {e}") from e
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"Bundle {path} has format {manifest.get('format')!r}; this version reads {FORMAT}.")
+        cfg = EncoderConfig.from_dict(_read_json(path / "config.json"))
+    except (TypeError, ValueError) as e:
+        raise BundleError(f"{path / 'config.json'} does not describe an encoder of {FORMAT}: {e}; {RETRAIN}.") from e
+    try:
+        featurizer = Featurizer.from_dict(_read_json(path / "featurizer.json"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise BundleError(f"{path / 'featurizer.json'} is unreadable ({e!r}); {RETRAIN}.") from e
     encoder = EventEncoder(cfg)
     state = load_file(str(path / "model.safetensors"), device=device)
     missing_keys, unexpected = encoder.load_state_dict(state, strict=False)
@@ -150,6 +164,24 @@ def load_bundle(path: str | Path, device: str = "cpu") -> Bundle:
     return Bundle(wrapped.to(device).eval(), featurizer, manifest)
 
 
+def check_format(file: Path, found: object, expected: str) -> None:
+    """BundleError unless `file` declares format `expected`: what it has, what is read, the fix."""
+    if found != expected:
+        has = f"format {found!r}" if found is not None else "no format"
+        raise BundleError(f"{file} has {has}; this version of seqcohort reads {expected!r} only (bundles of "
+                          f"earlier builds are not read): {RETRAIN}.")
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{file} is not valid JSON ({e}); restore it or {RETRAIN}.") from e
+    if not isinstance(d, dict):
+        raise BundleError(f"{file} holds a {type(d).__name__}, not an object; restore it or {RETRAIN}.")
+    return d
+
+
 def read_propensity_meta(path: str | Path) -> dict[str, Any] | None:
     """The goal-aware head's metadata of a bundle directory, or None for a behaviour-only bundle."""
     path = Path(path)
@@ -157,11 +189,6 @@ def read_propensity_meta(path: str | Path) -> dict[str, Any] | None:
         return None
     if not (path / HEAD_FILE).is_file():
         raise BundleError(f"Bundle {path} has {META_FILE} but no {HEAD_FILE}; retrain it with the goal.")
-    try:
-        meta = json.loads((path / META_FILE).read_text())
-    except json.JSONDecodeError as e:
-        raise BundleError(f"{path / META_FILE} is not valid JSON: {e}") from e
-    if meta.get("format") != PROPENSITY_FORMAT:
-        raise BundleError(f"{path / META_FILE} has format {meta.get('format')!r}; this version reads "
-                          f"{PROPENSITY_FORMAT} (retrain with the goal).")
+    meta = _read_json(path / META_FILE)
+    check_format(path / META_FILE, meta.get("format"), PROPENSITY_FORMAT)
     return meta

@@ -8,7 +8,9 @@ the most recent event, so "the last event" always has position 0 whatever the hi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -24,26 +26,30 @@ from embeddings.features.featurizer import (
 from embeddings.features.habits import habit_raw, habit_width
 
 
-@dataclass
+@dataclass(frozen=True)
 class EncoderConfig:
-    """Architecture; saved in the bundle as `config.json` so the model rebuilds itself."""
+    """Architecture; saved in the bundle as `config.json` so the model rebuilds itself.
 
-    cardinalities: dict[str, int] = field(default_factory=dict)  # categorical field -> table size
-    numeric_fields: list[str] = field(default_factory=list)  # float fields fed through a linear layer
+    Frozen: a config describes exactly the module built from it. A choice made after training
+    (the learned rank, the category weight) builds a new config with `dataclasses.replace` and a
+    new module from it (`EventEncoder.rebuilt`). Its mappings are read-only copies.
+    """
+
+    cardinalities: Mapping[str, int] = field(default_factory=dict)  # categorical field -> table size
+    numeric_fields: tuple[str, ...] = ()  # float fields fed through a linear layer
     d_model: int = 64  # width of the transformer
     n_heads: int = 4
     n_layers: int = 2
     d_ff: int = 128  # hidden width of each MLP
     dropout: float = 0.1
-    dim: int = 64  # output embedding size
+    learned_dim: int = 64  # outputs of the learned projection (model.dim); `dim` adds the fixed ones
     max_len: int = 128  # events per user kept (the most recent)
     n_context: int = 0  # whole-history aggregate features added to the summary token
     # state coordinates after the learned outputs (weight 0 = absent), each standardised with the
     # mean and std over the training users: recency * (r - mean) / std, r the last event's
-    # log_recency (recency_shape "log", bundles before it) or the square root of its days before
-    # as_of ("sqrt"), the standardised value clipped to +-recency_clip (0 = not clipped), then
-    # frequency * (log1p(events) - mean) / std, the events counted over the whole history
-    # (batch["n_events"]) when frequency_history, else only those held (bundles before it)
+    # log_recency (recency_shape "log") or the square root of its days before as_of ("sqrt"), the
+    # standardised value clipped to +-recency_clip (0 = not clipped), then
+    # frequency * (log1p(events) - mean) / std, the events counted over the whole history (batch["n_events"])
     recency: float = 0.0
     recency_mean: float = 0.0
     recency_std: float = 1.0
@@ -52,13 +58,11 @@ class EncoderConfig:
     frequency: float = 0.0
     frequency_mean: float = 0.0
     frequency_std: float = 1.0
-    frequency_history: bool = False
     # then monetary * (log1p(whole-history spend) / 8 - mean) / std, read off batch["history_context"]
-    # (bundles before it: absent)
     monetary: float = 0.0
     monetary_mean: float = 0.0
     monetary_std: float = 1.0
-    # then visits * (log1p(whole-history active days) / 5 - mean) / std (bundles before it: absent)
+    # then visits * (log1p(whole-history active days) / 5 - mean) / std
     visits: float = 0.0
     visits_mean: float = 0.0
     visits_std: float = 1.0
@@ -67,20 +71,29 @@ class EncoderConfig:
     # vector; `profile` in [0, 1) is its length in the unit-norm row (0 = absent)
     profile: float = 0.0
     profile_dim: int = 0
-    profile_fields: dict[str, float] = field(default_factory=dict)
+    profile_fields: Mapping[str, float] = field(default_factory=dict)
     # the learned part projected onto `learned_rank` of its principal directions (buffers
     # learned_mean, learned_basis; training/denoise.py picks the directions a user's odd and even
-    # events agree on) and renormalised; 0 = as trained (bundles before it)
+    # events agree on) and renormalised; 0 = as trained
     learned_rank: int = 0
+
+    def __post_init__(self) -> None:
+        # copies, so neither the caller's dicts nor this config can change the other afterwards
+        object.__setattr__(self, "cardinalities", MappingProxyType(dict(self.cardinalities)))
+        object.__setattr__(self, "numeric_fields", tuple(self.numeric_fields))
+        object.__setattr__(self, "profile_fields", MappingProxyType(dict(self.profile_fields)))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle and deepcopy: read-only mappings do not pickle
+        return (_config_from_fields, (self.to_dict(),))
 
     @property
     def n_state(self) -> int:
-        """How many of the `dim` outputs are state coordinates rather than learned."""
+        """How many outputs after the learned ones are state coordinates."""
         return int(self.recency > 0) + int(self.frequency > 0) + int(self.monetary > 0) + int(self.visits > 0)
 
     @property
     def n_profile(self) -> int:
-        """How many of the `dim` outputs are habit-profile coordinates (the last ones)."""
+        """How many outputs are habit-profile coordinates (the last ones)."""
         return self.profile_dim if self.profile > 0 and self.profile_fields else 0
 
     @property
@@ -88,8 +101,31 @@ class EncoderConfig:
         """Outputs that are not learned: state coordinates, then the habit profile."""
         return self.n_state + self.n_profile
 
+    @property
+    def dim(self) -> int:
+        """Width of the embedding: learned outputs, state coordinates, habit profile."""
+        return self.learned_dim + self.n_fixed
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON-able fields (mappings as dicts, sequences as lists)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = dict(v) if isinstance(v, Mapping) else list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EncoderConfig:
+        """The config of `to_dict`'s output; every field must be there and nothing else (ValueError)."""
+        names = {f.name for f in fields(cls)}
+        missing, unexpected = sorted(names - set(d)), sorted(set(d) - names)
+        if missing or unexpected:
+            raise ValueError(f"fields missing {missing}, unexpected {unexpected}")
+        return cls(**d)
+
+
+def _config_from_fields(d: dict[str, Any]) -> EncoderConfig:
+    return EncoderConfig(**d)
 
 
 class Block(nn.Module):
@@ -150,10 +186,10 @@ def join_profile(behaviour: torch.Tensor, q: torch.Tensor, p: float) -> torch.Te
 class EventEncoder(nn.Module):
     """Field embeddings -> transformer -> [summary token ; masked mean] -> projection -> L2 norm.
 
-    After the learned outputs come `cfg.n_state` state coordinates: the history's recency (how
-    long before as_of its most recent event was), frequency (how many events it has, beyond the
-    `max_len` the transformer reads when `frequency_history`) and monetary value (total spend over
-    the whole history; bundles before it have none), each standardised and weighted. Contrastive
+    After the `cfg.learned_dim` learned outputs come `cfg.n_state` state coordinates: the history's
+    recency (how long before as_of its most recent event was), frequency (how many events it has,
+    beyond the `max_len` the transformer reads), monetary value (total spend over the whole
+    history) and visits (days with events), each standardised and weighted. Contrastive
     views of one user differ in exactly these (they end at different times and hold different
     numbers of events and purchases), so training teaches the learned part to ignore them; the
     user's current state stays readable next to the behaviour. Then come
@@ -177,9 +213,8 @@ class EventEncoder(nn.Module):
         self.context = nn.Linear(cfg.n_context, cfg.d_model) if cfg.n_context else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
-        learned = cfg.dim - cfg.n_fixed
-        if learned < 2:
-            raise ValueError(f"dim={cfg.dim} leaves {learned} learned outputs after {cfg.n_fixed} fixed ones.")
+        if cfg.learned_dim < 2:
+            raise ValueError(f"learned_dim={cfg.learned_dim}: need at least 2 learned outputs.")
         if not 0.0 <= cfg.profile < 1.0:
             raise ValueError(f"profile={cfg.profile} must be in [0, 1): the habit profile's length in a unit row.")
         if cfg.n_profile:
@@ -187,10 +222,11 @@ class EventEncoder(nn.Module):
             self.register_buffer("profile_mean", torch.zeros(n_raw))
             self.register_buffer("profile_basis", torch.zeros(n_raw, cfg.n_profile))
         self.head = nn.Sequential(
-            nn.Linear(2 * cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, learned)
+            nn.Linear(2 * cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.learned_dim)
         )
         if cfg.learned_rank:
-            self.set_learned_basis(torch.zeros(learned), torch.zeros(learned, cfg.learned_rank))
+            self.register_buffer("learned_mean", torch.zeros(cfg.learned_dim))
+            self.register_buffer("learned_basis", torch.zeros(cfg.learned_dim, cfg.learned_rank))
         self.apply(self._init)
         nn.init.normal_(self.summary, std=0.02)
 
@@ -203,6 +239,28 @@ class EventEncoder(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=0.02)
 
+    @property
+    def dim(self) -> int:
+        """Width of the embeddings `forward` returns."""
+        return self.cfg.dim
+
+    def rebuilt(self, cfg: EncoderConfig, **buffers: torch.Tensor) -> EventEncoder:
+        """A new encoder built from `cfg` holding this one's weights and buffers, `buffers` added or
+        replacing some (`cfg` must keep every other shape). This one is left as it is."""
+        with torch.device("meta"):  # no initial weights drawn: every tensor comes from the state below
+            new = EventEncoder(cfg)
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        state.update({k: v.detach().float().clone() for k, v in buffers.items()})
+        new.load_state_dict(state, strict=True, assign=True)
+        return new.train(self.training)
+
+    def with_learned_basis(self, mean: torch.Tensor, basis: torch.Tensor) -> EventEncoder:
+        """This encoder with its learned part projected onto `basis` (learned_dim, k >= 1) around `mean`."""
+        if basis.ndim != 2 or basis.shape[1] < 1:
+            raise ValueError(f"learned basis of shape {tuple(basis.shape)}: need (learned_dim, k >= 1)")
+        return self.rebuilt(replace(self.cfg, learned_rank=int(basis.shape[1])), learned_mean=mean,
+                            learned_basis=basis)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, dim) L2-normalised embeddings: the learned part, state coordinates, habit profile."""
         z = self.denoise(self.learned(batch))
@@ -213,10 +271,10 @@ class EventEncoder(nn.Module):
                                  c.recency_shape)  # (B, 1)
             r = (last - c.recency_mean) / c.recency_std
             state.append(c.recency * (r.clamp(-c.recency_clip, c.recency_clip) if c.recency_clip > 0 else r))
-        if c.frequency > 0:
-            n = batch.get("n_events", lengths) if c.frequency_history else lengths
-            held = torch.log1p(n.float())[:, None]  # (B, 1)
-            state.append(c.frequency * (held - c.frequency_mean) / c.frequency_std)
+        if c.frequency > 0:  # a plain `collate` batch (training views) has no n_events: its own events
+            n = batch.get("n_events", lengths)
+            events = torch.log1p(n.float())[:, None]  # (B, 1)
+            state.append(c.frequency * (events - c.frequency_mean) / c.frequency_std)
         if c.monetary > 0:  # a plain `collate` batch (training views) holds its own events only
             spend = whole_history_context(batch)[:, CONTEXT_SPEND : CONTEXT_SPEND + 1].float()  # (B, 1)
             state.append(c.monetary * (spend - c.monetary_mean) / c.monetary_std)
@@ -238,16 +296,8 @@ class EventEncoder(nn.Module):
         raw, weight = habit_raw(batch, self.cfg.profile_fields, self.cfg.cardinalities)
         return (weight * (raw - self.profile_mean)) @ self.profile_basis
 
-    def set_learned_basis(self, mean: torch.Tensor, basis: torch.Tensor) -> None:
-        """Project the learned part onto `basis` (learned, k >= 1) around `mean` from now on."""
-        if basis.ndim != 2 or basis.shape[1] < 1:
-            raise ValueError(f"learned basis of shape {tuple(basis.shape)}: need (learned, k >= 1)")
-        self.cfg.learned_rank = int(basis.shape[1])
-        self.register_buffer("learned_mean", mean.detach().float().clone())
-        self.register_buffer("learned_basis", basis.detach().float().clone())
-
     def denoise(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, learned) unit rows kept to the `learned_rank` directions: mean + (z - mean) V V^T,
+        """(B, learned_dim) unit rows kept to the `learned_rank` directions: mean + (z - mean) V V^T,
         renormalised. Directions a user's own events disagree on carry per-event noise, which a
         linear read-out fits (CDNOW: 1-3 of 64 directions agree); nothing else changes."""
         if not self.cfg.learned_rank:
@@ -256,7 +306,7 @@ class EventEncoder(nn.Module):
         return F.normalize(mean + ((z - mean) @ basis) @ basis.T, dim=-1)
 
     def learned(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, dim - n_fixed) unit rows: what contrastive training shapes (before `denoise`)."""
+        """(B, learned_dim) unit rows: what contrastive training shapes (before `denoise`)."""
         lengths = batch["lengths"]
         ref = next(iter(batch[name] for name in self.cfg.cardinalities))
         B, T = ref.shape

@@ -18,7 +18,7 @@ segments by how they did last period; cohorts that keep goal-reachers apart from
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -32,20 +32,17 @@ from embeddings.model.encoder import EncoderConfig, EventEncoder
 N_INTENT = 8  # head inputs next to the embedding: 5 history aggregates + 3 goal-event aggregates
 
 
-def intent_features(batch: dict[str, torch.Tensor], goal_event: int | list[int] | None,
-                    history: bool = False) -> torch.Tensor:
+def intent_features(batch: dict[str, torch.Tensor], goal_event: int | list[int] | None) -> torch.Tensor:
     """(B, N_INTENT) what the propensity head reads beside the embedding, from a padded batch.
 
-    The 5 aggregates of the row's events (`batch["context"]`: count, recency, spend, tenure, active
-    days; with `history`, `batch["history_context"]`, the same over the user's whole history when
-    the batch has it, so a customer with thousands of lines is not read as their last `max_len`)
+    The 5 aggregates of the user's whole history (`whole_history_context`: count, recency, spend,
+    tenure, active days; so a customer with thousands of lines is not read as their last `max_len`)
     and, for the goal's own event type(s) among the events held (`goal_event`: one featurizer id,
     or a list when the goal has aliases): how many, how recent the last one, whether any.
     """
     count, days, has = _goal_events(batch, goal_event)
     goal = torch.stack([torch.log1p(count) / 5, torch.log1p(days) / 5, has.float()], dim=1)
-    ctx = whole_history_context(batch) if history else batch["context"]
-    return torch.cat([ctx.float(), goal], dim=1)
+    return torch.cat([whole_history_context(batch).float(), goal], dim=1)
 
 
 def _goal_events(batch: dict[str, torch.Tensor], goal_event: int | list[int] | None
@@ -89,7 +86,6 @@ class IntentConfig:
     mean: float  # standardisation of the calibrated logit over the training users
     std: float
     goal_event: int | list[int] | None = None  # featurizer id(s) of the goal's event type(s) (None: any event)
-    history_context: bool = False  # the head reads whole-history aggregates (heads before it: the events held)
     recent_days: float | None = None  # the goal horizon: a coordinate says who reached it that recently (None: none)
     recent_weight: float = 0.1  # its size next to the unit behaviour embedding
     goal_name: str | None = None  # the goal's event type, for cohort names ("purchase in the last 90 days")
@@ -111,11 +107,19 @@ class IntentEncoder(nn.Module):
         if intent.weight <= 0 or intent.std <= 0:
             raise ValueError(f"intent weight and std must be > 0, got {intent}.")
         self.base, self.head, self.intent = base, head, intent
-        self.cfg: EncoderConfig = replace(base.cfg, dim=base.cfg.dim + intent.n_extra)
+
+    @property
+    def cfg(self) -> EncoderConfig:
+        """The behaviour encoder's config (the coordinates after it are `intent`'s)."""
+        return self.base.cfg
+
+    @property
+    def dim(self) -> int:
+        """Width of the embeddings `forward` returns: the behaviour encoder's, then `intent.n_extra`."""
+        return self.base.dim + self.intent.n_extra
 
     def raw_logit(self, z: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(torch.cat([z.float(), intent_features(batch, self.intent.goal_event,
-                                                                 self.intent.history_context)], dim=1)).squeeze(-1)
+        return self.head(torch.cat([z.float(), intent_features(batch, self.intent.goal_event)], dim=1)).squeeze(-1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         z = self.base(batch)
