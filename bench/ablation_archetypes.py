@@ -35,10 +35,10 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from embeddings.cohorts.cluster import SphericalKMeans  # noqa: E402
+from embeddings.cohorts.model import fit_clusters  # noqa: E402
 from embeddings.config import load_config  # noqa: E402
 from embeddings.model.embed import UserEncoder  # noqa: E402
 from embeddings.synthetic import synth  # noqa: E402
-from seqcohort.pipeline import fit_clusters  # noqa: E402
 from seqcohort.report import archetype_agreement  # noqa: E402
 from training.train import train  # noqa: E402
 
@@ -88,7 +88,7 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     enc = UserEncoder(result.bundle)
     seqs = enc.featurize(events)
-    X = enc.encode(seqs)
+    X = enc.encode(seqs).vectors
     truth = pl.DataFrame({"user_id": seqs.user_ids.astype(str)}).join(
         truth_all, on="user_id", how="left", maintain_order="left")
     y, long = truth["archetype"].to_numpy(), ~truth["short_history"].to_numpy()

@@ -40,7 +40,7 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     enc = UserEncoder(result.bundle)
     seqs = enc.featurize(pre, cut)
-    X = enc.encode(seqs)
+    X = enc.encode(seqs).vectors
     uids = seqs.user_ids.astype(str)
     y = np.isin(uids, post["user_id"].unique().to_numpy()).astype(int)
     feats = pl.DataFrame({"user_id": uids}).join(rfm_features(pre, cut, log=True), on="user_id",

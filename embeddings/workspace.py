@@ -23,10 +23,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from embeddings.errors import WorkspaceError
 from embeddings.fsutil import atomic_write_json
+
+if TYPE_CHECKING:
+    from embeddings.cohorts.model import CohortModel
+    from embeddings.config import Config
+    from embeddings.naming import Overrides
 
 REQUIRED = ("encoder", "embeddings.parquet", "assignments.parquet", "cohorts.json")
 
@@ -34,7 +39,7 @@ REQUIRED = ("encoder", "embeddings.parquet", "assignments.parquet", "cohorts.jso
 class Workspace:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.versions = self.root / "versions"
+        self.versions_dir = self.root / "versions"
 
     @property
     def current_link(self) -> Path:
@@ -55,17 +60,44 @@ class Workspace:
     def current_id(self) -> str:
         return self.current().name
 
+    def versions(self) -> list[str]:
+        """Ids of the published versions, oldest first."""
+        return self.list_versions()
+
+    def overrides(self) -> Overrides:
+        """The human renames and pins (`overrides.json`), which survive every version."""
+        from embeddings.naming import Overrides
+
+        return Overrides(self.root)
+
+    def publish(self, model: CohortModel, meta: dict[str, Any] | None = None) -> Path:
+        """Save `model` (overrides applied) as a new version and point `current` at it; returns its directory."""
+        model.rename(overrides=self.overrides())
+        with self.new_version(meta) as out:
+            model.save(out)
+        return self.current()
+
+    def load(self, version: str | None = None, config: Config | None = None) -> CohortModel:
+        """The CohortModel of `version` (default: current)."""
+        from embeddings.cohorts.model import CohortModel
+
+        if version is None:
+            return CohortModel.load(self.current(), config)
+        if version not in self.list_versions():
+            raise WorkspaceError(f"Workspace {self.root} has no version {version!r}; versions: {self.list_versions()}.")
+        return CohortModel.load(self.versions_dir / version, config)
+
     def list_versions(self) -> list[str]:
-        if not self.versions.is_dir():
+        if not self.versions_dir.is_dir():
             return []
-        return sorted(p.name for p in self.versions.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p.name for p in self.versions_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     @contextmanager
     def new_version(self, meta: dict[str, Any] | None = None) -> Iterator[Path]:
         """Yield a staging directory; on success it becomes a version and `current` points at it."""
-        self.versions.mkdir(parents=True, exist_ok=True)
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
         vid = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-        staging = self.versions / f".staging-{vid}"
+        staging = self.versions_dir / f".staging-{vid}"
         staging.mkdir()
         try:
             yield staging
@@ -77,7 +109,7 @@ class Workspace:
                 staging / "version.json",
                 {"id": vid, "parent": parent, "created_at": datetime.now(timezone.utc).isoformat(), **(meta or {})},
             )
-            final = self.versions / vid
+            final = self.versions_dir / vid
             os.replace(staging, final)
             self._point_current(final)
         finally:
@@ -97,8 +129,8 @@ class Workspace:
     def cleanup_staging(self) -> int:
         """Remove leftovers of interrupted runs; returns how many."""
         n = 0
-        if self.versions.is_dir():
-            for p in self.versions.glob(".staging-*"):
+        if self.versions_dir.is_dir():
+            for p in self.versions_dir.glob(".staging-*"):
                 shutil.rmtree(p, ignore_errors=True)
                 n += 1
         return n

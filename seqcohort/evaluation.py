@@ -22,8 +22,9 @@ class PipelineProducer:
 
     Trains a behaviour-only encoder (-> "ai_behaviour_cohorts") and a goal-aware encoder with a
     propensity head (-> "goal_aware_cohorts" and calibrated propensity) on the events it is given,
-    clustering each embedding space with the configured spherical k-means. The goal-aware
-    embeddings carry the propensity as one coordinate, weighted by `intent_weight`.
+    and scores the cohorts `CohortModel` fits on each, exactly as `seqcohort run` (with and without
+    `--goal`) would publish them at the cut-off. The goal-aware embeddings carry the propensity as
+    one coordinate, weighted by `intent_weight`.
     """
 
     def __init__(self, cfg: Config, goal: Goal, workdir: str | Path, *, behaviour: bool = True,
@@ -33,37 +34,39 @@ class PipelineProducer:
         self.n_cutoffs = n_cutoffs
 
     def __call__(self, events: pl.DataFrame, cutoff: datetime) -> Snapshot:
+        from embeddings.cohorts.model import CohortModel
         from embeddings.model.embed import UserEncoder
-        from seqcohort.pipeline import fit_clusters, fit_cohorts
+        from embeddings.naming import make_namer
         from training.propensity import PropensityHead, train_goal_aware
         from training.train import train
+
+        def cohorts(bundle_dir: Path) -> CohortModel:
+            """The cohorts `seqcohort run` would publish at the cut-off (names play no part in the scores)."""
+            enc = UserEncoder.load(bundle_dir, device=self.cfg.trainer.accelerator)
+            return CohortModel(self.cfg, namer=make_namer("stats")).fit(events, enc, as_of=cutoff)
 
         snap = Snapshot(user_ids=np.zeros(0, dtype=object))
         if self.behaviour:
             res = train(self.cfg, events, self.workdir / "behaviour", as_of=cutoff)
-            enc = UserEncoder(res.bundle, device=self.cfg.trainer.accelerator)
-            X = enc.encode(enc.featurize(events, cutoff))
-            snap.user_ids = enc.last_user_ids
-            snap.embeddings["behaviour"] = X
-            km = fit_clusters(self.cfg, X)
-            snap.segmentations["ai_behaviour_cohorts"] = km.predict(X)
-            snap.info["behaviour_k"] = int(km.k_)
+            model = cohorts(self.workdir / "behaviour")
+            snap.user_ids = model.user_ids_
+            snap.embeddings["behaviour"] = model.embeddings_
+            snap.segmentations["ai_behaviour_cohorts"] = model.labels_
+            snap.info["behaviour_k"] = len(model.cohort_table())
             snap.info["behaviour_train_seconds"] = res.seconds
         res = train_goal_aware(self.cfg, events, self.goal, self.workdir / "goal_aware", as_of=cutoff,
                                bce_weight=self.bce_weight, intent_weight=self.intent_weight,
                                n_cutoffs=self.n_cutoffs)
-        enc = UserEncoder(res.bundle, device=self.cfg.trainer.accelerator)
-        Xg = enc.encode(enc.featurize(events, cutoff))
-        if len(snap.user_ids) and not np.array_equal(snap.user_ids, enc.last_user_ids):
+        model = cohorts(self.workdir / "goal_aware")
+        if len(snap.user_ids) and not np.array_equal(snap.user_ids, model.user_ids_):
             raise SeqcohortError("behaviour and goal-aware encoders embedded different users.")
-        snap.user_ids = enc.last_user_ids
+        snap.user_ids = model.user_ids_
         head = PropensityHead.load(self.workdir / "goal_aware")
-        snap.embeddings["goal_aware"] = Xg
-        km = fit_cohorts(self.cfg, Xg, intent=head.intent)
-        seg = km.predict(Xg)
+        snap.embeddings["goal_aware"] = model.embeddings_
+        seg = model.labels_
         snap.segmentations["goal_aware_cohorts"] = seg
-        snap.info["goal_aware_k"] = int(km.k_)
-        snap.propensity = head.predict(Xg)
+        snap.info["goal_aware_k"] = len(model.cohort_table())
+        snap.propensity = head.predict(model.embeddings_)
         snap.tie_orders["goal_aware_cohorts"] = expected_rate_order(seg, snap.propensity)
         snap.info["goal_aware_train_seconds"] = res.seconds
         snap.info["propensity_head"] = head.meta.get("head")

@@ -22,10 +22,10 @@ import numpy as np
 import polars as pl
 
 from embeddings.cohorts.cohort_set import Assigner, CohortSet
-from embeddings.cohorts.index import VectorIndex
+from embeddings.cohorts.model import CohortModel
 from embeddings.errors import WorkspaceError
 from embeddings.features.featurizer import SequenceData
-from embeddings.model.embed import UserEncoder, read_embeddings
+from embeddings.model.embed import UserEncoder
 from embeddings.workspace import Workspace
 
 log = logging.getLogger("seqcohort.serving")
@@ -50,9 +50,9 @@ class Versions(Generic[T]):
         if vid in self._cache:
             self._cache.move_to_end(vid)
             return self._cache[vid]
-        if not _VID.match(vid) or not (self.ws.versions / vid).is_dir():
-            raise WorkspaceError(f"version {vid!r} does not exist in {self.ws.versions}")
-        state = self.loader(vid, self.ws.versions / vid)
+        if not _VID.match(vid) or not (self.ws.versions_dir / vid).is_dir():
+            raise WorkspaceError(f"version {vid!r} does not exist in {self.ws.versions_dir}")
+        state = self.loader(vid, self.ws.versions_dir / vid)
         self._cache[vid] = state
         while len(self._cache) > self.keep:
             old = next(iter(self._cache))
@@ -135,7 +135,7 @@ class EncoderState:
         for as_of_us, idx in groups.items():
             parts.append(self.encoder.featurize_columns(self._columns([sessions[i] for i in idx]), _dt(as_of_us)))
             order.extend(idx)  # zero-padded ids sort in insertion order
-        X = self.encoder.encode(_concat(parts)) if len(parts) > 1 else self.encoder.encode(parts[0])
+        X = self.encoder.encode(_concat(parts) if len(parts) > 1 else parts[0]).vectors
         out = np.empty_like(X)
         out[np.asarray(order)] = X
         return out
@@ -195,10 +195,10 @@ class AssignerState:
 
     @classmethod
     def load(cls, vid: str, path: Path, n_neighbors: int = 5) -> AssignerState:
-        cs = CohortSet.load(path / "cohorts.json")
-        index = VectorIndex.load(path / "index")
-        a = pl.read_parquet(path / "assignments.parquet", columns=["user_id", "cohort_id", "confidence"])
-        ids, X = read_embeddings(path / "embeddings.parquet")
+        model = CohortModel.load(path, n_neighbors=n_neighbors)
+        assert model.cohorts_ is not None and model.assignments_ is not None
+        cs, ids, X = model.cohorts_, model.user_ids_, model.embeddings_
+        a = model.assignments_.select("user_id", "cohort_id", "confidence")
         emb = pl.DataFrame({"user_id": ids.astype(str), "_row": np.arange(len(ids))})
         a = a.join(emb, on="user_id", how="left").sort(["cohort_id", "user_id"])
         rows = a.get_column("_row").to_numpy()
@@ -207,9 +207,8 @@ class AssignerState:
         Xs[has] = X[rows[has].astype(np.int64)]
         members = a.drop("_row")
         uids = members.get_column("user_id").to_numpy().astype(object)
-        lab = dict(zip(uids.tolist(), members.get_column("cohort_id").to_list(), strict=True))
-        return cls(vid, cs.model_version, cs, Assigner(cs, index, lab, n_neighbors), members,
-                   {u: i for i, u in enumerate(uids.tolist())}, uids, Xs)
+        return cls(vid, cs.model_version, cs, model.assigner, members, {u: i for i, u in enumerate(uids.tolist())},
+                   uids, Xs)
 
     def assign(self, X: np.ndarray) -> list[dict[str, Any]]:
         return [{"cohort_id": r.cohort_id, "cohort_name": r.cohort_name, "confidence": r.confidence,

@@ -17,6 +17,7 @@ from conftest import TINY_SETS
 from embeddings.config import load_config
 from embeddings.errors import ConfigError
 from embeddings.model.embed import UserEncoder, resolve_device
+from embeddings.workspace import Workspace
 
 
 def test_auto_device_follows_torch():
@@ -65,7 +66,7 @@ def test_lightning_trains_on_the_gpu_and_the_bundle_embeds_alike_on_both(tiny_ev
     gpu = UserEncoder.load(tmp_path / "b", device="cuda")
     cpu = UserEncoder.load(tmp_path / "b", device="cpu")
     assert gpu.device == "cuda" and next(gpu.encoder.parameters()).is_cuda
-    Xg, Xc = gpu.encode(tiny_events), cpu.encode(tiny_events)
+    Xg, Xc = gpu.encode(tiny_events).vectors, cpu.encode(tiny_events).vectors
     assert Xg.dtype == np.float32 and Xg.shape == Xc.shape
     np.testing.assert_allclose(Xg, Xc, atol=2e-4)  # tf32/cuDNN kernels, not bit-identical
 
@@ -77,8 +78,7 @@ def test_a_whole_run_uses_the_gpu_and_assigns_one_user_as_in_a_batch(synth_files
     ws = tmp_path / "ws"
     res = pipeline.run(synth_files["events"], ws, load_config(overrides=TINY_SETS))  # accelerator: auto
     assert res.cohorts.cohorts and res.n_users == 800
-    enc, _ = pipeline.load_assigner(ws)
-    assert enc.device == "cuda"
+    assert Workspace(ws).load().encoder.device == "cuda"
     ev = synth_small.events
     users = ev["user_id"].unique().sort().head(8).to_list()
     new = ev.filter(pl.col("user_id").is_in(users)).group_by("user_id", maintain_order=True).tail(2)

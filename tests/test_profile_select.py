@@ -50,13 +50,14 @@ def encoder_for(events: pl.DataFrame, *sets: str):
 
 
 def test_groups_that_differ_in_what_they_shop_get_more_category_weight():
-    from training.profile_select import choose_category_weight
+    from training.profile_select import category_step, choose_category_weight
 
     cfg, featurizer, data, enc = encoder_for(grouped_log(60, "category"))
     assert enc.cfg.profile_fields["category"] == 1.0
     chosen = choose_category_weight(enc, featurizer, data, cfg)
     assert chosen is not None and chosen > 1.0
-    assert enc.cfg.profile_fields["category"] == chosen
+    assert enc.cfg.profile_fields["category"] == 1.0, "choosing changes nothing it was given"
+    assert category_step(enc, featurizer, data, cfg).encoder.cfg.profile_fields["category"] == chosen
 
 
 def test_groups_that_share_categories_keep_the_default():

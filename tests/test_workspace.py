@@ -40,7 +40,7 @@ def test_crash_mid_run_leaves_current_untouched(tmp_path):
             raise KeyboardInterrupt
     assert ws.current() == before
     assert ws.list_versions() == [before.name]
-    assert not list(ws.versions.glob(".staging-*"))
+    assert not list(ws.versions_dir.glob(".staging-*"))
 
 
 def test_incomplete_version_is_refused(tmp_path):

@@ -50,7 +50,7 @@ def calibrate_confidence(cfg: Config, enc: UserEncoder, events: pl.DataFrame, as
         """(behaviour embeddings of the windows, their whole history's cohort position, their user)."""
         data = enc.featurize(crops, as_of)
         users = data.user_ids.astype(str)
-        return np.asarray(behaviour(enc.encode(data)), dtype=np.float32), full[[row[u] for u in users]], users
+        return np.asarray(behaviour(enc.encode(data).vectors), dtype=np.float32), full[[row[u] for u in users]], users
 
     crops = crop_histories(events, as_of, n, seed=cfg.cluster.seed)
     if crops.is_empty():

@@ -178,8 +178,8 @@ class Assigner:
         X = as_f32(X)
         cids, conf = self._cohort_ids(X)
         neigh: list[list[str]] = [[] for _ in range(len(X))]
-        if self.index is not None and self.n_neighbors > 0 and len(self.index):
-            neigh = [self.index.search_ids(X[i : i + 1], self.n_neighbors)[1][0] for i in range(len(X))]
+        if self.index is not None and self.n_neighbors > 0 and len(self.index) and len(X):
+            neigh = self.index.search_ids(X, self.n_neighbors)[1]  # each query row is searched on its own
         out = []
         for i in range(len(X)):
             cid = int(cids[i])
@@ -193,7 +193,9 @@ class Assigner:
         return self._cohort_ids(as_f32(X))
 
 
-def write_assignments(path: str | Path, user_ids: np.ndarray, cohort_ids: np.ndarray, confidence: np.ndarray) -> Path:
+def write_assignments(path: str | Path, user_ids: np.ndarray, cohort_ids: np.ndarray, confidence: np.ndarray,
+                      propensity: np.ndarray | None = None) -> Path:
+    """assignments.parquet: user_id, cohort_id, confidence[, propensity], atomically."""
     df = pl.DataFrame(
         {
             "user_id": pl.Series(np.asarray(user_ids).astype(str), dtype=pl.String),
@@ -201,6 +203,8 @@ def write_assignments(path: str | Path, user_ids: np.ndarray, cohort_ids: np.nda
             "confidence": pl.Series(confidence, dtype=pl.Float32),
         }
     )
+    if propensity is not None:
+        df = df.with_columns(propensity=pl.Series(propensity, dtype=pl.Float32))
     with atomic_path(path) as tmp:
         df.write_parquet(tmp)
     return Path(path)

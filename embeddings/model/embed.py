@@ -7,6 +7,7 @@ import logging
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -41,16 +42,24 @@ def resolve_device(device: str | None = None) -> str:
     return d
 
 
+class Embeddings(NamedTuple):
+    """Users and their embeddings, row for row: `user_ids, X = encoder.encode(events)`."""
+
+    user_ids: np.ndarray  # (n,) user ids as strings
+    vectors: np.ndarray  # (n, dim) float32
+
+
 class UserEncoder:
     """Turns event histories into embeddings with a bundle's featurizer and encoder.
 
     Example:
         enc = UserEncoder.load("ws/current/encoder")
-        X = enc.encode(events)          # (n_users, dim) float32, rows in enc.last_user_ids order
+        user_ids, X = enc.encode(events)   # (n_users,) ids and (n_users, dim) float32, row for row
     """
 
-    def __init__(self, bundle: Bundle, device: str | None = "auto") -> None:
+    def __init__(self, bundle: Bundle, device: str | None = "auto", path: str | Path | None = None) -> None:
         self.bundle = bundle
+        self.path = Path(path) if path is not None else None  # the bundle directory, when loaded from one
         self.device = resolve_device(device)
         # a copy on another device: moving the caller's module in place would leave the bundle on the
         # GPU for code that feeds it CPU batches afterwards (propensity, backtests)
@@ -60,17 +69,16 @@ class UserEncoder:
         self.encoder = enc.eval()
         self.featurizer = bundle.featurizer
         self.max_len = bundle.config.max_len
-        self.last_user_ids: np.ndarray = np.zeros(0, dtype=object)
         self._small: SmallFeaturizer | None = None
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = "auto") -> UserEncoder:
         device = resolve_device(device)
-        return cls(load_bundle(path, device=device), device)
+        return cls(load_bundle(path, device=device), device, path)
 
     @property
     def dim(self) -> int:
-        return self.bundle.config.dim
+        return self.bundle.dim
 
     @property
     def version(self) -> str:
@@ -99,11 +107,10 @@ class UserEncoder:
         as_of: datetime | None = None,
         batch_size: int = 512,
         show_progress: bool = False,
-    ) -> np.ndarray:
-        """Embed every user: returns (n_users, dim) float32, L2-normalised.
+    ) -> Embeddings:
+        """Embed every user: (user_ids (n_users,), vectors (n_users, dim) float32), row for row.
 
-        Rows follow `sequences.user_ids` (for a DataFrame: users sorted by id; also stored in
-        `self.last_user_ids`). Users are batched by similar length so padding stays small; the
+        Rows follow `sequences.user_ids` (for a DataFrame: users sorted by id). Users are batched by similar length so padding stays small; the
         result for a user does not depend on which other users share its batch.
         """
         data = sequences if isinstance(sequences, SequenceData) else self.featurize(sequences, as_of)
@@ -120,8 +127,7 @@ class UserEncoder:
             batch = self.featurizer.collate_users(data, rows, self.max_len)
             batch = {k: v.to(self.device) for k, v in batch.items()}
             out[rows] = self.encoder(batch).float().cpu().numpy()
-        self.last_user_ids = data.user_ids
-        return out
+        return Embeddings(data.user_ids, out)
 
 
 def embeddings_frame(user_ids: np.ndarray, X: np.ndarray, as_of: datetime | None) -> pl.DataFrame:
@@ -161,7 +167,7 @@ def embed_events(
     """Featurise + encode all users; optionally write `embeddings.parquet`. Returns (user_ids, X)."""
     t0 = time.perf_counter()
     data = encoder.featurize(events, as_of)
-    X = encoder.encode(data, batch_size=batch_size, show_progress=show_progress)
+    X = encoder.encode(data, batch_size=batch_size, show_progress=show_progress).vectors
     dt = time.perf_counter() - t0
     log.info("embedded %d users in %.1fs (%.0f users/s)", len(data), dt, len(data) / max(dt, 1e-9))
     if out is not None:
