@@ -53,58 +53,48 @@ class ModelConfig(_Section):
     dim: int = Field(64, ge=2)  # learned embedding size (+ state coordinates and habit profile below)
     max_len: int = Field(128, ge=1)  # most recent events per user
     # feed aggregates (count, recency, spend, tenure, active days) of the events each row holds to
-    # the summary token. Always on for goal-aware training (the propensity needs them). Whole-history
-    # aggregates were a contrastive shortcut (archetype ARI 0.87 -> 0.27); per-row ones are not, but
-    # behaviour-only runs keep it off until an ablation shows it helps
+    # the summary token. Always on for goal-aware training (the propensity needs them); behaviour-only
+    # runs keep it off, as whole-history aggregates were a contrastive shortcut (docs/decisions.md#model-context-token-off-for-behaviour-only-runs)
     context: bool = False
     # weight of the recency coordinate: after the `dim` learned outputs comes one more, the
     # standardised log time since the user's most recent event times this weight (0 = none).
-    # Contrastive views from different times teach the encoder to forget how long ago a history
-    # ended, which is the strongest predictor of what a user does next; this keeps it in the space
-    # (CDNOW linear probe 0.761 -> 0.774 vs RFM 0.776; bench/RESULTS.md)
+    # Contrastive views teach the encoder to forget when a history ended; this keeps it (docs/decisions.md#recency-coordinate)
     recency: float = Field(0.2, ge=0.0)
     # what the recency coordinate reads: the square root of the days since the most recent event
-    # ("sqrt") or their log1p ("log"). With log frequency and spend, a linear read-out of the square
-    # root predicts next-quarter purchase better on every log we measured (CDNOW 0.7775 vs
-    # 0.7762, Complete Journey 0.8459 vs 0.8447, a line-level retail log 0.8128 vs 0.8031)
+    # ("sqrt") or their log1p ("log"). sqrt: a linear read-out of it predicts the next purchase
+    # better (docs/decisions.md#recency-read-as-square-root-of-days)
     recency_shape: Literal["sqrt", "log"] = "sqrt"
     # weight of the frequency coordinate, after it: standardised log1p of the events in the user's
-    # history (all of them, not only the max_len the transformer reads). CoLES views hold 30-100%
-    # of a history, so training likewise teaches the learned part to ignore how many events there
-    # are (Complete Journey probe +0.010). Assignment confidence and the 1-3-event classifier read
-    # the event count off it
+    # history (all of them, not only the max_len the transformer reads). CoLES views teach the
+    # learned part to ignore how many events there are (docs/decisions.md#frequency-coordinate).
+    # Assignment confidence and the 1-3-event classifier read the event count off it
     frequency: float = Field(0.1, ge=0.0)
     # weight of the monetary coordinate, after it: standardised log1p of the user's total spend
-    # (positive amounts) over the whole history, RFM's M. The learned part carries spend only
-    # non-linearly: CDNOW behaviour probe 0.7734 -> 0.7760 (RFM 0.7763). Half the weight of the
-    # others: at 0.2 spend became a cluster axis and behaviour cohorts ranked worse for a purchase
-    # goal (Complete Journey 14 days -1.2% -> -11.1% vs RFM segments; at 0.1 -2.5%, inside the CI)
+    # (positive amounts) over the whole history, RFM's M, which the learned part carries only
+    # non-linearly; half the others' weight, so spend does not become a cluster axis (docs/decisions.md#monetary-coordinate-at-half-weight)
     monetary: float = Field(0.1, ge=0.0)
     # weight of the visits coordinate, after it: standardised log1p of the days with events in the
     # whole history. RFM's frequency counts orders, not lines: on a line-level log (one event per
-    # product in a basket) the event count predicts worse (retail log 0.8051 vs 0.8129 with the
-    # other two coordinates; Complete Journey 0.8435 vs 0.8467). At 0.2 it cut a group of
-    # low-activity users into a cohort of their own (held-out generator seed 13: 0.796 vs 0.803)
+    # product in a basket) the event count predicts worse (docs/decisions.md#visits-coordinate)
     visits: float = Field(0.1, ge=0.0)
     # length of the habit profile in each unit-norm embedding (embeddings/features/habits.py), after the
     # learned part and state coordinates (which get sqrt(1 - profile^2)): the direction of each
     # user's square-root shares of event types, categories and hours and of what follows each
     # event inside sessions, on principal directions fitted at training; 0 = none. Contrastive
     # training lets habits a whole group shares fade (order twins merged); this keeps them
-    # (held-out generator archetype ARI 0.573 -> 0.783; bench/RESULTS.md)
+    # (docs/decisions.md#habit-profile-in-every-embedding)
     profile: float = Field(0.85, ge=0.0, lt=1.0)
-    # directions kept (measured with the earlier pair-share profile): each costs a linear probe on
-    # a small log a little (Complete Journey, 2,212 users: 0.843 without the profile, 0.841 / 0.837 / 0.832 with 8 / 16 / 32 as a raw-scale block;
-    # 0.840 with the shipped 12 as a unit direction), while archetype
-    # ARI saturates at about 12 (held-out generator 0.739 / 0.753 / 0.756 / 0.757 at 8 / 12 / 16 / 32)
+    # principal directions of the habit profile kept: archetype recovery saturates about here, and
+    # each direction costs a small log's linear probe a little (docs/decisions.md#habit-profile-directions)
     profile_dim: int = Field(12, ge=1)
     # after training, keep only the learned part's principal directions (holding 1%+ of its
     # variance) on which the embeddings of a user's odd and of their even events correlate at
     # least this much; 0 = keep all. The rest is per-event noise a linear read-out overfits
-    # (training/denoise.py; CDNOW keeps 3 of 64, Complete Journey 10)
+    # (training/denoise.py; docs/decisions.md#denoising-the-learned-part)
     denoise: float = Field(0.3, ge=0.0, le=1.0)
     # weight of category shares in the habit profile (event shares weigh 2, "next" rows 3); auto:
-    # 1, 2 or 3, whichever groups the fitted users best by silhouette (training/profile_select.py)
+    # 1, 2 or 3, whichever groups the fitted users best by silhouette (training/profile_select.py;
+    # docs/decisions.md#category-weight-chosen-per-log)
     profile_category: float | Literal["auto"] = "auto"
 
     @field_validator("profile_category")
@@ -121,25 +111,24 @@ class TrainerConfig(_Section):
     views: int = Field(2, ge=2)
     view_mode: Literal["suffix", "coles", "split", "mixed"] = "coles"
     event_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    # share of 1-3 event views (cold-start training). 0.4 rather than 0.2: held-out generator ARI
-    # 0.783 / 0.798 / 0.783 -> 0.793 / 0.801 / 0.794 (1-3-event users 31-32% -> 33-36% right), demo
-    # 0.950 -> 0.954; Complete Journey probe over three training seeds 0.836 vs 0.835 (bench/RESULTS.md)
+    # share of 1-3 event views (cold-start training): more of them place short histories better
+    # (docs/decisions.md#short-training-views)
     short_view_prob: float = Field(0.4, ge=0.0, le=1.0)
     item_dropout: float = Field(0.8, ge=0.0, le=1.0)  # hide item ids in views: learn behaviour, not items
     category_dropout: float = Field(0.0, ge=0.0, le=1.0)  # hide categories in views likewise
     # views per step are padded in this many length groups; None: 4 on the CPU (padding costs
-    # compute there), 1 on a GPU (one padded pass beats several small ones: an H200 trains the
-    # 20k-user demo data in 26 s with 1, 47 s with 4; training.datamodule.length_buckets)
+    # compute there), 1 on a GPU (one padded pass beats several small ones; training.datamodule.length_buckets,
+    # docs/decisions.md#length-groups-per-step)
     length_buckets: int | None = Field(None, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(50, ge=0)
-    temperature: float = Field(0.5, gt=0)  # higher = smoother space, better-separated behaviour groups
+    temperature: float = Field(0.5, gt=0)  # InfoNCE temperature; higher = smoother space (docs/decisions.md#contrastive-temperature)
     # shuffled-order hard negatives: a copy of each user's first view with its events reordered
     # inside each session (same events, same times) joins the InfoNCE denominator, counting as this
     # many ordinary negatives; 0 = off. With the transition tokens it puts users who do the same
-    # things in another order (browse-then-buy vs buy-then-browse) in separate cohorts (see
-    # bench/RESULTS.md); it costs ~1.7x training time
+    # things in another order (browse-then-buy vs buy-then-browse) in separate cohorts, at a cost in
+    # training time (docs/decisions.md#shuffled-order-negatives)
     order_weight: float = Field(16.0, ge=0.0)
     order_reverse: float = Field(0.5, ge=0.0, le=1.0)  # share of those copies reversed, not shuffled
     val_fraction: float = Field(0.05, ge=0.0, lt=0.5)

@@ -1,16 +1,13 @@
 """Keep the directions of the learned part that a user's own events agree on.
 
-Contrastive training spreads the learned part over all `model.dim` outputs, but on a log with
-little behaviour per user most of that spread is per-event noise: on CDNOW (median two
-purchases) 20 principal directions each hold 4-5% of the variance, and the embeddings of a
-user's odd and of their even events correlate at 0.03-0.09 on 17 of them. A linear probe fits
-weights to that noise (CDNOW, 5-fold next-quarter purchase: in-sample AUC 0.780, out-of-fold
-0.772). After training, `fit_learned_basis` embeds each sampled user's odd and even events apart,
-measures per principal direction of the whole histories' learned part the correlation between
-the two halves, and keeps the directions holding at least `MIN_SHARE` of the variance whose
-correlation reaches `min_agreement`; the encoder rebuilt with them (`EventEncoder.with_learned_basis`)
-projects onto them in `EventEncoder.denoise`. A log with real behaviour keeps its structure
-(Complete Journey: 10 directions, all above 0.43).
+Contrastive training spreads the learned part over all `model.dim` outputs, but on a log with little
+behaviour per user most of that spread is per-event noise, and a linear probe fits weights to it
+(docs/decisions.md#denoising-the-learned-part). After training, `fit_learned_basis` embeds each
+sampled user's odd and even events apart, measures per principal direction of the whole histories'
+learned part the correlation between the two halves, and keeps the directions holding at least
+`MIN_SHARE` of the variance whose correlation reaches `min_agreement`; the encoder rebuilt with them
+(`EventEncoder.with_learned_basis`) projects onto them in `EventEncoder.denoise`. A log with real
+behaviour keeps its structure.
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ from training.steps import Stepped
 log = logging.getLogger(__name__)
 
 # directions under this share of the variance are dropped however well they agree: they hold almost
-# none of what tells users apart (Complete Journey: 50 directions agree at 0.3, 10 hold 97% of the variance)
+# none of what tells users apart (docs/decisions.md#denoising-the-learned-part)
 MIN_SHARE = 0.01
 MIN_USERS = 50  # users with 2+ events needed to measure agreement at all
 MAX_USERS = 4000

@@ -1,15 +1,14 @@
 """Choose how much category shares weigh in the habit profile, per log, by how well users group.
 
-Which habits define the groups differs between logs: where groups are defined by what they shop
-for, category shares need more weight than the profile's default (1 against event shares 2 and
-"next" rows 3); where groups share categories and differ in the order of their events, more
-weight on categories blurs them. Measured on three archetype generators (bench/RESULTS.md):
-category weight 2 lifts the Markov generator's ARI from 0.797 to 0.821 and costs the held-out
-app generator 0.806 -> 0.750, and in every case the weighting that recovers the archetypes best
-is the one whose cohorts have the higher silhouette. So after training, the profile is rebuilt
-for each candidate weight on a sample of the fitted users, clustered exactly as the cohorts will
-be, and the candidate with the best silhouette wins when it beats the default by PROFILE_MARGIN;
-where no candidate reaches `cluster.STRUCTURE_MIN` (a log without groups) the default stays.
+Which habits define the groups differs between logs: where groups are defined by what they shop for,
+category shares need more weight than the profile's default (1 against event shares 2 and "next"
+rows 3); where groups share categories and differ in the order of their events, more weight on
+categories blurs them; the weighting that recovers the archetypes best is the one whose cohorts have
+the higher silhouette (docs/decisions.md#category-weight-chosen-per-log). So after training, the
+profile is rebuilt for each candidate weight on a sample of the fitted users, clustered exactly as
+the cohorts will be, and the candidate with the best silhouette wins when it beats the default by
+PROFILE_MARGIN; where no candidate reaches `cluster.STRUCTURE_MIN` (a log without groups) the
+default stays.
 
 `fit_profile` fits the profile's PCA for an encoder's config (at build time, and again when the
 chosen weight is not the one the encoder was built with).

@@ -7,9 +7,8 @@ happened in (c, c + horizon]. Cut-offs end at `as_of - horizon`, so no label pee
     loss = multiview InfoNCE(views)  +  bce_weight * BCE(head([encoder(history@c), aggregates]), label)
 
 With `bce_weight` > 0 the BCE term also shapes the encoder. The default is 0: with the served
-head fitted on standardised inputs, the BCE term no longer helped (propensity AUC synthetic
-0.842 with it -> 0.875 without, CDNOW 0.7755 either way; Complete Journey 0.819 -> 0.837, inside
-that log's run-to-run spread of about +-0.012; bench/RESULTS.md). Either way the served head is chosen and fitted on the fixed
+head fitted on standardised inputs, the BCE term no longer helped
+(docs/decisions.md#no-bce-term-in-goal-aware-training). Either way the served head is chosen and fitted on the fixed
 embedding (`training.head_fit`: inputs validated on the latest cut-off, logistic regression,
 Platt scaling on held-out users). The bundle's encoder is then an `embeddings.model.intent.IntentEncoder`:
 its embeddings carry the standardised propensity logit as one more coordinate, so the space
@@ -104,8 +103,8 @@ def label_cutoffs(events: pl.DataFrame, goal: Goal, as_of: datetime | None, n_cu
 
     Cut-offs step back by the horizon, so label windows do not overlap, unless the log is too short
     for `n_cutoffs` of them: then they step by span / n_cutoffs and the windows overlap (Complete
-    Journey's 6 months at 90 days would otherwise give 2 cut-offs, and an RFM regression trained on
-    them reaches 0.839 AUC at the next one vs 0.844 on 4 overlapping ones; bench/RESULTS.md).
+    Journey's 6 months at 90 days would otherwise give 2 cut-offs, too few to fit the head on;
+    docs/decisions.md#overlapping-label-cut-offs-on-short-logs).
     """
     last = latest_cutoff(events, goal)
     if as_of is not None:
@@ -206,8 +205,8 @@ class GoalDataModule(SequenceDataModule):
     No contrastive validation here: the held-out users' labels are the check that matters. The
     encoder never sees those users at all: contrastive views pull a user's early and late events
     together, so for a user it trained on, the history up to an old cut-off would already
-    encode what followed it (on synthetic data: AUC 0.99 on the latest labelled cut-off, 0.81
-    at the real one). The head is fitted and checked on these unseen users only.
+    encode what followed it (docs/decisions.md#propensity-head-fitted-on-users-the-encoder-never-saw).
+    The head is fitted and checked on these unseen users only.
 
     Each batch also holds `n_labelled` labelled histories (rows `labelled_rows` of `labelled`)
     when a BCE term trains the head alongside.

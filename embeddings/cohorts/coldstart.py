@@ -2,8 +2,7 @@
 
 The nearest centroid is the right rule for an embedding that summarises a whole history. One of
 one to three events lies in a region every cohort's short windows share, and which centroid is
-nearest there says little about where the user's history will go. On the held-out generator
-(seed 13) it put 35% of 1-3-event users in their archetype's cohort.
+nearest there says little about where the user's history will go.
 
 So each fit also learns the question directly: fitted users' histories are cut to 1-3-event
 windows (half their first events, as a new user shows them, half anywhere; moved by whole weeks
@@ -13,9 +12,8 @@ events), embedded, and a multinomial logistic regression on the embedding learns
 the window's whole history got. Users whose embedding says they summarise at most three events
 (read off its frequency coordinate) take its answer, with its probability as their confidence;
 everyone else keeps the nearest centroid. It reads the embedding row only, so a user alone gets
-the answer they get in a batch. On the saved held-out runs it places 48% (seed 13; nearest
-centroid 35%) and 59% (Markov generator, seed 22; nearest centroid 53%) of short users in their
-archetype's cohort (bench/RESULTS.md).
+the answer they get in a batch. It places short users in their archetype's cohort more often than
+the nearest centroid (docs/decisions.md#short-history-head-for-1-3-event-users).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Assignment confidence that means something: calibrated on crops of the fitted users' histories.
 
 A softmax over cosine similarities says how much nearer one centroid is than the others, not how
-likely the answer is right. For a live session of two events it read 0.77 where the cohort its
-user's whole history gets was the same a third of the time (held-out generator, seed 13).
+likely the answer is right: it reads sure of short live sessions that are often placed wrong
+(docs/decisions.md#calibrated-assignment-confidence).
 
 So each fit also asks "what would we have said from fewer of this user's events?": a sample of
 fitted users is cut to windows (1-128 events, anywhere in the history, moved by whole weeks to
@@ -10,9 +10,7 @@ end in the week before as_of like a live session, so hour and weekday stay), emb
 assigned; a logistic regression on the top similarity, the margin to the runner-up and how many
 events the embedding summarises (read off
 its frequency coordinate), fitted on whether the window's cohort is the whole history's, turns
-similarities into that probability. On the held-out generator (seed 13) it reads 0.34 for users
-with 1-3 events, who are in their archetype's cohort 35% of the time, and 0.91-0.95 for users
-with 33+ events (all but a few right). It reads the embedding row only, so one user alone still
+similarities into that probability. It reads the embedding row only, so one user alone still
 gets the same confidence as in a batch.
 """
 

@@ -12,15 +12,15 @@ gets the same answer as in a batch.
 With `split_recent`, each tier is cut once more by whether the user reached the goal within the
 horizon before as_of (the embedding's recent-goal coordinate, `embeddings.model.intent.recent_of`): a
 marketer picks cohorts by their goal rate last period, and on an order log where nearly everyone
-in the top tier bought recently, cells mixing a few who did not read 0.97 next to low-intent cells
-of recent one-off buyers at 1.00, and lose their place. `split_recent="auto"` (the default) cuts
+in the top tier bought recently, cells mixing a few who did not read just under low-intent cells
+of recent one-off buyers, and lose their place. `split_recent="auto"` (the default) cuts
 only where that costs nothing: when at least `RECENT_SHARE` of the top tier reached the goal
-recently (on a log where many top-intent users have not, cutting would rank them last).
+recently (on a log where many top-intent users have not, cutting would rank them last;
+docs/decisions.md#tiers-cut-by-recent-goal).
 
 Why tiers and not k-means on the joint space: k-means picks few, wide clusters when one
-coordinate dominates, and a partially targeted wide cohort is a random sample of it; on CDNOW
-(90-day purchase, 20% budget) clusters of the joint space reached 0.35-0.39 precision, quintile
-tiers 0.457, the same as ranking users by the propensity itself.
+coordinate dominates, and a partially targeted wide cohort is a random sample of it
+(docs/decisions.md#intent-tiers-instead-of-clustering-the-joint-space).
 """
 
 from __future__ import annotations

@@ -67,8 +67,8 @@ class Snapshot:
     propensity: calibrated goal probability per user, or None.
     tie_orders: segmentation name -> its segments best first, used where past goal rates tie (the
         way RFM segments get the marketer's order): a goal-aware segmentation's own expected goal
-        rates. Saturated past rates (every cell of the top tiers at 1.0 on a log with base rate 0.87)
-        are otherwise ordered at random.
+        rates. Saturated past rates (every top cell at 1.0 where nearly everyone reaches the goal)
+        are otherwise ordered at random (docs/decisions.md#backtest-ties-broken-by-expected-goal-rate).
     """
 
     user_ids: np.ndarray
@@ -213,8 +213,8 @@ def probe_predictions(X: np.ndarray, y: np.ndarray, *, n_folds: int = 5,
     part only, the same way for every feature set: an L2 strength from PROBE_CS or an L1 strength
     from PROBE_L1_CS. A fixed strength favours the feature set with fewer columns (7 RFM features
     vs a 79-dimensional embedding) on small logs, and L2 alone still charges an embedding for
-    every weak coordinate it fits (0.009-0.012 AUC on Complete Journey's 2,212 households, where
-    L1 drops them; RFM features gain under 0.001): that measures the probe, not the features.
+    every weak coordinate it fits, where L1 drops them: that measures the probe, not the features
+    (docs/decisions.md#linear-probe-may-choose-an-l1-penalty).
     """
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold

@@ -3,9 +3,9 @@ each kind of event is followed by.
 
 Contrastive training keeps what tells one user from another and lets go of what a whole group
 shares: two archetypes that differ only in their usual order of events (browse then buy, or buy
-then browse) end up close in the learned space (linear probe 0.62 on the learned embedding, 0.93
-on pair shares; bench/RESULTS.md). The habit profile puts those habits back, next to the learned
-part, as a fixed function of the events the encoder sees:
+then browse) end up close in the learned space, though their shares of event pairs tell them
+apart (docs/decisions.md#habit-profile-in-every-embedding). The habit profile puts those habits back,
+next to the learned part, as a fixed function of the events the encoder sees:
 
     raw(u) = concat over fields f of sqrt(w_f * share of u's events with value v in f) / sqrt(sum w)
 
@@ -18,15 +18,14 @@ the user's sessions. A row is a distribution of its own, so a rare event's row c
 common one's: after a purchase the restocker goes on browsing, while the researcher's purchases
 end sessions (the row stays at the mean), whatever share of events purchases are. Joint pair shares (the older "transition" field, kept
 for comparison) scale each row by how often its event occurs, and left that
-difference at a few hundredths of the profile (held-out generator, researcher / restocker merged
-at every setting). The first event of each session is the row "session start": a session's first
+difference too small to part the order twins (docs/decisions.md#habit-profile-blocks-and-weights).
+The first event of each session is the row "session start": a session's first
 event is not caused by the last event of the previous session. A row seen n times is shrunk
 toward the training users' mean row by n / (n + NEXT_PRIOR): one observed purchase is not a
 habit, and a row never seen (a one-event history) is exactly the mean, i.e. unknown, not "none".
 
 Event shares weigh 2 and "next" rows 3: without joint pairs, event shares alone carry how often
-users review, refund or buy (measured on held-out generator seeds 11-13 and the demo generator;
-bench/RESULTS.md).
+users review, refund or buy (docs/decisions.md#habit-profile-blocks-and-weights).
 
 A PCA fitted on the training users (stored with the encoder as buffers, `profile_mean` doubling
 as the imputed value) keeps `k` directions. The encoder joins the projection's direction, not its
@@ -46,12 +45,11 @@ from embeddings.features.featurizer import MISSING, TRANSITION_TYPES
 
 # field -> weight of its block in the profile, in this order; fields the featurizer lacks are
 # skipped. "next" (P(next event | previous event or session start)) is read from the "transition"
-# and "session_pos" fields. Weekday and amount-bucket shares were tried: no gain on either
-# synthetic generator (held-out generator ARI 0.747 -> 0.726 with them; bench/RESULTS.md)
+# and "session_pos" fields. Weekday and amount-bucket shares were tried and gained nothing
+# (docs/decisions.md#habit-profile-blocks-and-weights)
 PROFILE_FIELDS = {"event": 2.0, "next": 3.0, "category": 1.0, "hour": 1.0}
-# pseudo-count of the "next" rows' shrinkage toward the mean row: n observations weigh n / (n + 4).
-# 1-2 split large groups of the demo generator on single rare events; 6-10 fade the order habit
-# back into the mean (held-out researcher / restocker merged again; bench/RESULTS.md)
+# pseudo-count of the "next" rows' shrinkage toward the mean row: n observations weigh n / (n + 4);
+# less splits groups on single rare events, more fades the order habit (docs/decisions.md#habit-profile-next-row-shrinkage)
 NEXT_PRIOR = 4.0
 _NEEDS = {"next": ("transition", "session_pos")}  # derived blocks and the featurizer fields they read
 
@@ -146,9 +144,9 @@ def _next_block(batch: dict[str, torch.Tensor], valid: torch.Tensor, w: float) -
     """sqrt(w * P(next | previous)) per previous state, and each row's weight n / (n + NEXT_PRIOR).
 
     Row = previous state (event id, or MISSING for "session start"); column = next event id. A
-    session's last event has no "next". An end state was tried: on a log with one event type and
-    dates only, P(end | purchase) turns the profile from zero into "one purchase a day or several"
-    (CDNOW), and its held-out gain (+0.012 / +0.028 / -0.001 ARI over three seeds) did not pay for it.
+    session's last event has no "next". An end state was tried and not kept: on a log with one event
+    type and dates only, P(end | purchase) turns the profile from zero into "one purchase a day or
+    several" (docs/decisions.md#habit-profile-blocks-and-weights).
     """
     tt = TRANSITION_TYPES
     ids = batch["transition"].long()

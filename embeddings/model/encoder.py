@@ -161,10 +161,8 @@ class Block(nn.Module):
 
 def recency_value(log_recency: torch.Tensor, shape: str) -> torch.Tensor:
     """What the recency coordinate standardises, from the featurizer's log_recency:
-    itself ("log") or the square root of the days before as_of ("sqrt"). A linear read-out of the
-    square root predicts next-quarter purchase better on every log we measured (with log
-    frequency and spend: CDNOW 0.7775 vs 0.7762, Complete Journey 0.8459 vs 0.8447, a line-level
-    retail log 0.8128 vs 0.8031; bench/RESULTS.md)."""
+    itself ("log") or the square root of the days before as_of ("sqrt", which a linear read-out
+    predicts the next purchase better from; docs/decisions.md#recency-read-as-square-root-of-days)."""
     if shape == "log":
         return log_recency
     if shape == "sqrt":
@@ -197,7 +195,7 @@ class EventEncoder(nn.Module):
     which contrastive training lets fade. The behaviour part ([learned ; state], normalised) and the
     profile direction (unit) are joined with lengths sqrt(1 - p^2) and p, p = `cfg.profile`, so
     every row has the same split: a per-user profile magnitude would rescale the learned
-    coordinates user by user (noise for any linear read-out; Complete Journey probe 0.838 -> 0.840).
+    coordinates user by user (noise for any linear read-out; docs/decisions.md#habit-profile-joined-as-a-unit-direction).
     A row whose profile is the training mean (or a log whose habits do not vary) gets none.
     """
 
@@ -299,7 +297,7 @@ class EventEncoder(nn.Module):
     def denoise(self, z: torch.Tensor) -> torch.Tensor:
         """(B, learned_dim) unit rows kept to the `learned_rank` directions: mean + (z - mean) V V^T,
         renormalised. Directions a user's own events disagree on carry per-event noise, which a
-        linear read-out fits (CDNOW: 1-3 of 64 directions agree); nothing else changes."""
+        linear read-out fits (docs/decisions.md#denoising-the-learned-part); nothing else changes."""
         if not self.cfg.learned_rank:
             return z
         mean, basis = self.learned_mean.to(z.dtype), self.learned_basis.to(z.dtype)
