@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test install lint bench results clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/embed_throughput.py
+
+# bench/RESULTS.md: the current numbers, commit and machine in its header (a few minutes on 2 cores)
+results: $(STAMP)
+	$(BIN)/python bench/results.py
 
 clean:
 	rm -rf $(VENV) demo_workspace .pytest_cache
