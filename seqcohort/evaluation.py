@@ -36,8 +36,9 @@ class PipelineProducer:
     def __call__(self, events: pl.DataFrame, cutoff: datetime) -> Snapshot:
         from embeddings.cohorts.model import CohortModel
         from embeddings.model.embed import UserEncoder
+        from embeddings.model.propensity import PropensityHead
         from embeddings.naming import make_namer
-        from training.propensity import PropensityHead, train_goal_aware
+        from training.propensity import train_goal_aware
         from training.train import train
 
         def cohorts(bundle_dir: Path) -> CohortModel:

@@ -97,7 +97,8 @@ def test_goal_aware_training_on_the_gpu(tmp_path, precision):
     from conftest import make_events
 
     from embeddings.evaluation.goals import parse_goal
-    from training.propensity import predict_propensity, train_goal_aware
+    from embeddings.model.propensity import predict_propensity
+    from training.propensity import train_goal_aware
 
     events = make_events(150, seed=2)
     cfg = load_config(overrides=[*TINY_SETS, "trainer.max_steps=20", "trainer.batch_size=32",

@@ -105,7 +105,7 @@ def test_labelled_sequences_hold_only_history_up_to_each_cutoff(events: pl.DataF
 
 def test_bundle_loads_as_an_intent_encoder_whose_embeddings_carry_the_propensity(trained: Path, events: pl.DataFrame) -> None:
     from embeddings.model.intent import IntentEncoder, split_embedding
-    from training.propensity import PropensityHead, predict_propensity
+    from embeddings.model.propensity import PropensityHead, predict_propensity
 
     bundle = load_bundle(trained)  # strict key check: the head is not in model.safetensors
     assert isinstance(bundle.encoder, IntentEncoder)
@@ -144,7 +144,7 @@ def test_bundle_loads_as_an_intent_encoder_whose_embeddings_carry_the_propensity
 def test_a_head_of_an_earlier_format_names_the_file_and_the_fix(trained: Path, tmp_path: Path) -> None:
     import shutil
 
-    from training.propensity import PropensityHead
+    from embeddings.model.propensity import PropensityHead
 
     b = tmp_path / "b"
     shutil.copytree(trained, b)
@@ -290,7 +290,7 @@ def test_fit_platt_recovers_a_known_calibration() -> None:
 def test_a_behaviour_bundle_or_a_broken_head_is_a_clear_error(trained: Path, tmp_path: Path) -> None:
     import shutil
 
-    from training.propensity import predict_propensity
+    from embeddings.model.propensity import predict_propensity
 
     broken = tmp_path / "broken"
     shutil.copytree(trained, broken)
@@ -305,7 +305,8 @@ def test_a_behaviour_bundle_or_a_broken_head_is_a_clear_error(trained: Path, tmp
 
 def test_errors_are_clear(tmp_path: Path, events: pl.DataFrame) -> None:
     from embeddings.config import load_config
-    from training.propensity import PropensityHead, train_goal_aware
+    from embeddings.model.propensity import PropensityHead
+    from training.propensity import train_goal_aware
 
     with pytest.raises(BundleError, match="no propensity head"):
         PropensityHead.load(tmp_path)

@@ -93,7 +93,7 @@ def test_versions_follow_current(trained_workspace, tmp_path):
     first = v.current_id
     assert v.refresh() is False and loads == [first]
     w = Workspace(ws)
-    new = w.versions / "20990101T000000-abcdef"
+    new = w.versions_dir / "20990101T000000-abcdef"
     shutil.copytree(w.current(), new)
     w._point_current(new)
     assert v.refresh() is True and v.current_id == new.name and v.get()[1] == new.name
@@ -113,7 +113,7 @@ def test_live_sessions_featurise_like_the_reference(trained_workspace):
     st = EncoderState.load(cur.name, cur)
     for s in _sessions(6, seed=4):
         frame = columns_frame(st._columns([s]), st.encoder.featurizer.config)
-        ref = st.encoder.encode(st.encoder.featurize(frame, _dt(s["as_of"])))
+        ref = st.encoder.encode(st.encoder.featurize(frame, _dt(s["as_of"]))).vectors
         np.testing.assert_array_equal(st.embed_sessions([s]), ref)
 
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from embeddings.config import Config, TrainerConfig
-from embeddings.errors import BundleError, ConfigError
+from embeddings.errors import ConfigError
 from embeddings.evaluation.goals import Goal, events_before, latest_cutoff, make_labels
 from embeddings.features.featurizer import (
     N_SPECIAL,
@@ -47,11 +47,7 @@ from embeddings.features.featurizer import (
 )
 from embeddings.model.bundle import (
     HEAD_FILE,
-    META_FILE,
     PROPENSITY_FORMAT,
-    Bundle,
-    load_bundle,
-    read_propensity_meta,
     save_bundle,
 )
 from embeddings.model.encoder import EventEncoder
@@ -60,7 +56,6 @@ from embeddings.model.intent import (
     IntentConfig,
     IntentEncoder,
     intent_features,
-    propensity_from_embedding,
 )
 from training.core import contrastive_args, fit, post_fit, start
 from training.datamodule import SequenceDataModule, ViewCollator, worker_id
@@ -258,43 +253,6 @@ def goal_event_id(featurizer: Featurizer, goal: Goal) -> int | list[int] | None:
     return ids[0] if len(ids) == 1 else sorted(set(ids))
 
 
-# ----------------------------------------------------------------------------- calibrated head on a bundle
-
-
-@dataclass
-class PropensityHead:
-    """The calibrated propensity of a goal-aware bundle, read off its (d + 1)-dim embeddings."""
-
-    intent: IntentConfig
-    meta: dict[str, Any]
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities (n,) float64 from goal-aware embeddings (n, d + 1)."""
-        return propensity_from_embedding(X, self.intent)
-
-    @classmethod
-    def load(cls, bundle_dir: str | Path) -> PropensityHead:
-        meta = read_propensity_meta(bundle_dir)
-        if meta is None:
-            raise BundleError(
-                f"Bundle {bundle_dir} has no propensity head ({HEAD_FILE}, {META_FILE}); train it with a goal "
-                "(`seqcohort run --goal purchase --horizon 90d`)."
-            )
-        return cls(IntentConfig(**meta["embedding"]), meta)
-
-
-def predict_propensity(bundle: str | Path | Bundle, sequences: SequenceData | pl.DataFrame,
-                       *, as_of: datetime | None = None) -> np.ndarray:
-    """Calibrated goal probability per user of `sequences`: (n_users,) float64, rows in user order."""
-    from embeddings.model.embed import UserEncoder
-
-    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    if not isinstance(b.encoder, IntentEncoder):
-        raise BundleError("This bundle has no propensity head; train it with a goal "
-                          "(`seqcohort run --goal purchase --horizon 90d`).")
-    return propensity_from_embedding(UserEncoder(b).encode(sequences, as_of=as_of).vectors, b.encoder.intent)
-
-
 # ----------------------------------------------------------------------------- train
 
 
@@ -389,33 +347,3 @@ def train_goal_aware(
     log.info("goal-aware bundle %s saved to %s (%.1fs; head %s, calibration AUC %s)", bundle.version,
              bundle_dir, seconds, head_fit.inputs, metrics.get("calib_auc"))
     return TrainResult(bundle, Path(bundle_dir), metrics, seconds, fitted.sequences_per_s)
-
-
-# ----------------------------------------------------------------------------- pipeline outputs
-
-
-def add_goal_outputs(cohort_set: Any, labels: np.ndarray, propensity: np.ndarray, goal: Goal) -> None:
-    """Each cohort's expected goal rate (mean calibrated propensity) -> profile.extra["goal"]."""
-    overall = float(np.mean(propensity)) if len(propensity) else float("nan")
-    for c in cohort_set.cohorts:
-        p = propensity[np.asarray(labels) == c.id]
-        rate = float(p.mean()) if len(p) else float("nan")
-        c.profile.extra["goal"] = {
-            "goal": goal.describe(),
-            "expected_rate": rate,
-            "relative": rate / overall if overall > 0 else None,
-            "propensity_p10": float(np.quantile(p, 0.1)) if len(p) else None,
-            "propensity_p90": float(np.quantile(p, 0.9)) if len(p) else None,
-        }
-
-
-def add_propensity_column(path: str | Path, user_ids: np.ndarray, propensity: np.ndarray) -> None:
-    """Add a Float32 `propensity` column to an assignments.parquet (joined on user_id), atomically."""
-    from embeddings.fsutil import atomic_path
-
-    a = pl.read_parquet(path)
-    p = pl.DataFrame({"user_id": pl.Series(np.asarray(user_ids).astype(str), dtype=pl.String),
-                      "propensity": pl.Series(propensity, dtype=pl.Float32)})
-    out = a.drop("propensity", strict=False).join(p, on="user_id", how="left", maintain_order="left")
-    with atomic_path(path) as tmp:
-        out.write_parquet(tmp)

@@ -99,9 +99,9 @@ def name(workspace: str, namer: str | None, base_url: str | None, model: str | N
     from seqcohort.report import print_cohorts
 
     cfg = load_cfg(config_path, sets)
-    for key, val in (("namer", namer), ("base_url", base_url), ("model", model), ("model_dir", model_dir)):
-        if val is not None:
-            setattr(cfg.naming, key, val)
+    flags = {"namer": namer, "base_url": base_url, "model": model, "model_dir": model_dir}
+    cfg = cfg.model_copy(update={"naming": cfg.naming.model_copy(
+        update={k: v for k, v in flags.items() if v is not None})})  # a new config: the loaded one stays as read
     cs = pipeline.rename(workspace, cfg)
     print_cohorts(console, cs)
     fell_back = [c for c in cs.cohorts if c.fallback_reason]
