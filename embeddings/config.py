@@ -57,7 +57,7 @@ class ModelConfig(_Section):
     # runs keep it off, as whole-history aggregates were a contrastive shortcut (docs/decisions.md#model-context-token-off-for-behaviour-only-runs)
     context: bool = False
     # weight of the recency coordinate: after the `dim` learned outputs comes one more, the
-    # standardised log time since the user's most recent event times this weight (0 = none).
+    # standardised time since the user's most recent event (read as `recency_shape`) times this weight (0 = none).
     # Contrastive views teach the encoder to forget when a history ended; this keeps it (docs/decisions.md#recency-coordinate)
     recency: float = Field(0.2, ge=0.0)
     # what the recency coordinate reads: the square root of the days since the most recent event
