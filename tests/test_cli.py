@@ -196,3 +196,26 @@ def test_recluster_rereads_the_source_with_the_runs_column_map(synth_small, tmp_
     r = invoke("cluster", "--workspace", str(ws), "--set", "cluster.k=4")
     assert r.exit_code == 0, r.output
     assert len(json.loads((ws / "current" / "cohorts.json").read_text())["cohorts"]) == 4
+
+
+def test_sigterm_during_training_publishes_nothing(tmp_path, synth_files):
+    """A scheduler's SIGTERM stops `run` mid-training (Lightning alone would train on): exit 143, no version."""
+    import signal
+    import time
+
+    ws = tmp_path / "ws"
+    sets = [*SETS, "--set", "trainer.max_steps=100000"]  # the last --set wins: training would run for hours
+    p = subprocess.Popen([sys.executable, "-m", "seqcohort", "run", "--events", str(synth_files["events"]),
+                          "--workspace", str(ws), *sets], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert p.stderr is not None
+    deadline = time.monotonic() + 240
+    for line in p.stderr:  # wait until training has started
+        if "training encoder" in line or time.monotonic() > deadline:
+            break
+    time.sleep(2)
+    p.send_signal(signal.SIGTERM)
+    rest = p.communicate(timeout=120)[1]
+    assert p.returncode == 143, rest[-2000:]
+    assert "nothing was published" in rest
+    assert not (ws / "current").exists()
+    assert not list((ws / "versions").glob("*")), "the staging directory is cleaned up"

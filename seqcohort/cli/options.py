@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -20,6 +22,23 @@ err_console = Console(stderr=True)
 EXIT_USAGE = 2
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler stopping a batch job): unwinds the command, so nothing half-built is published.
+
+    Not a KeyboardInterrupt: Lightning answers that with sys.exit(1) mid-fit; other exceptions it re-raises.
+    """
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM unwind the command (Lightning's own handler only takes note of it and trains on)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+
+
 def setup_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -29,7 +48,7 @@ def setup_logging(quiet: bool, verbose: bool) -> None:
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Project errors -> one clean paragraph on stderr and exit code 2; Ctrl-C -> exit 130."""
+    """Project errors -> one clean paragraph on stderr and exit code 2; Ctrl-C -> exit 130, SIGTERM -> 143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,9 +57,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except SeqcohortError as e:
             err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             sys.exit(EXIT_USAGE)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Terminated) as e:
             err_console.print("interrupted: nothing was published; the workspace's `current` is unchanged.")
-            sys.exit(130)
+            sys.exit(143 if isinstance(e, Terminated) else 130)
 
     return wrapper
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from seqcohort.cli import build, cohorts, data, demo, evaluate, experiment, serve
-from seqcohort.cli.options import setup_logging
+from seqcohort.cli.options import setup_logging, stop_on_sigterm
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -14,6 +14,7 @@ from seqcohort.cli.options import setup_logging
 def cli(quiet: bool, verbose: bool) -> None:
     """seqcohort: event sequences -> transformer embeddings -> named cohorts, served."""
     setup_logging(quiet, verbose)
+    stop_on_sigterm()
 
 
 for command in (data.synth, data.dataset, build.run, build.train, build.embed, build.cluster, build.assign,
