@@ -7,13 +7,16 @@ workspace under bench/out/ablate/<family>-<seed>/ (skipped when it exists), then
 same embeddings under every variant as `pipeline.fit_clusters` does (fitted on the users
 `fit_rows` picks, everyone assigned to the nearest centroid) and scores them:
 
-- generators (data seed varies, training seed 0): ARI against the planted archetypes, all users
+- generators (data seeds 0-2 / 11-16 / 21-23, training seed 0): ARI against the planted archetypes, all users
   and 4+ events. demo = embeddings.synthetic.synth (4,000 users, as `seqcohort demo`), app =
   bench/heldout_synth.py, markov = bench/markov_synth.py (3,000 users, as bench/heldout_archetypes.py);
 - real logs (the training seed varies): trained on events up to the cut-off (as bench/probe_plain.py);
   cohorts ranked by their goal rate in the 90 days before it, top 20% of users targeted
   (`embeddings.evaluation.backtest.run_backtest`): recall of the users who purchased in the 90 days
   after it, and the number of cohorts.
+
+`--check VARIANT` re-fits every kept run with the code as it is now (no switch turned) and compares
+with VARIANT's stored labels: after removing a stage, the default fit must equal what was measured.
 
 `seed1` is the baseline with cluster.seed=1: what a change of nothing but the random seed moves,
 the yardstick for "within noise". Variants whose switch no longer exists in the code (a removed
@@ -71,7 +74,7 @@ def _demo(n: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
 # family: (generate(n, seed) -> (events, truth), users, --map pairs, seeds)
 GENERATORS: dict[str, tuple[Callable[[int, int], tuple[pl.DataFrame, pl.DataFrame]], int, list[str], list[int]]] = {
     "demo": (_demo, 4000, [], [0, 1, 2]),
-    "app": (heldout_synth.generate, 3000, [], [11, 12, 13]),
+    "app": (heldout_synth.generate, 3000, [], [11, 12, 13, 14, 15, 16]),  # 14: the seed the whitened retry was built on
     "markov": (markov_synth.generate, 3000, markov_synth.MAPS, [21, 22, 23]),
 }
 REAL: dict[str, tuple[datetime, list[int]]] = {  # log: (cut-off, training seeds)
@@ -98,6 +101,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Callable[[An
     "no_structure_gate": ({}, {"STRUCTURE_MIN": -1.0}, {}),
     "k_tolerance_0": ({"k_tolerance": 0.0}, {}, {}),
     "n_init_3": ({"n_init": 3}, {}, {}),  # the baseline runs the config's 10
+    # every stage that was within noise alone, off together (docs/decisions.md)
+    "simplified": ({"merge_unimodal": False, "k_tolerance": 0.0}, {"SPLIT_RETRIES": 0}, {}),
 }
 
 
@@ -254,6 +259,17 @@ def run_one(family: str, seed: int, variants: list[str]) -> list[dict[str, Any]]
     return [{"family": family, "seed": seed, "variant": v, **info[v], **scores[v]} for v in wanted]
 
 
+def check(family: str, seed: int, variant: str) -> float:
+    """ARI between the current code's default fit and `variant`'s stored labels (1.0: identical)."""
+    root, events, cfg = prepare(family, seed)
+    cur = root / "ws" / "current"
+    user_ids, X = read_embeddings(cur / "embeddings.parquet")
+    as_of = datetime.fromisoformat(json.loads((cur / "version.json").read_text())["as_of"])
+    stored = np.load(root / "labels.npz")[variant]
+    now, _ = fit_variant(cfg, "baseline", X, history_lengths(user_counts(events, as_of), user_ids))
+    return float(adjusted_rand_score(stored, now))
+
+
 def table(results: list[dict[str, Any]], variants: list[str]) -> str:
     """Markdown: per family, mean ± sd of the metrics per variant and the paired change vs baseline."""
     lines = []
@@ -299,6 +315,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT, help="kept workspaces, labels and results.json")
     ap.add_argument("--datasets", type=Path, default=DATASETS, help="folder holding cdnow/ and completejourney_sample/")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="training config override key=value")
+    ap.add_argument("--check", metavar="VARIANT", default=None,
+                    help="re-fit each run with the current code and compare with VARIANT's stored labels")
     args = ap.parse_args()
     OUT, DATASETS = args.out.resolve(), args.datasets
     SETS[:] = args.sets
@@ -318,6 +336,11 @@ def main() -> None:
         runs = [(f, int(s)) for f, s in (x.split(":") for x in args.runs.split(","))]
     else:
         runs = [(f, s) for f in FAMILIES for s in (GENERATORS[f][3] if f in GENERATORS else REAL[f][1])]
+    if args.check:
+        aris = {f"{f}-{s}": check(f, s, args.check) for f, s in runs}
+        print(f"current default fit vs stored {args.check!r} labels (ARI, 1 = identical): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in aris.items()))
+        raise SystemExit(0 if min(aris.values()) > 0.9999 else 1)
     OUT.mkdir(parents=True, exist_ok=True)
     res_path = OUT / "results.json"
     results = json.loads(res_path.read_text()) if res_path.exists() else []

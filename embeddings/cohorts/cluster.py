@@ -24,20 +24,14 @@ from embeddings.config import ClusterConfig
 from embeddings.errors import NotFittedError
 
 log = logging.getLogger(__name__)
-# A cohort is split in two where the density along its 2-means axis dips below this share of the
-# lower of its two peaks: two groups side by side, not one group cut in half (which shows no dip).
+# a dip below this share of the lower peak: two groups, not one cut in half (docs/decisions.md#valley-split)
 VALLEY_MAX = 0.5
-# two neighbouring cohorts whose users form one mode (no dip deeper than this) are one group that
-# the chosen k cut in two: an archetype stretched along history length (bench/RESULTS.md)
+# a pair of cohorts with no dip (ratio at least this) is one group cut in two (docs/decisions.md#unimodal-merge)
 MERGE_MIN = 0.9
-# ... but only where the data has groups at all: at a best silhouette under 0.25 ("no substantial
-# structure", Kaufman & Rousseeuw) every cut is of one continuum, as on Complete Journey (0.14),
-# and the chosen k stands
+# best silhouette under this: "no substantial structure" (Kaufman & Rousseeuw), no merge (docs/decisions.md#unimodal-merge)
 STRUCTURE_MIN = 0.25
-SPLIT_RETRIES = 3  # times a cohort's outliers may be set aside before giving up on splitting it
-# where plain 2-means finds no valley, 2-means is tried again on the cohort's top principal
-# coordinates scaled to unit variance: two groups apart along a direction of little variance (users
-# alike in everything but session order) are cut across by plain 2-means, which follows variance
+# the valley split's second try: 2-means on this many whitened principal coordinates finds twins apart
+# along a narrow direction (docs/decisions.md#whitened-retry-of-the-valley-split)
 WHITEN_DIMS = 5
 
 
@@ -64,7 +58,7 @@ class SphericalKMeans:
         min_cluster_frac: float = 0.01,
         sample_size: int = 20000,
         niter: int = 30,
-        n_init: int = 3,
+        n_init: int = 10,
         seed: int = 0,
         confidence_temperature: float = 0.05,
         split_bimodal: bool = True,
@@ -228,9 +222,8 @@ class SphericalKMeans:
                 halves, line, side = found
                 ratio = valley_ratio(line, side, self.seed)
                 if ratio < VALLEY_MAX:
-                    log.info("split a cohort of %d into %d + %d (density valley %.2f%s; %d outliers set aside)",
-                             len(Xc), side.sum(), (~side).sum(), ratio, " on whitened coordinates" if whiten else "",
-                             len(Xc) - len(side))
+                    log.info("split a cohort of %d into %d + %d (density valley %.2f%s)",
+                             len(Xc), side.sum(), (~side).sum(), ratio, " on whitened coordinates" if whiten else "")
                     out.append(halves)
                     break
             else:
@@ -274,35 +267,24 @@ class SphericalKMeans:
     def _two_modes(self, Xc: np.ndarray, min_size: int,
                    whiten: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """2-means halves of a cohort (unit centroids), the points' positions on the line between
-        them, and each point's side.
+        them, and each point's side; None when the smaller side is under `min_size`.
 
         whiten: run 2-means on the top WHITEN_DIMS principal coordinates scaled to unit variance;
         the line is the one between the sides there, and the halves cut across it
         (`halves_across`).
-
-        A handful of outlying users make 2-means cut them off from the rest (a deep but useless
-        valley); such a side, under `min_size`, is set aside and 2-means runs again on the others,
-        up to SPLIT_RETRIES times. None when no split into two sides of min_size is found.
         """
-        core = Xc
-        for _ in range(SPLIT_RETRIES + 1):
-            if len(core) < 2 * min_size:
-                return None
-            if whiten:
-                W, B = _whitened(core, WHITEN_DIMS)
-                side = _nearest_euclid(W, self._kmeans(W, 2, self.seed, euclidean=True)) == 0
-            else:
-                halves = self._kmeans(core, 2, self.seed)
-                side = _nearest(core, halves) == 0
-            small = side if side.sum() < (~side).sum() else ~side
-            if small.sum() >= min_size:
-                if not whiten:
-                    return halves, core @ (halves[0] - halves[1]), side
-                d = W[side].mean(0) - W[~side].mean(0)
-                halves = halves_across(core, B.T @ d, side).astype(np.float32)
-                return halves, W @ d, side
-            core = core[~small]
-        return None
+        if whiten:
+            W, B = _whitened(Xc, WHITEN_DIMS)
+            side = _nearest_euclid(W, self._kmeans(W, 2, self.seed, euclidean=True)) == 0
+        else:
+            halves = self._kmeans(Xc, 2, self.seed)
+            side = _nearest(Xc, halves) == 0
+        if min(side.sum(), (~side).sum()) < min_size:
+            return None
+        if not whiten:
+            return halves, Xc @ (halves[0] - halves[1]), side
+        d = W[side].mean(0) - W[~side].mean(0)
+        return halves_across(Xc, B.T @ d, side).astype(np.float32), W @ d, side
 
     def _best_k(self) -> int:
         """The largest k scoring within `k_tolerance` of the best (without tolerance: the best,
