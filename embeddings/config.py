@@ -147,10 +147,6 @@ class ClusterConfig(_Section):
     k_min: int = Field(4, ge=2)
     k_max: int = Field(16, ge=2)
     selection: Literal["silhouette", "stability"] = "silhouette"  # how k is chosen (method=kmeans)
-    # scores within this of the best count as a tie, and the largest tied k wins: a small group
-    # (3% of users) moves the silhouette by less than that. 0.005: held-out ARI 0.792 / 0.783 / 0.792
-    # -> 0.806 / 0.801 / 0.792 over three data seeds; our generator unchanged (bench/RESULTS.md)
-    k_tolerance: float = Field(0.005, ge=0.0)
     method: Literal["merge", "kmeans"] = "merge"  # merge: k-means micro-clusters joined by average linkage
     micro_clusters: int = Field(48, ge=4)
     min_events_to_fit: int = Field(4, ge=1)  # users with fewer events are assigned, not used to fit
@@ -158,19 +154,14 @@ class ClusterConfig(_Section):
     min_cluster_frac: float = Field(0.01, ge=0.0, lt=0.5)  # smaller clusters are merged away
     sample_size: int = Field(20000, ge=100)  # points used to choose k and fit
     niter: int = Field(30, ge=1)
-    # k-means restarts (best objective kept). The micro-clusters decide which groups can be told
-    # apart; 3 restarts left held-out ARI to chance (0.708 / 0.740 on two seeds, 0.751 / 0.751 with
-    # 10; our own generator 0.949 / 0.948; bench/RESULTS.md)
+    # k-means restarts (best objective kept): the micro-clusters decide which groups can be told apart (docs/decisions.md#k-means-restarts)
     n_init: int = Field(10, ge=1)
     seed: int = 0
     neighbors: int = Field(5, ge=0)  # labelled neighbours returned with each assignment
     confidence_temperature: float = Field(0.05, gt=0)
     # split a chosen cohort in two where its users form two separate modes (a density valley
-    # between them), however close: silhouette alone keeps order twins in one cohort
+    # between them), however close: silhouette alone keeps order twins in one cohort (docs/decisions.md#valley-split)
     split_bimodal: bool = True
-    # and the reverse: join two neighbouring cohorts whose users form one mode (no density valley
-    # between them), e.g. one archetype cut in two along history length
-    merge_unimodal: bool = True
     # with a goal: intent tiers (shares of users, highest propensity first) x behaviour clusters
     intent_tiers: list[float] = Field(default_factory=lambda: [0.2, 0.2, 0.2, 0.2, 0.2], min_length=2)
     # with an event goal: also cut each tier by "reached the goal within the horizon" (auto: when the

@@ -107,8 +107,8 @@ def choose_category_weight(encoder: EventEncoder, featurizer: Featurizer, data: 
         r = raw.copy()
         r[:, cat] *= np.sqrt(w / base)  # block scale sqrt(w / total); the total washes out below
         X = _embedding(behaviour, r, weight, c.n_profile, c.profile)
-        # only the best silhouette over k is read, so no splitting or merging afterwards
-        km = SphericalKMeans.from_config(cfg.cluster, k=None, split_bimodal=False, merge_unimodal=False).fit(X)
+        # only the best silhouette over k is read, so no splitting afterwards
+        km = SphericalKMeans.from_config(cfg.cluster, k=None, split_bimodal=False).fit(X)
         scores[w] = max(km.scores_.values(), default=-1.0)
     default = CATEGORY_WEIGHTS[0]
     best = max(scores, key=lambda w: scores[w])

@@ -1,8 +1,7 @@
 """Spherical k-means in FAISS with data-driven k, tiny-cluster merging and stable ids.
 
 Where silhouette and the density disagree, the density decides: a cohort with a valley inside is
-split (`split_bimodal`), two neighbouring cohorts with none between them are joined
-(`merge_unimodal`).
+split (`split_bimodal`).
 
 Every user gets a cohort (there is no outlier bin). Cohort ids are 0..k-1 by decreasing size at
 first fit; `match_centroids` maps a refit's clusters onto previous ids (Hungarian on cosine).
@@ -26,9 +25,7 @@ from embeddings.errors import NotFittedError
 log = logging.getLogger(__name__)
 # a dip below this share of the lower peak: two groups, not one cut in half (docs/decisions.md#valley-split)
 VALLEY_MAX = 0.5
-# a pair of cohorts with no dip (ratio at least this) is one group cut in two (docs/decisions.md#unimodal-merge)
-MERGE_MIN = 0.9
-# best silhouette under this: "no substantial structure" (Kaufman & Rousseeuw), no merge (docs/decisions.md#unimodal-merge)
+# best silhouette under this: "no substantial structure" (Kaufman & Rousseeuw); read by training/profile_select.py
 STRUCTURE_MIN = 0.25
 # the valley split's second try: 2-means on this many whitened principal coordinates finds twins apart
 # along a narrow direction (docs/decisions.md#whitened-retry-of-the-valley-split)
@@ -52,7 +49,6 @@ class SphericalKMeans:
         k_min: int = 4,
         k_max: int = 16,
         selection: str = "silhouette",
-        k_tolerance: float = 0.005,
         method: str = "merge",
         micro_clusters: int = 48,
         min_cluster_frac: float = 0.01,
@@ -62,16 +58,13 @@ class SphericalKMeans:
         seed: int = 0,
         confidence_temperature: float = 0.05,
         split_bimodal: bool = True,
-        merge_unimodal: bool = True,
     ) -> None:
         self.k, self.k_min, self.k_max, self.selection = k, k_min, k_max, selection
-        self.k_tolerance = k_tolerance
         self.method, self.micro_clusters = method, micro_clusters
         self.min_cluster_frac, self.sample_size = min_cluster_frac, sample_size
         self.niter, self.n_init, self.seed = niter, n_init, seed
         self.confidence_temperature = confidence_temperature
         self.split_bimodal = split_bimodal
-        self.merge_unimodal = merge_unimodal
         self.centroids_: np.ndarray | None = None
         self.confidence_model: ConfidenceModel | None = None  # calibrated on crops after the fit (pipeline)
 
@@ -79,10 +72,10 @@ class SphericalKMeans:
     def from_config(cls, c: ClusterConfig, **overrides: Any) -> SphericalKMeans:
         """Unfitted, with the settings of a `cluster` config section (keyword overrides win)."""
         kw: dict[str, Any] = dict(
-            k_min=c.k_min, k_max=c.k_max, selection=c.selection, k_tolerance=c.k_tolerance, method=c.method,
+            k_min=c.k_min, k_max=c.k_max, selection=c.selection, method=c.method,
             micro_clusters=c.micro_clusters, min_cluster_frac=c.min_cluster_frac, sample_size=c.sample_size,
             niter=c.niter, n_init=c.n_init, seed=c.seed, confidence_temperature=c.confidence_temperature,
-            split_bimodal=c.split_bimodal, merge_unimodal=c.merge_unimodal,
+            split_bimodal=c.split_bimodal,
         )
         return cls(overrides.pop("k", c.k), **{**kw, **overrides})
 
@@ -135,8 +128,6 @@ class SphericalKMeans:
             centroids = self._fit_kmeans(Xs, rng)
         if self.k is None and self.split_bimodal:
             centroids = self._split_bimodal(Xs, centroids)
-        if self.k is None and self.merge_unimodal and self._has_structure():
-            centroids = self._merge_unimodal(Xs, centroids)
         centroids, labels = self._merge_tiny(X, centroids)
         sizes = np.bincount(labels, minlength=len(centroids))
         order = np.argsort(-sizes, kind="stable")
@@ -230,40 +221,6 @@ class SphericalKMeans:
                 out.append(c[None])
         return l2_normalize(np.concatenate(out).astype(np.float32))
 
-    def _has_structure(self) -> bool:
-        """Whether the best silhouette over k reaches STRUCTURE_MIN (stability scores: always)."""
-        silhouettes = self.method == "merge" or self.selection == "silhouette"
-        return not silhouettes or max(self.scores_.values(), default=0.0) >= STRUCTURE_MIN
-
-    def _merge_unimodal(self, Xs: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-        """Join two cohorts whose users form one mode (`valley_ratio` >= MERGE_MIN), most similar first.
-
-        The inverse of `_split_bimodal`. Silhouette over k is flat where one group is long rather
-        than round (the same habits over 5 or 150 events), and the chosen k then cuts it into
-        pieces that touch with no dip in density between them. Pairs are tried from the most
-        similar centroids down, one merge at a time, never below `k_min` cohorts. `fit` skips it
-        where the best silhouette is under STRUCTURE_MIN: on data without groups there are no
-        modes to restore.
-        """
-        c = centroids
-        while len(c) > self.k_min:
-            labels = _nearest(Xs, c)
-            sim = c @ c.T
-            pairs = sorted(((sim[i, j], i, j) for i in range(len(c)) for j in range(i + 1, len(c))), reverse=True)
-            for s, i, j in pairs:
-                both = (labels == i) | (labels == j)
-                if both.sum() < 4:
-                    continue
-                ratio = valley_ratio(Xs[both] @ (c[i] - c[j]), labels[both] == i, self.seed)
-                if ratio >= MERGE_MIN:
-                    log.info("merged cohorts of %d and %d: one mode between them (density ratio %.2f, cosine %.2f)",
-                             (labels == i).sum(), (labels == j).sum(), ratio, s)
-                    c = np.concatenate([np.delete(c, [i, j], axis=0), l2_normalize(Xs[both].mean(0)[None])])
-                    break
-            else:
-                break
-        return l2_normalize(c.astype(np.float32))
-
     def _two_modes(self, Xc: np.ndarray, min_size: int,
                    whiten: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """2-means halves of a cohort (unit centroids), the points' positions on the line between
@@ -287,19 +244,10 @@ class SphericalKMeans:
         return halves_across(Xc, B.T @ d, side).astype(np.float32), W @ d, side
 
     def _best_k(self) -> int:
-        """The largest k scoring within `k_tolerance` of the best (without tolerance: the best,
-        the smaller k where scores tie to 3 decimals).
-
-        Score differences that small say nothing about which k is right: a group of a few percent
-        of the users moves the silhouette less, so the tie goes to the finer segmentation.
-        """
-        if self.k_tolerance > 0:
-            top = max(self.scores_.values())
-            k = max(kk for kk, s in self.scores_.items() if s >= top - self.k_tolerance)
-        else:
-            k = max(self.scores_, key=lambda kk: (round(self.scores_[kk], 3), -kk))
-        log.info("chose k=%d by %s (%s; tolerance %g)", k, self.selection,
-                 ", ".join(f"{kk}:{s:.3f}" for kk, s in self.scores_.items()), self.k_tolerance)
+        """The k with the best score, the smaller k where scores tie to 3 decimals (docs/decisions.md#k-tolerance)."""
+        k = max(self.scores_, key=lambda kk: (round(self.scores_[kk], 3), -kk))
+        log.info("chose k=%d by %s (%s)", k, self.selection,
+                 ", ".join(f"{kk}:{s:.3f}" for kk, s in self.scores_.items()))
         return k
 
     def _merge_tiny(self, X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
