@@ -60,10 +60,6 @@ class Workspace:
     def current_id(self) -> str:
         return self.current().name
 
-    def versions(self) -> list[str]:
-        """Ids of the published versions, oldest first."""
-        return self.list_versions()
-
     def overrides(self) -> Overrides:
         """The human renames and pins (`overrides.json`), which survive every version."""
         from embeddings.naming import Overrides
@@ -83,11 +79,12 @@ class Workspace:
 
         if version is None:
             return CohortModel.load(self.current(), config)
-        if version not in self.list_versions():
-            raise WorkspaceError(f"Workspace {self.root} has no version {version!r}; versions: {self.list_versions()}.")
+        if version not in self.versions():
+            raise WorkspaceError(f"Workspace {self.root} has no version {version!r}; versions: {self.versions()}.")
         return CohortModel.load(self.versions_dir / version, config)
 
-    def list_versions(self) -> list[str]:
+    def versions(self) -> list[str]:
+        """Ids of the published versions, oldest first."""
         if not self.versions_dir.is_dir():
             return []
         return sorted(p.name for p in self.versions_dir.iterdir() if p.is_dir() and not p.name.startswith("."))

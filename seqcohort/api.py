@@ -68,7 +68,7 @@ class Encoder(UserEncoder):
         """
         cfg = config if config is not None else Config()
         bundle_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="seqcohort-encoder-"))
-        pipeline.train_bundle(cfg, events, bundle_dir, as_of=as_of, goal=goal)
-        return cls.load(bundle_dir, device=device)
+        trained = pipeline.train_bundle(cfg, events, bundle_dir, as_of=as_of, goal=goal)
+        return cls(trained.bundle, device, trained.bundle_dir)
 
 

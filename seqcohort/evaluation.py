@@ -39,17 +39,17 @@ class PipelineProducer:
         from embeddings.model.propensity import PropensityHead
         from embeddings.naming import make_namer
         from training.propensity import train_goal_aware
-        from training.train import train
+        from training.train import TrainResult, train
 
-        def cohorts(bundle_dir: Path) -> CohortModel:
+        def cohorts(trained: TrainResult) -> CohortModel:
             """The cohorts `seqcohort run` would publish at the cut-off (names play no part in the scores)."""
-            enc = UserEncoder.load(bundle_dir, device=self.cfg.trainer.accelerator)
+            enc = UserEncoder(trained.bundle, self.cfg.trainer.accelerator, trained.bundle_dir)
             return CohortModel(self.cfg, namer=make_namer("stats")).fit(events, enc, as_of=cutoff)
 
         snap = Snapshot(user_ids=np.zeros(0, dtype=object))
         if self.behaviour:
             res = train(self.cfg, events, self.workdir / "behaviour", as_of=cutoff)
-            model = cohorts(self.workdir / "behaviour")
+            model = cohorts(res)
             snap.user_ids = model.user_ids_
             snap.embeddings["behaviour"] = model.embeddings_
             snap.segmentations["ai_behaviour_cohorts"] = model.labels_
@@ -58,7 +58,7 @@ class PipelineProducer:
         res = train_goal_aware(self.cfg, events, self.goal, self.workdir / "goal_aware", as_of=cutoff,
                                bce_weight=self.bce_weight, intent_weight=self.intent_weight,
                                n_cutoffs=self.n_cutoffs)
-        model = cohorts(self.workdir / "goal_aware")
+        model = cohorts(res)
         if len(snap.user_ids) and not np.array_equal(snap.user_ids, model.user_ids_):
             raise SeqcohortError("behaviour and goal-aware encoders embedded different users.")
         snap.user_ids = model.user_ids_

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -23,6 +23,9 @@ from embeddings.data.schema import ColumnMap, read_events
 from embeddings.errors import WorkspaceError
 from embeddings.model.embed import UserEncoder
 from embeddings.workspace import Workspace
+
+if TYPE_CHECKING:
+    from training.train import TrainResult
 
 log = logging.getLogger("seqcohort")
 
@@ -78,17 +81,17 @@ def load_events(path: str | Path, cfg: Config, maps: list[str] | tuple[str, ...]
 
 
 def train_bundle(cfg: Config, events: pl.DataFrame, out: str | Path, *, as_of: datetime | None = None,
-                 goal: Any = None) -> dict[str, float]:
-    """Train an encoder bundle into `out` (goal-aware with a `goal`); returns its training metrics."""
+                 goal: Any = None) -> TrainResult:
+    """Train an encoder bundle into `out` (goal-aware with a `goal`)."""
     from training.train import train  # Lightning is imported only when training
 
     if goal is None:
-        return train(cfg, events, out, as_of=as_of).metrics
+        return train(cfg, events, out, as_of=as_of)
     from embeddings.evaluation.goals import warn_unlisted_variants
     from training.propensity import train_goal_aware
 
     warn_unlisted_variants(events, goal)
-    return train_goal_aware(cfg, events, goal, out, as_of=as_of).metrics
+    return train_goal_aware(cfg, events, goal, out, as_of=as_of)
 
 
 def run(
@@ -116,8 +119,8 @@ def run(
     with ws.new_version({"events": str(events_path), "as_of": as_of.isoformat(), "config": with_maps(cfg, maps).model_dump(),
                          "steps": ["train", "embed", "cluster", "name"]}) as out:
         t0 = time.perf_counter()
-        metrics = train_bundle(cfg, events, out / "encoder", as_of=as_of, goal=goal)
-        encoder = UserEncoder.load(out / "encoder", device=cfg.trainer.accelerator)  # as it will be served
+        trained = train_bundle(cfg, events, out / "encoder", as_of=as_of, goal=goal)
+        encoder = UserEncoder(trained.bundle, cfg.trainer.accelerator, trained.bundle_dir)
         t["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         data = encoder.featurize(events, as_of)
@@ -132,7 +135,7 @@ def run(
         model.save(out)
         t["save"] = time.perf_counter() - t0
     assert model.cohorts_ is not None
-    return RunResult(ws.current(), model.cohorts_, t, metrics, len(data), events.height)
+    return RunResult(ws.current(), model.cohorts_, t, trained.metrics, len(data), events.height)
 
 
 def _version_meta(cur: Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def test_publish_swaps_current_atomically(tmp_path):
     with ws.new_version() as d:
         _fill(d)
     second = ws.current()
-    assert first != second and len(ws.list_versions()) == 2
+    assert first != second and len(ws.versions()) == 2
     assert ws.current_link.is_symlink()
     assert (second / "version.json").is_file()
 
@@ -39,7 +39,7 @@ def test_crash_mid_run_leaves_current_untouched(tmp_path):
             (d / "embeddings.parquet").write_text("half")
             raise KeyboardInterrupt
     assert ws.current() == before
-    assert ws.list_versions() == [before.name]
+    assert ws.versions() == [before.name]
     assert not list(ws.versions_dir.glob(".staging-*"))
 
 

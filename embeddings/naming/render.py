@@ -26,7 +26,7 @@ REL_KEYS = [
 
 
 def sig2(x: float) -> str:
-    """A number to two significant figures without exponent noise: 2.345 -> "2.3", 1234 -> "1,200"."""
+    """A number to two significant figures without exponent noise: 2.34 -> "2.3", 1234 -> "1,200"."""
     if not math.isfinite(x):
         return "n/a"
     if x == 0:
@@ -38,7 +38,7 @@ def sig2(x: float) -> str:
 
 
 def pct(x: float) -> str:
-    """A share as a percentage to two significant figures: 0.1234 -> "12%", 0.0042 -> "0.42%"."""
+    """A share as a percentage to two significant figures: 0.12 -> "12%", 0.0045 -> "0.45%"."""
     return f"{sig2(100 * x)}%"
 
 
