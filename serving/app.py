@@ -46,6 +46,7 @@ from serving.models import (
     VersionInfo,
     session_columns,
 )
+from serving.studio.routes import StudioRoutes, mount_ui
 
 log = logging.getLogger("seqcohort.serving")
 CLOCK_SKEW = timedelta(seconds=60)  # events this far past "now" are tolerated when as_of is omitted
@@ -59,6 +60,7 @@ app = FastAPI(
     "workspace's current version. Send the API key as `X-API-Key` when one is configured.",
 )
 app.add_middleware(BodyLimit)
+mount_ui(app)  # the cohort studio: /ui/ and its routes (serving/studio/)
 
 
 def _problem(loc: list[Any], msg: str, status: int = 422) -> HTTPException:
@@ -106,7 +108,7 @@ def _decode_cursor(cursor: str) -> tuple[str, int]:
 
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
-class Ingress:
+class Ingress(StudioRoutes):
     def __init__(self, args: dict[str, Any], encoder: DeploymentHandle, assigner: DeploymentHandle) -> None:
         self.args = AppArgs(**args)
         self.keys = KeyChecker(*self.args.resolved_keys())

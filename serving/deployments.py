@@ -15,6 +15,7 @@ from ray import serve
 
 from serving.config import AssignerTunables, EncoderTunables
 from serving.state import AssignerState, EncoderState, Versions
+from serving.studio.assigner import StudioAssigner
 
 log = logging.getLogger("seqcohort.serving")
 
@@ -65,7 +66,7 @@ class Encoder:
 
 
 @serve.deployment(name="Assigner")
-class AssignerDeployment:
+class AssignerDeployment(StudioAssigner):
     """Centroids, cohort metadata, the FAISS index of known users and their stored assignments."""
 
     def __init__(self, workspace: str, tunables: dict[str, Any] | None = None) -> None:

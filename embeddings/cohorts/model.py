@@ -29,6 +29,7 @@ from embeddings.cohorts.cluster import SphericalKMeans, fit_rows
 from embeddings.cohorts.cohort_set import Assigner, Cohort, CohortSet, write_assignments
 from embeddings.cohorts.index import VectorIndex
 from embeddings.cohorts.profile import compute_profiles
+from embeddings.cohorts.projection import compute_map, save_map
 from embeddings.cohorts.tiers import IntentTiers, TieredNamer
 from embeddings.config import Config
 from embeddings.errors import NotFittedError, WorkspaceError
@@ -45,8 +46,8 @@ from embeddings.naming.profile_types import CohortName
 
 log = logging.getLogger("seqcohort")
 
-ENCODER_DIR, EMBEDDINGS, ASSIGNMENTS, COHORTS, INDEX = (
-    "encoder", "embeddings.parquet", "assignments.parquet", "cohorts.json", "index")
+ENCODER_DIR, EMBEDDINGS, ASSIGNMENTS, COHORTS, INDEX, MAP = (
+    "encoder", "embeddings.parquet", "assignments.parquet", "cohorts.json", "index", "map.json")
 
 
 def build_namer(cfg: Config, cache_dir: str | Path | None = None) -> Namer:
@@ -298,6 +299,8 @@ class CohortModel:
                           a["confidence"].to_numpy(), a["propensity"].to_numpy() if "propensity" in a.columns else None)
         self.index_.save(out / INDEX)
         cs.save(out / COHORTS)
+        save_map(out / MAP, compute_map(self.user_ids_, self.embeddings_, a["cohort_id"].to_numpy(), cs.centroids,
+                                        cs.ids, np.array([c.size for c in cs.cohorts])))  # the studio's 2-D map
         return out
 
     @classmethod
