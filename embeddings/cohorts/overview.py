@@ -26,6 +26,17 @@ SAME_COHORT_COS = 0.9  # a parent cohort with the same id is "the same cohort" o
 SIZING_STEPS = 100  # thresholds on the sizing curve: the propensity of every 1% of users
 
 
+def _finite(x: Any) -> Any:
+    """JSON has no NaN or infinity (a lift over an absent population value): those become null."""
+    if isinstance(x, float):
+        return x if np.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
 def _read_json(p: Path) -> dict[str, Any]:
     try:
         return json.loads(p.read_text())
@@ -69,7 +80,7 @@ def sizing_curve(propensity: np.ndarray, steps: int = SIZING_STEPS) -> list[dict
         n = max(1, int(round(len(p) * s / steps)))
         t = p[n - 1]
         n = int(np.searchsorted(-p, -t, side="right"))  # everyone at or above the threshold
-        out.append({"threshold": round(float(t), 6), "size": n, "expected": round(float(cum[n - 1]), 2),
+        out.append({"threshold": float(t), "size": n, "expected": round(float(cum[n - 1]), 2),
                     "rate": round(float(cum[n - 1] / n), 6)})
     return out
 
@@ -109,7 +120,7 @@ def version_overview(version_dir: str | Path, *, with_map: bool = True) -> dict[
     }
     if with_map:
         out["map"] = load_map(vdir / "map.json") or _map_now(vdir, cs, a)
-    return out
+    return _finite(out)
 
 
 def _map_now(vdir: Path, cs: CohortSet, a: pl.DataFrame) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from embeddings.cohorts.audience import leave_one_out
 from embeddings.cohorts.overview import republish_with_overrides
 from embeddings.naming import Overrides
+from embeddings.naming.profile_types import CohortName
 from serving.models import AssignRequest, ErrorResponse
 from serving.studio.models import (
     ExplainResponse,
@@ -133,8 +134,8 @@ class StudioRoutes:
         self.keys.check_admin(request)
 
         def change(ov: Overrides, c: dict[str, Any]) -> None:
-            if body.pinned:
-                ov.pin(cohort_id, c["name"], c["description"])
+            if body.pinned:  # the whole current name, suggested action included
+                ov.pin(cohort_id, CohortName(c["name"], c["description"], c["suggested_action"], "override"))
             else:
                 ov.unpin(cohort_id)
 

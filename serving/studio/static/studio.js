@@ -187,7 +187,7 @@ function renderDetail() {
         onclick: () => explainUser(x.user_id, out) }, "why here?")),
     out, timeline(x.events.slice(-12), null));
   });
-  box.replaceChildren(h("h2", { id: "detail-name" }, c.name, c.pinned ? h("span", { class: "badge" }, "pinned") : null),
+  box.replaceChildren(...[h("h2", { id: "detail-name" }, c.name, c.pinned ? h("span", { class: "badge" }, "pinned") : null),
     h("p", {}, c.description), c.suggested_action ? h("p", { class: "small" }, "Suggested action: ", h("b", {}, c.suggested_action)) : null,
     h("p", { class: "stats" }, h("span", {}, h("b", {}, fmt.format(c.size)), " users"), h("span", {}, h("b", {}, pct(c.share)), " of all"),
       c.expected_goal_rate != null ? h("span", {}, "expected goal rate ", h("b", {}, pct(c.expected_goal_rate))) : null,
@@ -195,7 +195,7 @@ function renderDetail() {
     actions, h("h3", {}, "Profile against the population"), lift,
     h("div", { class: "grid2" }, h("div", {}, h("h3", {}, "Time of day (UTC)"), hours), h("div", {}, h("h3", {}, "Weekday"), days)),
     h("div", { class: "grid2" }, table(p.top_categories, "top categories"), table(p.top_items, "top items")),
-    exemplars.length ? h("h3", {}, "Exemplar users (latest events)") : "", ...exemplars);
+    exemplars.length ? h("h3", {}, "Exemplar users (latest events)") : null, ...exemplars].filter((x) => x != null));
   Charts.render(lift, Charts.lift(p));
   Charts.render(hours, Charts.hist(p.hour_hist, HOURS, "hour"));
   Charts.render(days, Charts.hist(p.weekday_hist, DAYS, "weekday"));
