@@ -122,7 +122,7 @@ NOTES = {
     "assigner.watch_interval_s": "poll the workspace's `current` link; 0 disables",
 }
 
-SECTION_ANCHORS = ("data", "features", "model", "trainer", "cluster", "naming")
+SECTION_ANCHORS = ("data", "features", "model", "trainer", "cluster", "naming", "refresh")
 
 
 def _comment_lines(source_lines: list[str], node: ast.AnnAssign) -> list[str]:

@@ -191,6 +191,18 @@ class NamingConfig(_Section):
     exemplars: int = Field(4, ge=0, le=10)
 
 
+class RefreshConfig(_Section):
+    """`seqcohort refresh` and `forget` (docs/living-cohorts.md)."""
+
+    refit_fit_drop: float = Field(0.1, ge=0.0)  # refit clusters when users' mean similarity to their nearest centroid falls by this share
+    retrain_oov: float = Field(0.05, ge=0.0, le=1.0)  # --retrain auto: retrain when this share of new events has an event type or category the encoder never saw
+    retrain_fit_drop: float = Field(0.25, ge=0.0)  # --retrain auto: retrain when the fit falls by this share
+    name_keep: float = Field(0.5, gt=0.0, le=1.0)  # a cohort keeps its name while this share of its previous members stays in it
+    match_min: float = Field(0.2, ge=0.0, le=1.0)  # a refitted cluster takes an old cohort's id when their members' Jaccard overlap is at least this
+    switch_margin: float = Field(0.02, ge=0.0)  # a user without new events changes cohort only when another centroid is nearer by this cosine
+    keep_versions: int = Field(0, ge=0)  # versions kept after refresh/forget publish (oldest pruned); 0 keeps all
+
+
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     features: FeatureSection = Field(default_factory=FeatureSection)
@@ -198,6 +210,7 @@ class Config(_Section):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     naming: NamingConfig = Field(default_factory=NamingConfig)
+    refresh: RefreshConfig = Field(default_factory=RefreshConfig)
 
 
 def _explain(e: ValidationError, source: str) -> ConfigError:

@@ -15,24 +15,27 @@ def _rel(x: float) -> str:
     return "–" if x != x else f"{x:.1f}×"
 
 
-def cohort_table(cs: CohortSet, title: str | None = None) -> Table:
+def cohort_table(cs: CohortSet, title: str | None = None, deltas: dict[int, int] | None = None) -> Table:
     t = Table(title=title or f"cohorts (model {cs.model_version}, as of {cs.as_of[:10]})", show_lines=False)
     for col, kw in [("id", {"justify": "right"}), ("name", {"style": "bold"}), ("users", {"justify": "right"}),
                     ("share", {"justify": "right"}), ("recency", {"justify": "right"}),
                     ("freq", {"justify": "right"}), ("spend", {"justify": "right"}), ("top categories", {})]:
         t.add_column(col, **kw)
+    if deltas is not None:  # size change since the previous version (drift.json)
+        t.add_column("change", justify="right")
     for c in cs.cohorts:
         p = c.profile
         cats = ", ".join(s.value for s in p.top_categories[:2]) or "–"
         t.add_row(str(c.id), c.name + (" 📌" if c.pinned else ""), f"{c.size:,}", f"{p.share:.1%}",
                   f"{p.recency_days:.0f}d", _rel(p.relative.get("frequency", float("nan"))),
-                  _rel(p.relative.get("monetary", float("nan"))), cats)
+                  _rel(p.relative.get("monetary", float("nan"))), cats,
+                  *([f"{deltas.get(c.id, 0):+,}"] if deltas is not None else []))
     return t
 
 
-def print_cohorts(console: Console, cs: CohortSet) -> None:
+def print_cohorts(console: Console, cs: CohortSet, deltas: dict[int, int] | None = None) -> None:
     """The table (recency in days; frequency and spend relative to the population), then descriptions."""
-    console.print(cohort_table(cs))
+    console.print(cohort_table(cs, deltas=deltas))
     for c in cs.cohorts:
         action = f" [dim]→ {c.suggested_action}[/]" if c.suggested_action else ""
         console.print(f"[bold]{c.id:>3}. {c.name}[/]: {c.description}{action}", highlight=False)

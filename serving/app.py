@@ -46,6 +46,8 @@ from serving.models import (
     VersionInfo,
     session_columns,
 )
+from serving.changes import ChangesRoutes
+from serving.changes import router as changes_router
 from serving.studio.routes import StudioRoutes, mount_ui
 
 log = logging.getLogger("seqcohort.serving")
@@ -61,6 +63,7 @@ app = FastAPI(
 )
 app.add_middleware(BodyLimit)
 mount_ui(app)  # the cohort studio: /ui/ and its routes (serving/studio/)
+app.include_router(changes_router)  # /v1/cohorts/{id}/changes (serving/changes.py)
 
 
 def _problem(loc: list[Any], msg: str, status: int = 422) -> HTTPException:
@@ -108,7 +111,7 @@ def _decode_cursor(cursor: str) -> tuple[str, int]:
 
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
-class Ingress(StudioRoutes):
+class Ingress(StudioRoutes, ChangesRoutes):
     def __init__(self, args: dict[str, Any], encoder: DeploymentHandle, assigner: DeploymentHandle) -> None:
         self.args = AppArgs(**args)
         self.keys = KeyChecker(*self.args.resolved_keys())

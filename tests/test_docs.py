@@ -107,7 +107,7 @@ def test_every_cli_line_in_the_docs_exists(doc: Path):
 def test_the_command_check_catches_mistakes():
     assert _check_command_line("seqcohort run --events x.parquet --workspace ws") == []
     assert _check_command_line("seqcohort cohorts --workspace ws rename 3 'VIP fans'") == []
-    assert _check_command_line("seqcohort refresh --workspace ws")
+    assert _check_command_line("seqcohort rewind --workspace ws")  # no such command
     assert _check_command_line("seqcohort run --event x.parquet")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,50 @@ class CohortModel:
                 "propensity_p10": float(np.quantile(p, 0.1)) if len(p) else None,
                 "propensity_p90": float(np.quantile(p, 0.9)) if len(p) else None,
             }
+
+    def updated(self, events: pl.DataFrame, embeddings: Embeddings, cohort_ids: np.ndarray, confidence: np.ndarray,
+                *, as_of: datetime) -> CohortModel:
+        """A new model over these users and assignments with the same cohorts: profiles (sizes, exemplars)
+        recomputed from `events`, names and centroids kept. What `seqcohort refresh` publishes."""
+        cs = self._check()
+        user_ids, X = np.asarray(embeddings[0]).astype(str), embeddings[1]
+        labels = pl.DataFrame({"user_id": pl.Series(user_ids, dtype=pl.String),
+                               "cohort_id": pl.Series(cohort_ids, dtype=pl.Int64)})
+        by_id = np.zeros((int(cs.ids.max()) + 1, cs.centroids.shape[1]), dtype=np.float32)
+        by_id[cs.ids] = cs.centroids  # compute_profiles indexes centroids by cohort id
+        profiles = {p.cohort_id: p for p in compute_profiles(events, labels, as_of, user_ids=user_ids, X=X,
+                                                             centroids=by_id, n_exemplars=self.config.naming.exemplars)}
+        cohorts = []
+        for c in cs.cohorts:
+            p = profiles.get(c.id) or replace(c.profile, size=0, share=0.0, exemplars=[], as_of=as_of.isoformat())
+            cohorts.append(replace(c, size=p.size, profile=p))
+        new = CohortModel(self.config, namer=self.namer, n_neighbors=self.n_neighbors)
+        new.cohorts_ = CohortSet(cohorts, cs.model_version, as_of.isoformat(), cs.confidence_temperature,
+                                 meta=dict(cs.meta), confidence_model=cs.confidence_model)
+        columns: dict[str, Any] = {"user_id": labels["user_id"], "cohort_id": labels["cohort_id"],
+                                   "confidence": pl.Series(confidence, dtype=pl.Float32)}
+        intent = goal_intent(self.encoder)
+        if intent is not None:
+            columns["propensity"] = pl.Series(propensity_from_embedding(X, intent), dtype=pl.Float32)
+            new._add_goal_rates(np.asarray(cohort_ids), columns["propensity"].to_numpy(), _goal_text(self.encoder))
+        new.assignments_ = pl.DataFrame(columns)
+        new.user_ids_, new.embeddings_ = user_ids.astype(object), X
+        new.index_ = VectorIndex().fit(X, user_ids)
+        new._encoder, new._encoder_dir = self._encoder, self._encoder_dir
+        return new
+
+    def relabeled(self, mapping: dict[int, int]) -> CohortModel:
+        """This model with cohort ids renamed by `mapping` (old -> new; all ids), e.g. to match an earlier version."""
+        cs = self._check()
+        if cs.meta.get("tiers"):
+            raise WorkspaceError("goal-aware cohorts (intent tiers) cannot be relabelled; publish a new run instead.")
+        for c in cs.cohorts:
+            c.id = c.profile.cohort_id = mapping[c.id]
+        assert self.assignments_ is not None
+        self.assignments_ = self.assignments_.with_columns(
+            cohort_id=pl.col("cohort_id").replace_strict(mapping, return_dtype=pl.Int64))
+        self._assigner = None
+        return self
 
     # ------------------------------------------------------------------------------ naming
     def _name(self, namer: Any, tiers_meta: dict[str, Any] | None = None, overrides: Overrides | None = None) -> None:

@@ -21,14 +21,17 @@ def cohorts(ctx: click.Context, workspace: str, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from embeddings.cohorts.cohort_set import CohortSet
+    from embeddings.living.changes import read_drift
     from embeddings.workspace import Workspace
     from seqcohort.report import print_cohorts
 
     cs = CohortSet.load(Workspace(workspace).path("cohorts.json"))
+    drift = read_drift(Workspace(workspace).current())
     if as_json:
         click.echo(json.dumps(cs.to_dict(), indent=2))
     else:
-        print_cohorts(console, cs)
+        deltas = {c["id"]: c["size_after"] - c["size_before"] for c in drift["cohorts"]} if drift else None
+        print_cohorts(console, cs, deltas)
 
 
 def _overrides_and_check(workspace: str, cohort_id: int):

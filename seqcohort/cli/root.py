@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from seqcohort.cli import build, cohorts, data, demo, evaluate, experiment, serve, studio
+from seqcohort.cli import build, cohorts, data, demo, evaluate, experiment, living, serve, studio
 from seqcohort.cli.options import setup_logging, stop_on_sigterm
 
 
@@ -19,7 +19,7 @@ def cli(quiet: bool, verbose: bool) -> None:
 
 for command in (data.synth, data.dataset, build.run, build.train, build.embed, build.cluster, build.assign,
                 cohorts.cohorts, cohorts.name, cohorts.export, demo.demo, evaluate.evaluate, evaluate.rfm,
-                experiment.experiment, serve.serve):
+                experiment.experiment, serve.serve, living.refresh, living.changes, living.forget):
     cli.add_command(command)
 for command in (studio.report, studio.lookalike):
     cli.add_command(command)

@@ -1,0 +1,93 @@
+"""What a refresh costs against a full run, on the same machine, back to back.
+
+    nice -n 10 .venv/bin/python bench/refresh_cost.py [--users 20000] [--days 7] [--set trainer.max_steps=200] [--record]
+
+A synthetic log (embeddings.synthetic, planted archetypes) is cut `--days` before its end. Then:
+1. `run` on the events before the cut (the workspace a refresh starts from; its time is shown too);
+2. `refresh` with the last `--days` of events (timed: the incremental path);
+3. `run` on all the events in a fresh workspace (timed: what a refresh replaces).
+Prints refresh / full run, peak memory (ru_maxrss of this process), and how many users without new
+events kept their cohort. `--record` appends the table to bench/LOG.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._common import machine, record  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--users", type=int, default=20000)
+    ap.add_argument("--days", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="config override (repeatable)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "refresh_cost")
+    ap.add_argument("--record", action="store_true")
+    args = ap.parse_args()
+
+    from embeddings.config import load_config
+    from embeddings.synthetic import synth
+    from embeddings.workspace import Workspace
+    from seqcohort import pipeline
+    from seqcohort.refresh import refresh
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    ev = synth.generate(args.users, seed=args.seed).events
+    cut = ev.get_column("ts").max() - timedelta(days=args.days)
+    paths = {"p1": args.out / "p1.parquet", "new": args.out / "new.parquet", "all": args.out / "all.parquet"}
+    ev.filter(pl.col("ts") <= cut).write_parquet(paths["p1"])
+    new = ev.filter(pl.col("ts") > cut)
+    new.write_parquet(paths["new"])
+    ev.write_parquet(paths["all"])
+    cfg = load_config(overrides=args.sets)
+
+    t0 = time.perf_counter()
+    pipeline.run(paths["p1"], args.out / "ws", cfg)
+    t_base = time.perf_counter() - t0
+    before = pl.read_parquet(Workspace(args.out / "ws").current() / "assignments.parquet")
+    t0 = time.perf_counter()
+    res = refresh(args.out / "ws", paths["new"], cfg)
+    t_refresh = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pipeline.run(paths["all"], args.out / "ws_full", cfg)
+    t_full = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+
+    after = pl.read_parquet(Workspace(args.out / "ws").current() / "assignments.parquet")
+    quiet = before.join(after, on="user_id", suffix="_new").filter(
+        ~pl.col("user_id").is_in(new.get_column("user_id").unique().implode()))
+    kept = float((quiet["cohort_id"] == quiet["cohort_id_new"]).mean()) if quiet.height else float("nan")
+    changed = new.get_column("user_id").n_unique()
+    rows = [
+        ("users / with new events", f"{args.users:,} / {changed:,} ({changed / args.users:.0%})"),
+        ("new events", f"{new.height:,}"),
+        ("run on the first period (setup)", f"{t_base:.1f} s"),
+        ("refresh with the last period", f"{t_refresh:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in res.timings.items())})"),
+        ("full run on everything", f"{t_full:.1f} s"),
+        ("refresh / full run", f"{t_refresh / t_full:.1%}"),
+        ("users without new events that kept their cohort", f"{kept:.1%}"),
+        ("peak memory (this process)", f"{peak:.1f} GiB"),
+    ]
+    table = "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    print(f"{machine()}\n\n{table}\n\n{res.message}")
+    if args.record:
+        record(f"Refresh cost ({args.users:,} users, {args.days} days new)", table,
+               "python bench/refresh_cost.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""seqcohort forget: users gone from every file of the workspace, kept out of later refreshes, audited."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from embeddings.workspace import Workspace
+from tests.living_data import build_workspace, copy_workspace, fast_cfg
+
+
+@pytest.fixture(scope="module")
+def refreshed(tmp_path_factory):
+    """A workspace with two versions (run, refresh) and an event store."""
+    from seqcohort.refresh import refresh
+
+    ws, paths = build_workspace(tmp_path_factory.mktemp("forget"))
+    refresh(ws, paths["p2"], fast_cfg())
+    return ws, paths
+
+
+@pytest.fixture()
+def ws(refreshed, tmp_path) -> Path:
+    return copy_workspace(refreshed[0], tmp_path / "ws")
+
+
+def _exemplar_ids(vdir: Path) -> list[str]:
+    d = json.loads((vdir / "cohorts.json").read_text())
+    return [e["user_id"] for c in d["cohorts"] for e in c["profile"]["exemplars"]]
+
+
+def _holders(root: Path, ids: list[str]) -> list[str]:
+    """Files under `root` whose raw bytes, or any parquet column, hold one of `ids`."""
+    found = []
+    needles = [u.encode() for u in ids]
+    for p in root.rglob("*"):
+        if not p.is_file():
+            continue
+        if any(n in p.read_bytes() for n in needles):
+            found.append(str(p))
+        elif p.suffix == ".parquet":
+            df = pl.read_parquet(p)
+            for col, dt in df.schema.items():
+                if dt == pl.String and df.get_column(col).is_in(ids).any():
+                    found.append(f"{p}:{col}")
+    return found
+
+
+def test_forget_removes_users_everywhere(ws, refreshed, tmp_path):
+    from click.testing import CliRunner
+
+    from seqcohort.cli.root import cli
+
+    w = Workspace(ws)
+    before = w.current_id()
+    victims = sorted(set(_exemplar_ids(w.current())[:2]) | {"u000003"})  # exemplars quote them in cohorts.json
+    assert _holders(ws, victims)  # they are there to begin with
+    (ws / "naming_cache").mkdir(exist_ok=True)
+    (ws / "naming_cache" / "x.json").write_text(json.dumps({"name": "n", "description": f"like {victims[0]}"}))
+    (ws / "naming_cache" / "y.json").write_text(json.dumps({"name": "kept"}))
+    (tmp_path / "ids.txt").write_text("\n".join([*victims, "nobody-1", "nobody-2"]) + "\n")
+    r = CliRunner().invoke(cli, ["forget", "--workspace", str(ws), "--users", str(tmp_path / "ids.txt")])
+    assert r.exit_code == 0, r.output
+    assert f"forgot {len(victims)} of {len(victims) + 2}" in r.output and "2 unknown" in r.output
+    assert _holders(ws, victims) == []
+    assert not (ws / "naming_cache" / "x.json").exists() and (ws / "naming_cache" / "y.json").exists()
+    assert w.current_id() != before  # republished: serving swaps to it
+    for v in w.versions():
+        m = w.load(v)
+        assert len(m.index_) == len(m.user_ids_) == m.assignments_.height
+        cs = json.loads((w.versions_dir / v / "cohorts.json").read_text())
+        assert sum(c["size"] for c in cs["cohorts"]) == m.assignments_.height
+    changes = pl.read_parquet(w.current() / "changes.parquet")
+    assert changes.height == len(victims) and set(changes["reason"]) == {"forgotten"}
+    assert changes["cohort_id"].null_count() == len(victims)
+    audit = json.loads(next((ws / "audit").glob("forget-*.json")).read_text())
+    assert audit["forgotten"] == len(victims) and audit["unknown"] == 2
+    # everyone else is still served
+    others = pl.read_parquet(refreshed[1]["p2"]).filter(~pl.col("user_id").is_in(victims)).head(200)
+    assert w.load().assign(others)["cohort_id"].null_count() == 0
+
+
+def test_forgotten_users_stay_out_of_later_refreshes(ws, refreshed, tmp_path):
+    from embeddings.living.forget import forget
+    from seqcohort.refresh import refresh
+
+    p2 = pl.read_parquet(refreshed[1]["p2"])
+    victims = sorted(p2["user_id"].unique().to_list())[:2]  # users with events in the last period
+    forget(ws, victims)
+    again = p2.filter(pl.col("user_id").is_in(victims))
+    assert again.height > 0
+    shifted = pl.concat([again, p2.filter(~pl.col("user_id").is_in(victims)).head(30)]).with_columns(
+        ts=pl.col("ts") + pl.duration(days=3))
+    shifted.write_parquet(tmp_path / "p3.parquet")
+    res = refresh(ws, tmp_path / "p3.parquet", fast_cfg())
+    assert res.counts["suppressed"] == again.height and res.counts["new"] == 30
+    assert _holders(ws, victims) == []
+
+
+def test_serving_stops_answering_for_them(ws):
+    from serving.state import AssignerState
+
+    w = Workspace(ws)
+    uid = str(w.load().assignments_["user_id"][5])
+    assert AssignerState.load(w.current_id(), w.current()).lookup(uid) is not None
+    from embeddings.living.forget import forget
+
+    forget(ws, [uid])
+    assert AssignerState.load(w.current_id(), w.current()).lookup(uid) is None
+
+
+def test_forget_prunes_with_keep_versions(ws):
+    from embeddings.living.forget import forget
+
+    res = forget(ws, ["u000020"], keep_versions=1)
+    w = Workspace(ws)
+    assert w.versions() == [res.version] and w.load().assignments_ is not None
+
+
+def test_forget_needs_ids(ws):
+    from click.testing import CliRunner
+
+    from seqcohort.cli.root import cli
+
+    r = CliRunner().invoke(cli, ["forget", "--workspace", str(ws)])
+    assert r.exit_code == 2 and "--users FILE" in r.output
