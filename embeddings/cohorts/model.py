@@ -43,6 +43,7 @@ from embeddings.model.intent import (
     split_embedding,
 )
 from embeddings.naming import Namer, Overrides, make_namer
+from embeddings.naming.distinct import distinct_names
 from embeddings.naming.profile_types import CohortName
 
 log = logging.getLogger("seqcohort")
@@ -253,6 +254,10 @@ class CohortModel:
         if overrides is not None:
             names = overrides.apply([c.id for c in cohorts], names)
             pinned = set(overrides.pinned_ids())
+        # no two names alike up to a "(cohort N)" suffix: name what differs, else report a merge candidate
+        locked = frozenset(i for i, c in enumerate(cohorts) if overrides is not None and overrides.get(c.id))
+        names, merges = distinct_names([c.profile for c in cohorts], names, locked)
+        self._check().meta["merge_candidates"] = merges
         for c, n in zip(cohorts, names, strict=True):
             c.apply_name(n)
             c.pinned = c.id in pinned
