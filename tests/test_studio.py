@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import signal
@@ -348,4 +349,41 @@ def test_report_is_one_self_contained_file(trained_workspace, browser, tmp_path)
     assert not page.is_visible("#download-csv") and not page.is_visible("#explain-form")
     assert [u for u in requests if not u.startswith(("file:", "data:", "blob:"))] == []  # works offline
     shot(page, "report")
+    page.close()
+
+
+def test_report_of_a_goal_aware_version_groups_tiers_and_sizes(trained_workspace, browser, tmp_path):
+    """The tier grouping and the sizing slider, on a copy of the tiny version given the fields a goal-aware
+    run writes (tiers in cohorts.json meta, goal rates, a propensity column): training a goal-aware
+    encoder here would double this module's time; a real one is checked by hand (docs/studio.md)."""
+    from embeddings.cohorts.overview import version_overview
+    from seqcohort.studio_report import render_report
+
+    vdir = tmp_path / "versions" / "v1"
+    shutil.copytree((trained_workspace / "current").resolve(), vdir)
+    cs = json.loads((vdir / "cohorts.json").read_text())
+    n = len(cs["cohorts"])
+    cs["meta"]["tiers"] = {"tier_labels": ["High intent", "Low intent"], "cohort_tier": [int(i >= n // 2) for i in range(n)]}
+    for c in cs["cohorts"]:
+        c["profile"]["extra"]["goal"] = {"goal": "purchase within 30 days", "expected_rate": 0.5 if c["id"] < n // 2 else 0.1}
+    (vdir / "cohorts.json").write_text(json.dumps(cs))
+    a = pl.read_parquet(vdir / "assignments.parquet")
+    p = np.random.default_rng(0).beta(2, 5, a.height)
+    a.with_columns(propensity=pl.Series(p, dtype=pl.Float32)).write_parquet(vdir / "assignments.parquet")
+    curve = version_overview(vdir)["sizing"]
+    out = tmp_path / "goal.html"
+    out.write_text(render_report(vdir))
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(out.as_uri())
+    page.wait_for_selector("body[data-ready='1']")
+    tiers = page.eval_on_selector_all("details.tier > summary", "els => els.map(e => e.textContent)")
+    assert [t.split(" · ")[0].strip() for t in tiers] == ["High intent", "Low intent"]
+    assert page.eval_on_selector_all("details.tier", "els => els.map(e => e.querySelectorAll('.cohort').length)") == \
+        [n // 2, n - n // 2]
+    page.eval_on_selector("#sizing-slider", "s => { s.value = 49; s.dispatchEvent(new Event('input')); }")
+    assert page.inner_text("#sizing-size") == f"{curve[49]['size']:,}"
+    assert page.inner_text("#sizing-expected") == f"{math.floor(curve[49]['expected'] + 0.5):,}"  # JS Math.round
+    assert curve[49]["size"] == pytest.approx(a.height / 2, abs=2)
+    page.wait_for_selector("#sizing-chart svg", state="attached")
+    shot(page, "report-goal-aware-phone")
     page.close()
