@@ -114,8 +114,8 @@ def test_the_command_check_catches_mistakes():
 # ----------------------------------------------------------------------------- HTTP routes
 
 def _routes() -> set[tuple[str, str]]:
-    src = (ROOT / "serving" / "app.py").read_text()
-    return {(m.upper(), p) for m, p in re.findall(r'@app\.(get|post|put|delete|patch)\(\s*"([^"]+)"', src)}
+    src = "\n".join(p.read_text() for p in sorted((ROOT / "serving").rglob("*.py")))  # app.py and its routers
+    return {(m.upper(), p) for m, p in re.findall(r'@(?:app|router)\.(get|post|put|delete|patch)\(\s*"([^"]+)"', src)}
 
 
 @pytest.mark.parametrize("doc", [README, *DOCS], ids=lambda p: str(p.relative_to(ROOT)))
