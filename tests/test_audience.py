@@ -79,6 +79,7 @@ def test_size_changes_only_for_the_same_cohort():
     now = CohortSet([_cohort(0, 120, a), _cohort(1, 40, a), _cohort(2, 7, b)], "m", "2025")
     assert size_changes(now, parent) == {0: 20, 1: None, 2: None}  # cohort 1 is another cohort now
     assert size_changes(now, None) == {0: None, 1: None, 2: None}
+    assert size_changes(now, parent, ids_matched=True) == {0: 20, 1: -10, 2: None}  # a refresh keeps ids
 
 
 def test_map_samples_every_cohort_and_separates_centroids():

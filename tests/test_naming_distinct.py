@@ -68,3 +68,12 @@ def test_published_names_differ_beyond_a_numeric_suffix(trained_workspace):
     keys = [name_key(base_name(c["name"])) for c in cs["cohorts"] if c["id"] not in merged]
     assert len(keys) == len(set(keys)), [c["name"] for c in cs["cohorts"]]
     assert "merge_candidates" in cs["meta"]
+
+
+def test_a_middle_member_gets_the_groups_values():
+    """Of three tiers of one behaviour, the middle one is neither the most nor the least of anything:
+    the group is named by the values of the feature that sets all three apart."""
+    ps = [profile(0, freq=1.0), profile(1, freq=2.0), profile(2, freq=4.0)]
+    out, merges = distinct_names(ps, names("Buyers", "Buyers (cohort 1)", "Buyers (cohort 2)"))
+    assert [n.name for n in out] == ["Buyers (events 1.0×)", "Buyers (events 2.0×)", "Buyers (events 4.0×)"]
+    assert merges == []

@@ -44,11 +44,12 @@ def _read_json(p: Path) -> dict[str, Any]:
         return {}
 
 
-def size_changes(cs: CohortSet, parent: CohortSet | None) -> dict[int, int | None]:
+def size_changes(cs: CohortSet, parent: CohortSet | None, ids_matched: bool = False) -> dict[int, int | None]:
     """Size change of each cohort since the parent version, None where it has no counterpart.
 
-    Ids are matched only when the two centroids agree: a new `run` numbers its cohorts afresh, and
-    comparing unrelated cohorts that share an id would tell a marketer a false story.
+    A refresh (`ids_matched`: the version has changes.parquet) keeps or matches ids, so an id is the
+    same cohort. Otherwise ids count only when the two centroids agree: a new `run` numbers its
+    cohorts afresh, and comparing unrelated cohorts that share an id would tell a false story.
     """
     out: dict[int, int | None] = {c.id: None for c in cs.cohorts}
     if parent is None:
@@ -56,7 +57,12 @@ def size_changes(cs: CohortSet, parent: CohortSet | None) -> dict[int, int | Non
     prev = {c.id: c for c in parent.cohorts}
     for c in cs.cohorts:
         p = prev.get(c.id)
-        if p is None or len(p.centroid) != len(c.centroid):
+        if p is None:
+            continue
+        if ids_matched:
+            out[c.id] = int(c.size - p.size)
+            continue
+        if len(p.centroid) != len(c.centroid):
             continue
         a, b = np.asarray(c.centroid, np.float64), np.asarray(p.centroid, np.float64)
         cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
@@ -94,7 +100,7 @@ def version_overview(version_dir: str | Path, *, with_map: bool = True) -> dict[
     parent = None
     if parent_id and (vdir.parent / parent_id / "cohorts.json").is_file():
         parent = CohortSet.load(vdir.parent / parent_id / "cohorts.json")
-    deltas = size_changes(cs, parent)
+    deltas = size_changes(cs, parent, ids_matched=(vdir / "changes.parquet").is_file())  # written by refresh
     tiers = cs.meta.get("tiers") or None
     tier_of = tiers["cohort_tier"] if tiers else []  # indexed by cohort id
     cohorts = []

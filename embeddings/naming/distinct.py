@@ -3,9 +3,11 @@
 Namers de-duplicate with the cohort id as a last resort ("New low-spend buyers (cohort 7)"), which
 is unique but says nothing. This pass, run after any namer, finds cohorts whose names agree once
 such suffixes are removed and names what does differ between them: each gets its largest profile
-difference against the others of its group ("… (more grocery)", "… (more recent)"). Cohorts whose
-profiles differ in nothing worth naming keep the id suffix and are reported as merge candidates:
-they should probably not be two cohorts.
+difference against the others of its group ("… (more grocery)", "… (more recent)"); a larger group
+in which some member is neither the most nor the least of anything is named by the values of the
+one feature that sets them all apart ("… (goal rate 42%)"). Cohorts whose profiles differ in
+nothing worth naming keep the id suffix and are reported as merge candidates: they should probably
+not be two cohorts.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from embeddings.naming.base import name_key
 from embeddings.naming.profile_types import CohortName, CohortProfile
@@ -23,9 +25,10 @@ from embeddings.naming.profile_types import CohortName, CohortProfile
 _NUMERIC_SUFFIX = re.compile(r"(\s*\((?:cohort\s*)?\d+(?:\.\d+)?\))+\s*$|\s+\d+\s*$", re.I)
 MIN_DIFFERENCE = math.log(1.25)  # a difference smaller than 25% (or 1.25x) is not worth naming
 _DAYPARTS = {"night": range(0, 6), "morning": range(6, 12), "afternoon": range(12, 18), "evening": range(18, 24)}
-_RELATIVE = (("recency", "less recent", "more recent"), ("frequency", "more frequent", "less frequent"),
-             ("monetary", "higher spend", "lower spend"), ("engagement", "more active days", "fewer active days"),
-             ("tenure", "longer-standing", "newer"))
+_RELATIVE = (("recency", "less recent", "more recent", "days since last event"),
+             ("frequency", "more frequent", "less frequent", "events"), ("monetary", "higher spend", "lower spend", "spend"),
+             ("engagement", "more active days", "fewer active days", "active days"),
+             ("tenure", "longer-standing", "newer", "tenure"))
 
 
 def base_name(name: str) -> str:
@@ -37,38 +40,41 @@ def _log(x: Any) -> float | None:
     return math.log(x) if isinstance(x, (int, float)) and math.isfinite(x) and x > 0 else None
 
 
-def features(p: CohortProfile) -> dict[str, tuple[float, str, str]]:
-    """What a profile can be told apart by: name -> (value on a log scale, phrase if higher, phrase if lower)."""
-    f: dict[str, tuple[float, str, str]] = {}
-    for k, hi, lo in _RELATIVE:
-        v = _log(p.relative.get(k))
-        if v is not None:
-            f[k] = (v, hi, lo)
-    for s in p.top_categories:
-        v = _log(s.share)
-        if v is not None:
-            f[f"category:{s.value}"] = (v, f"more {s.value}", f"less {s.value}")
-    for s in p.top_events:
-        v = _log(s.share)
-        if v is not None:
-            f[f"event:{s.value}"] = (v, f"more {s.value}", f"less {s.value}")
+class Feature(NamedTuple):
+    value: float  # log scale: differences are ratios
+    higher: str  # phrase when this cohort is higher than the others ("more grocery")
+    lower: str
+    label: str  # the value itself, for groups no single phrase can part ("grocery 44%")
+
+
+def features(p: CohortProfile) -> dict[str, Feature]:
+    """What a profile can be told apart by, each on a log scale with its phrases and value label."""
+    f: dict[str, Feature] = {}
+    for k, hi, lo, word in _RELATIVE:
+        x = p.relative.get(k)
+        if (v := _log(x)) is not None:
+            f[k] = Feature(v, hi, lo, f"{word} {x:.1f}×")
+    for kind, shares in (("category", p.top_categories), ("event", p.top_events)):
+        for sh in shares:
+            word = str(sh.value).replace("_", " ")
+            if (v := _log(sh.share)) is not None:
+                f[f"{kind}:{sh.value}"] = Feature(v, f"more {word}", f"less {word}", f"{word} {sh.share:.0%}")
     if len(p.hour_hist) == 24:
         for part, hours in _DAYPARTS.items():
-            v = _log(sum(p.hour_hist[h] for h in hours))
-            if v is not None:
-                f[f"daypart:{part}"] = (v, f"more {part}", f"less {part}")
+            x = sum(p.hour_hist[h] for h in hours)
+            if (v := _log(x)) is not None:
+                f[f"daypart:{part}"] = Feature(v, f"more {part}", f"less {part}", f"{part} {x:.0%}")
     if len(p.weekday_hist) == 7:
-        v = _log(p.weekday_hist[5] + p.weekday_hist[6])
-        if v is not None:
-            f["weekend"] = (v, "more weekend", "more weekday")
-    goal = p.extra.get("goal") or {}
-    v = _log(goal.get("expected_rate"))
-    if v is not None:
-        f["goal"] = (v, "higher intent", "lower intent")
+        x = p.weekday_hist[5] + p.weekday_hist[6]
+        if (v := _log(x)) is not None:
+            f["weekend"] = Feature(v, "more weekend", "more weekday", f"weekend {x:.0%}")
+    x = (p.extra.get("goal") or {}).get("expected_rate")
+    if (v := _log(x)) is not None:
+        f["goal"] = Feature(v, "higher intent", "lower intent", f"goal rate {x:.0%}")
     return f
 
 
-def _qualify(group: list[int], feats: list[dict[str, tuple[float, str, str]]]) -> dict[int, tuple[str, float]]:
+def _phrases(group: list[int], feats: list[dict[str, Feature]]) -> dict[int, tuple[str, float]]:
     """Per member, the phrase of its largest difference that holds against every other member of the
     group, and its size (log scale); each phrase is used once, so no two members share a qualifier."""
     shared = set.intersection(*(set(feats[i]) for i in group))
@@ -76,20 +82,33 @@ def _qualify(group: list[int], feats: list[dict[str, tuple[float, str, str]]]) -
     for i in group:
         ranked = []
         for k in shared:
-            diffs = [feats[i][k][0] - feats[j][k][0] for j in group if j != i]
+            diffs = [feats[i][k].value - feats[j][k].value for j in group if j != i]
             d = min(diffs) if min(diffs) > 0 else max(diffs) if max(diffs) < 0 else 0.0  # higher (lower) than all
             ranked.append((d, k))
         ranked.sort(key=lambda t: (t[0] < MIN_DIFFERENCE, -abs(t[0]), t[1]))  # "more X" reads best
         for d, k in ranked:
-            phrase = feats[i][k][1] if d > 0 else feats[i][k][2]
+            phrase = feats[i][k].higher if d > 0 else feats[i][k].lower
             if phrase not in {q for q, _ in out.values()}:
                 out[i] = (phrase, abs(d))
                 break
     return out
 
 
-def _largest_difference(a: dict[str, tuple[float, str, str]], b: dict[str, tuple[float, str, str]]) -> float:
-    return max((abs(a[k][0] - b[k][0]) for k in set(a) & set(b)), default=0.0)
+def _labels(group: list[int], feats: list[dict[str, Feature]]) -> dict[int, str] | None:
+    """For groups of three or more that no phrases part: the one feature whose values set every member
+    furthest apart (at least MIN_DIFFERENCE between neighbours), as value labels; None if none does."""
+    best: tuple[float, str] | None = None
+    for k in set.intersection(*(set(feats[i]) for i in group)):
+        v = sorted(feats[i][k].value for i in group)
+        gap = min(b - a for a, b in zip(v, v[1:], strict=False))
+        labels = {feats[i][k].label for i in group}
+        if gap >= MIN_DIFFERENCE and len(labels) == len(group) and (best is None or (gap, k) > best):
+            best = (gap, k)
+    return None if best is None else {i: feats[i][best[1]].label for i in group}
+
+
+def _largest_difference(a: dict[str, Feature], b: dict[str, Feature]) -> float:
+    return max((abs(a[k].value - b[k].value) for k in set(a) & set(b)), default=0.0)
 
 
 def distinct_names(profiles: Sequence[CohortProfile], names: Sequence[CohortName],
@@ -118,9 +137,13 @@ def distinct_names(profiles: Sequence[CohortProfile], names: Sequence[CohortName
                 if d < MIN_DIFFERENCE:
                     merges.append({"cohort_ids": [profiles[i].cohort_id, profiles[j].cohort_id],
                                    "names": [names[i].name, names[j].name], "largest_difference": round(d, 3)})
-        for i, (phrase, d) in sorted(_qualify(group, feats).items()):
-            new = f"{base_name(names[i].name)} ({phrase})"
-            if i in locked or d < MIN_DIFFERENCE or name_key(new) in taken:
+        phrases = _phrases(group, feats)
+        quals = {i: q for i, (q, d) in phrases.items() if d >= MIN_DIFFERENCE}
+        if len(quals) < len(group):  # some member is not the most or least of anything: name values instead
+            quals = _labels(group, feats) or quals
+        for i, q in sorted(quals.items()):
+            new = f"{base_name(names[i].name)} ({q})"
+            if i in locked or name_key(new) in taken:
                 continue
             taken.discard(name_key(names[i].name))
             taken.add(name_key(new))
