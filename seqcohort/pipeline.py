@@ -143,7 +143,7 @@ def _version_meta(cur: Path) -> dict[str, Any]:
     if not p.is_file():
         raise WorkspaceError(f"{p} is missing; the workspace version is incomplete.")
     d = json.loads(p.read_text())
-    return {k: d[k] for k in ("events", "as_of", "config") if k in d}
+    return {k: d[k] for k in ("events", "as_of", "config", "source_data", "event_store") if k in d}  # refresh's too
 
 
 def recluster(workspace: str | Path, cfg: Config, events: pl.DataFrame | None = None) -> RunResult:

@@ -25,6 +25,7 @@ import polars as pl
 from embeddings.cohorts.model import CohortModel, build_namer
 from embeddings.config import Config, DataConfig
 from embeddings.errors import WorkspaceError
+from embeddings.fsutil import atomic_write_json
 from embeddings.living import changes as ch
 from embeddings.living import store as st
 from embeddings.living.lock import workspace_lock
@@ -63,16 +64,30 @@ def _meta(cur: Path) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
-def _source_cfg(cfg: Config, meta: dict[str, Any]) -> Config:
-    """`cfg` reading files as the run that made the workspace did (its column map, event_default, ...)."""
-    saved = meta.get("source_data") or (meta.get("config") or {}).get("data")
+def _source_cfg(cfg: Config, meta: dict[str, Any], root: Path) -> Config:
+    """`cfg` reading files as the run that made the workspace did (its column map, event_default, ...).
+
+    Kept in the version's meta and in `store/source.json`, since a version published by another
+    command (`cluster`, `name`) may carry fewer keys.
+    """
+    source = root / st.STORE_DIR / "source.json"
+    saved = meta.get("source_data") or (json.loads(source.read_text()) if source.is_file() else None)
+    saved = saved or (meta.get("config") or {}).get("data")
     return cfg.model_copy(update={"data": DataConfig(**saved)}) if saved else cfg
+
+
+def _store_file(ws: Workspace, meta: dict[str, Any]) -> Path | None:
+    """The event store the current version was made from (None: a run's version, not refreshed yet)."""
+    if meta.get("event_store"):
+        return ws.root / meta["event_store"]
+    src = Path(meta.get("events") or "")
+    return src if src.parent.resolve() == (ws.root / st.STORE_DIR).resolve() else None
 
 
 def _store(ws: Workspace, meta: dict[str, Any], cfg: Config, supp: st.Suppression) -> pl.DataFrame:
     """The events the current version was made from: its event store, or (first refresh) its source file."""
-    if meta.get("event_store"):
-        path = ws.root / meta["event_store"]
+    path = _store_file(ws, meta)
+    if path is not None:
         if not path.is_file():
             raise WorkspaceError(f"The event store {path} named by {ws.current()}/version.json is missing; "
                                  "run `seqcohort run` again to rebuild the workspace.")
@@ -81,7 +96,9 @@ def _store(ws: Workspace, meta: dict[str, Any], cfg: Config, supp: st.Suppressio
     if not src or not Path(src).exists():
         raise WorkspaceError(f"The current version was made from {src!r}, which is gone. The first refresh reads "
                              "it once to build the workspace's event store: put it back, or run `seqcohort run` again.")
-    events = load_events(src, _source_cfg(cfg, meta))
+    source_cfg = _source_cfg(cfg, meta, ws.root)
+    atomic_write_json(ws.root / st.STORE_DIR / "source.json", source_cfg.data.model_dump())
+    events = load_events(src, source_cfg)
     return events.filter(~supp.contains(events.get_column("user_id"))) if len(supp) else events
 
 
@@ -121,12 +138,13 @@ def _refresh(ws: Workspace, events_path: str | Path, cfg: Config, maps: list[str
     t0 = time.perf_counter()
     cur = ws.current()
     meta = _meta(cur)
-    st.remove_unused(ws.root, [ws.root / meta["event_store"]] if meta.get("event_store") else [])
+    in_use = _store_file(ws, meta)
+    st.remove_unused(ws.root, [in_use] if in_use is not None else [])
     supp = st.Suppression(ws.root)
-    source_cfg = _source_cfg(cfg, meta)
+    stored = _store(ws, meta, cfg, supp)
+    source_cfg = _source_cfg(cfg, meta, ws.root)
     if new is None:
         new = load_events(events_path, source_cfg, maps)
-    stored = _store(ws, meta, cfg, supp)
     prev_as_of = datetime.fromisoformat(meta["as_of"])
     m = st.merge(stored, new, prev_as_of, supp, source=str(events_path))
     counts = {"read": m.n_read, "duplicate": m.n_duplicate, "late": m.n_late, "suppressed": m.n_suppressed,

@@ -321,3 +321,26 @@ def test_as_of_moves_forward(ws, base):
     res = refresh(ws, base[1]["p2"], fast_cfg())
     assert res.drift is not None
     assert datetime.fromisoformat(res.drift["as_of"]) == pl.read_parquet(base[1]["p2"])["ts"].max()
+
+
+def test_refresh_after_recluster_and_from_the_cli(ws, base):
+    """A version published by `cluster` in between still names the event store; the CLI uses the workspace's config."""
+    from click.testing import CliRunner
+
+    from seqcohort import pipeline
+    from seqcohort.cli.root import cli
+    from seqcohort.refresh import refresh
+
+    refresh(ws, base[1]["late"], fast_cfg())
+    pipeline.recluster(ws, fast_cfg())
+    r = CliRunner().invoke(cli, ["refresh", "--workspace", str(ws), "--events", str(base[1]["p2"])])
+    out = " ".join(r.output.split())  # rich wraps lines
+    assert r.exit_code == 0, out
+    assert "0 already seen" in out and out.startswith("published")
+    cur = Workspace(ws).current()
+    meta = json.loads((cur / "version.json").read_text())
+    assert meta["config"]["trainer"]["max_steps"] == 30  # the run's settings, not the defaults
+    store = pl.read_parquet(ws / meta["event_store"])
+    assert store.height == sum(pl.read_parquet(base[1][k]).height for k in ("p1", "late", "p2"))
+    r = CliRunner().invoke(cli, ["refresh", "--workspace", str(ws), "--events", str(base[1]["p2"])])
+    assert r.exit_code == 0 and "nothing published" in " ".join(r.output.split())

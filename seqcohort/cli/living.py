@@ -80,7 +80,9 @@ def forget(workspace: str, users_file: str | None, user_ids: tuple[str, ...], co
         ids += [line.strip() for line in Path(users_file).read_text(encoding="utf-8").splitlines() if line.strip()]
     if not ids:
         raise SeqcohortError("forget needs --users FILE (one id a line) or --user ID.")
-    cfg = load_cfg(config_path, sets)
+    from seqcohort.refresh import workspace_config
+
+    cfg = load_cfg(config_path, sets) if config_path else workspace_config(workspace, sets)
     res = run_forget(workspace, ids, keep_versions=cfg.refresh.keep_versions)
     console.print(f"forgot {res.forgotten:,} of {res.requested:,} user(s); {res.unknown:,} unknown to the workspace "
                   f"(suppressed for later refreshes all the same); published {res.version}; audit {res.audit}",
