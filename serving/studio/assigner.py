@@ -26,16 +26,10 @@ _EPOCH = datetime(1970, 1, 1)
 class StudioAssigner:
     versions: Versions[AssignerState]
 
-    def _studio_cache(self) -> dict[tuple[str, str], Any]:
-        # one entry per (kind, version), the current version only: a new version drops the old entries
-        if not hasattr(self, "_studio"):
-            self._studio: dict[tuple[str, str], Any] = {}
-            self._studio_lock = threading.Lock()
-        return self._studio
-
     def _cached(self, kind: str, vid: str, make: Any) -> Any:
-        cache = self._studio_cache()
-        with self._studio_lock:
+        """make() once per (kind, version); a new version drops the older entries of that kind."""
+        with self.__dict__.setdefault("_studio_lock", threading.Lock()):  # dict.setdefault is atomic
+            cache: dict[tuple[str, str], Any] = self.__dict__.setdefault("_studio", {})
             if (kind, vid) not in cache:
                 for k in [k for k in cache if k[0] == kind]:
                     cache.pop(k)
