@@ -184,7 +184,10 @@ def test_carry_names_keeps_and_dedupes():
 
     prev = {0: CohortName("Loyal buyers", "kept", "", "stats", None), 1: CohortName("Old", "", "", "stats", None)}
     out = CarryNames(Namer(), prev, keep={0}).name([P(0), P(1), P(4)])
-    assert [n.name for n in out] == ["Loyal buyers", "Loyal buyers (1)", "Loyal buyers (4)"]
+    assert [n.name for n in out] == ["Loyal buyers", "Loyal buyers (new)", "Loyal buyers (new 2)"]
+    from embeddings.naming.distinct import base_name
+
+    assert base_name(out[1].name) != "Loyal buyers"  # not "alike": the kept name is never re-told apart
     assert out[0].description == "kept"
 
 

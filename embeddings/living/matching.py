@@ -60,7 +60,9 @@ def retention(prev: pl.DataFrame, new: pl.DataFrame) -> dict[int, float]:
 class CarryNames:
     """A namer that keeps the previous name of every id in `keep` and asks `namer` for the others.
 
-    A fresh name that equals a kept one gets the cohort id appended, so names stay unique.
+    A fresh name that equals a kept one gets " (new)" (" (new 2)", ...) appended, so names stay unique,
+    and not a bare number: names alike up to a numeric suffix are re-told apart by
+    embeddings.naming.distinct, which would rename the kept cohort too.
     """
 
     def __init__(self, namer: Any, previous: dict[int, CohortName], keep: set[int]) -> None:
@@ -69,15 +71,17 @@ class CarryNames:
     def name(self, profiles: list[Any]) -> list[CohortName]:
         todo = [p for p in profiles if p.cohort_id not in self.keep]
         fresh = dict(zip([p.cohort_id for p in todo], self.namer.name(todo) if todo else [], strict=True))
-        kept = {self.previous[i].name for i in self.keep if i in self.previous}
+        taken = {self.previous[i].name for i in self.keep if i in self.previous}
         out = []
         for p in profiles:
             if p.cohort_id in self.keep:
                 out.append(self.previous[p.cohort_id])
                 continue
-            n = fresh[p.cohort_id]
-            if n.name in kept:
-                n = CohortName(f"{n.name} ({p.cohort_id})", n.description, n.suggested_action, n.namer,
-                               n.fallback_reason)
-            out.append(n)
+            n, k = fresh[p.cohort_id], 1
+            name = n.name
+            while name in taken:
+                name = f"{n.name} (new{'' if k == 1 else f' {k}'})"
+                k += 1
+            taken.add(name)
+            out.append(CohortName(name, n.description, n.suggested_action, n.namer, n.fallback_reason))
         return out
