@@ -358,7 +358,7 @@ def test_report_is_one_self_contained_file(trained_workspace, browser, tmp_path)
     page.close()
 
 
-def test_report_of_a_goal_aware_version_groups_tiers_and_sizes(trained_workspace, browser, tmp_path):
+def test_report_of_a_goal_aware_version_groups_tiers_sizes_and_changes(trained_workspace, browser, tmp_path):
     """The tier grouping and the sizing slider, on a copy of the tiny version given the fields a goal-aware
     run writes (tiers in cohorts.json meta, goal rates, a propensity column): training a goal-aware
     encoder here would double this module's time; a real one is checked by hand (docs/studio.md)."""
@@ -373,6 +373,12 @@ def test_report_of_a_goal_aware_version_groups_tiers_and_sizes(trained_workspace
     for c in cs["cohorts"]:
         c["profile"]["extra"]["goal"] = {"goal": "purchase within 30 days", "expected_rate": 0.5 if c["id"] < n // 2 else 0.1}
     (vdir / "cohorts.json").write_text(json.dumps(cs))
+    parent = json.loads(json.dumps(cs))  # a previous version: the same cohorts, 5 users smaller each
+    for c in parent["cohorts"]:
+        c["size"] -= 5
+    (tmp_path / "versions" / "v0").mkdir()
+    (tmp_path / "versions" / "v0" / "cohorts.json").write_text(json.dumps(parent))
+    (vdir / "version.json").write_text(json.dumps({**json.loads((vdir / "version.json").read_text()), "parent": "v0"}))
     a = pl.read_parquet(vdir / "assignments.parquet")
     p = np.random.default_rng(0).beta(2, 5, a.height)
     a.with_columns(propensity=pl.Series(p, dtype=pl.Float32)).write_parquet(vdir / "assignments.parquet")
@@ -386,6 +392,7 @@ def test_report_of_a_goal_aware_version_groups_tiers_and_sizes(trained_workspace
     assert [t.split(" · ")[0].strip() for t in tiers] == ["High intent", "Low intent"]
     assert page.eval_on_selector_all("details.tier", "els => els.map(e => e.querySelectorAll('.cohort').length)") == \
         [n // 2, n - n // 2]
+    assert page.eval_on_selector_all(".cohort .up", "els => els.map(e => e.textContent)") == ["▲ +5 since last version"] * n
     page.eval_on_selector("#sizing-slider", "s => { s.value = 49; s.dispatchEvent(new Event('input')); }")
     assert page.inner_text("#sizing-size") == f"{curve[49]['size']:,}"
     assert page.inner_text("#sizing-expected") == f"{math.floor(curve[49]['expected'] + 0.5):,}"  # JS Math.round
