@@ -89,8 +89,10 @@ class ChangesRoutes:
     @router.get("/v1/cohorts/{cohort_id}/changes", response_model=ChangesPage, responses=_ERR,
                 summary="Members who entered or left the cohort since an earlier version, paged")
     async def cohort_changes(self, cohort_id: int, request: Request, since: str = Query(..., max_length=64),
-                             limit: int = Query(1000, ge=1), cursor: str | None = Query(None, max_length=512)) -> Any:
+                             limit: int | None = Query(None, ge=1, description="default: the largest page allowed"),
+                             cursor: str | None = Query(None, max_length=512)) -> Any:
         self.keys.check_read(request)
+        limit = limit or self.limits.max_page_size
         if limit > self.limits.max_page_size:
             raise HTTPException(422, f"limit={limit} exceeds max_page_size={self.limits.max_page_size}")
         return await asyncio.to_thread(changes_page, self.args.workspace, cohort_id, since, limit, cursor)

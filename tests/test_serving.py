@@ -192,6 +192,20 @@ def test_cohorts_detail_and_members_paging(client):
     assert client.get(f"/v1/cohorts/{c['id']}/members", params={"limit": 101}).status_code == 422
 
 
+
+def test_cohort_changes_route(client):
+    """GET /v1/cohorts/{id}/changes (serving/changes.py) is on the ingress; paging is tested in test_refresh."""
+    version = client.get("/v1/version").json()["version"]
+    cid = client.get("/v1/cohorts").json()["cohorts"][0]["id"]
+    r = client.get(f"/v1/cohorts/{cid}/changes", params={"since": version})
+    assert r.status_code == 200, r.text
+    assert r.json() | {"changes": None} == {"cohort_id": cid, "since": version, "version": version, "total": 0,
+                                              "entered": 0, "left": 0, "changes": None, "next_cursor": None}
+    assert client.get(f"/v1/cohorts/{cid}/changes", params={"since": "nope"}).status_code == 404
+    assert client.get(f"/v1/cohorts/{cid}/changes", params={"since": version, "limit": 101}).status_code == 422
+    assert client.get(f"/v1/cohorts/{cid}/changes").status_code == 422  # since is required
+    assert "/v1/cohorts/{cohort_id}/changes" in client.get("/openapi.json").json()["paths"]
+
 # ------------------------------------------------------------------------------ safety
 def test_auth(served):
     url = served[0]
