@@ -347,3 +347,28 @@ def test_refresh_after_recluster_and_from_the_cli(ws, base):
     assert store.height == sum(pl.read_parquet(base[1][k]).height for k in ("p1", "late", "p2"))
     r = CliRunner().invoke(cli, ["refresh", "--workspace", str(ws), "--events", str(base[1]["p2"])])
     assert r.exit_code == 0 and "nothing published" in " ".join(r.output.split())
+
+
+def test_new_file_is_read_with_the_runs_column_map(tmp_path):
+    """A workspace run with --map reads later files the same way; a file in other columns is refused, naming them."""
+    from click.testing import CliRunner
+
+    from seqcohort.cli.root import cli
+    from tests.living_data import FAST_SETS, make_periods
+
+    paths = make_periods(tmp_path / "data", n_users=120, seed=9)
+    theirs = {"user_id": "CustomerID", "ts": "When", "event": "Action"}
+    for k in ("p1", "p2"):
+        pl.read_parquet(paths[k]).rename(theirs).write_csv(tmp_path / f"{k}.csv")
+    ws = tmp_path / "ws"
+    maps = [a for k, v in theirs.items() for a in ("--map", f"{k}={v}")]
+    sets = [a for s in FAST_SETS for a in ("--set", s)]
+    r = CliRunner().invoke(cli, ["run", "--events", str(tmp_path / "p1.csv"), "--workspace", str(ws), *maps, *sets])
+    assert r.exit_code == 0, r.output
+    versions = Workspace(ws).versions()
+    r = CliRunner().invoke(cli, ["refresh", "--workspace", str(ws), "--events", str(paths["p2"])])  # canonical names
+    assert r.exit_code == 2 and "CustomerID" in r.output and Workspace(ws).versions() == versions
+    r = CliRunner().invoke(cli, ["refresh", "--workspace", str(ws), "--events", str(tmp_path / "p2.csv")])
+    assert r.exit_code == 0, r.output
+    assert _assign(Workspace(ws).current()).height == pl.concat(
+        [pl.read_parquet(paths["p1"]), pl.read_parquet(paths["p2"])])["user_id"].n_unique()
