@@ -84,9 +84,9 @@ class ModelConfig(_Section):
     # training lets habits a whole group shares fade (order twins merged); this keeps them
     # (docs/decisions.md#habit-profile-in-every-embedding)
     profile: float = Field(0.85, ge=0.0, lt=1.0)
-    # principal directions of the habit profile kept: archetype recovery saturates about here, and
-    # each direction costs a small log's linear probe a little (docs/decisions.md#habit-profile-directions)
-    profile_dim: int = Field(12, ge=1)
+    # principal directions of the habit profile kept: fewer lose archetypes, more add nothing
+    # (docs/decisions.md#habit-profile-directions)
+    profile_dim: int = Field(16, ge=1)
     # after training, keep only the learned part's principal directions (holding 1%+ of its
     # variance) on which the embeddings of a user's odd and of their even events correlate at
     # least this much; 0 = keep all. The rest is per-event noise a linear read-out overfits
