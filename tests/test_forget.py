@@ -127,3 +127,26 @@ def test_forget_needs_ids(ws):
 
     r = CliRunner().invoke(cli, ["forget", "--workspace", str(ws)])
     assert r.exit_code == 2 and "--users FILE" in r.output
+
+
+def test_an_interrupted_forget_finishes_when_run_again(ws, monkeypatch):
+    import embeddings.living.forget as fg
+
+    victims = sorted(set(_exemplar_ids(Workspace(ws).current())[:2]))
+    calls = {"n": 0}
+    real = fg._recount
+
+    def crash_on_second(vdir):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # a crash after the first version was cleaned
+        return real(vdir)
+
+    monkeypatch.setattr(fg, "_recount", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        fg.forget(ws, victims)
+    assert _holders(ws, victims)  # half done
+    assert Workspace(ws).load().assignments_ is not None  # current still loads
+    monkeypatch.setattr(fg, "_recount", real)
+    fg.forget(ws, victims)
+    assert _holders(ws, victims) == []
