@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from embeddings.cohorts.overview import version_overview
+from embeddings.errors import WorkspaceError
 from embeddings.fsutil import atomic_write_text
 from embeddings.workspace import Workspace
 from serving.studio.routes import STATIC
@@ -42,11 +43,9 @@ def render_report(version_dir: str | Path) -> str:
 def write_report(workspace: str | Path, out: str | Path, version: str | None = None) -> Path:
     """Write the report of `version` (default: current) of `workspace` to `out`, atomically."""
     ws = Workspace(workspace)
-    vdir = ws.current() if version is None else ws.versions_dir / version
     if version is not None and version not in ws.versions():
-        from embeddings.errors import WorkspaceError
-
         raise WorkspaceError(f"Workspace {ws.root} has no version {version!r}; versions: {ws.versions()}.")
+    vdir = ws.current() if version is None else ws.versions_dir / version
     path = atomic_write_text(out, render_report(vdir))
     path.chmod(0o644)  # a file to share, not a private temporary
     return path

@@ -321,6 +321,10 @@ def test_lookalikes_of_a_planted_archetype(server, client, synth_files, tmp_path
                                    "--size", str(size), "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert pl.read_csv(out)["user_id"].cast(pl.String).to_list() == r["user_ids"]
+    (tmp_path / "ghosts.csv").write_text("user_id,segment\nghost,a\n")
+    res = CliRunner().invoke(cli, ["lookalike", "--workspace", str(server[1]), "--seeds", str(tmp_path / "ghosts.csv"),
+                                   "--size", "5", "--out", str(tmp_path / "none.csv")])
+    assert res.exit_code == 2 and "none of the 1 seed user ids" in res.output and not (tmp_path / "none.csv").exists()
 
 
 def test_studio_overview_and_openapi(client):
@@ -341,6 +345,8 @@ def test_report_is_one_self_contained_file(trained_workspace, browser, tmp_path)
     out = tmp_path / "report.html"
     res = CliRunner().invoke(cli, ["report", "--workspace", str(trained_workspace), "--out", str(out)])
     assert res.exit_code == 0, res.output
+    bad = CliRunner().invoke(cli, ["report", "--workspace", str(trained_workspace), "--out", str(out), "--version", "v9"])
+    assert bad.exit_code == 2 and "no version 'v9'" in bad.output
     html = out.read_text()
     assert 'src="' not in html and 'href="http' not in html and "stylesheet" not in html
     names = [c["name"] for c in json.loads((trained_workspace / "current" / "cohorts.json").read_text())["cohorts"]]
