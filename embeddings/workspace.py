@@ -6,6 +6,7 @@
     ws/versions/<id>/cohorts.json        cohorts with names, profiles, centroids
     ws/versions/<id>/index.faiss|ids.json FAISS index of the embedded users
     ws/versions/<id>/version.json        what produced it (parent, steps, config)
+    ws/versions/<id>/changes.parquet|drift.json  who changed cohort since the parent (embeddings/living)
     ws/current -> versions/<id>
     ws/overrides.json, ws/naming_cache/  survive across versions
 
@@ -102,6 +103,9 @@ class Workspace:
             if missing:
                 raise WorkspaceError(f"refusing to publish an incomplete version: missing {missing}")
             parent = self.current_id() if self.has_current() else None
+            from embeddings.living.changes import record
+
+            record(staging, self.versions_dir / parent if parent else None)  # unless the command wrote its own
             atomic_write_json(
                 staging / "version.json",
                 {"id": vid, "parent": parent, "created_at": datetime.now(timezone.utc).isoformat(), **(meta or {})},

@@ -1,7 +1,7 @@
 """`GET /v1/cohorts/{id}/changes?since=VERSION`: who entered or left a cohort since a version, paged.
 
 A mixin of the Ingress, like the studio's routes. The answer is read from the workspace's files
-(embeddings.living.changes.changes_since); the cursor pins the version compared against, so a
+(embeddings.living.activation.changes_since); the cursor pins the version compared against, so a
 new version published between pages does not shift them.
 """
 
@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from embeddings.errors import WorkspaceError
-from embeddings.living.changes import changes_since
+from embeddings.living.activation import changes_since
 from serving.models import ErrorResponse
 
 router = APIRouter()

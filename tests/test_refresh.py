@@ -68,10 +68,29 @@ def test_refresh_reassigns_and_records_exact_changes(ws, base):
         assert c["size_after"] - c["size_before"] == c["entered"] - c["left"]
     assert {"fit_drop", "oov_share", "event_mix_shift"} <= set(drift["population"])
     assert drift["retrain_recommended"] is False and res.decision["refit"] is False
-    # names and ids survive a reassign
+    # ids survive a reassign, and names wherever most members stayed
     c1 = {c["id"]: c["name"] for c in json.loads((v1 / "cohorts.json").read_text())["cohorts"]}
     c2 = {c["id"]: c["name"] for c in json.loads((v2 / "cohorts.json").read_text())["cohorts"]}
-    assert c1 == c2
+    assert set(c1) == set(c2)
+    assert _kept_names_follow_the_rule(v1, v2) >= len(c1) - 2  # all but a cohort of short histories or two
+
+
+def _kept_names_follow_the_rule(v1: Path, v2: Path) -> int:
+    """Assert every cohort that kept at least half its members (still present) kept its name; returns how many."""
+    a1, a2 = _assign(v1), _assign(v2)
+    c1 = {c["id"]: c["name"] for c in json.loads((v1 / "cohorts.json").read_text())["cohorts"]}
+    c2 = {c["id"]: c["name"] for c in json.loads((v2 / "cohorts.json").read_text())["cohorts"]}
+    present = set(a2["user_id"].to_list())
+    n = 0
+    for cid, name in c2.items():
+        if cid not in c1:
+            continue
+        before = set(a1.filter(pl.col("cohort_id") == cid)["user_id"].to_list()) & present
+        now = set(a2.filter(pl.col("cohort_id") == cid)["user_id"].to_list())
+        if before and len(before & now) >= 0.5 * len(before):
+            assert name == c1[cid], (cid, c1[cid], name)
+            n += 1
+    return n
 
 
 def test_same_file_twice_is_a_noop(ws, base):
@@ -141,14 +160,8 @@ def test_refit_matches_ids_and_keeps_names(ws, base):
     a1, a2 = _assign(v1), _assign(v2)
     c1 = {c["id"]: c for c in json.loads((v1 / "cohorts.json").read_text())["cohorts"]}
     c2 = {c["id"]: c for c in json.loads((v2 / "cohorts.json").read_text())["cohorts"]}
-    for cid, c in c2.items():
-        if cid not in c1:
-            assert cid > max(c1)  # a new cohort never reuses an id
-            continue
-        before = set(a1.filter(pl.col("cohort_id") == cid)["user_id"].to_list()) & set(a2["user_id"].to_list())
-        now = set(a2.filter(pl.col("cohort_id") == cid)["user_id"].to_list())
-        if len(before & now) >= 0.5 * len(before):  # kept most of its members: keeps its name
-            assert c["name"] == c1[cid]["name"]
+    assert all(cid > max(c1) for cid in set(c2) - set(c1))  # a new cohort never reuses an id
+    _kept_names_follow_the_rule(v1, v2)
     assert len({c["name"] for c in c2.values()}) == len(c2)
     changes = pl.read_parquet(v2 / "changes.parquet")
     j = a1.join(a2, on="user_id", how="full", coalesce=True, suffix="_new")
@@ -372,3 +385,23 @@ def test_new_file_is_read_with_the_runs_column_map(tmp_path):
     assert r.exit_code == 0, r.output
     assert _assign(Workspace(ws).current()).height == pl.concat(
         [pl.read_parquet(paths["p1"]), pl.read_parquet(paths["p2"])])["user_id"].n_unique()
+
+
+def test_every_version_says_what_changed(ws):
+    """Versions from run and cluster get changes.parquet and drift.json too (written on publish)."""
+    from seqcohort import pipeline
+
+    w = Workspace(ws)
+    v1 = w.current()
+    first = pl.read_parquet(v1 / "changes.parquet")
+    assert set(first["reason"].to_list()) == {"new_user"} and first.height == _assign(v1).height
+    pipeline.recluster(ws, fast_cfg("cluster.k=3"))
+    v2 = w.current()
+    a1, a2 = _assign(v1), _assign(v2)
+    j = a1.join(a2, on="user_id", suffix="_new")
+    changes = pl.read_parquet(v2 / "changes.parquet")
+    assert set(changes["user_id"].to_list()) == set(j.filter(pl.col("cohort_id") != pl.col("cohort_id_new"))["user_id"])
+    assert set(changes["reason"].to_list()) <= {"refit"}
+    drift = json.loads((v2 / "drift.json").read_text())
+    assert drift["previous"] == v1.name
+    assert sum(c["size_after"] for c in drift["cohorts"]) == a2.height

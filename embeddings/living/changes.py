@@ -7,18 +7,18 @@ user_id, previous_cohort_id (null: new user), cohort_id (null: left), reason (RE
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from embeddings.errors import WorkspaceError
 from embeddings.fsutil import atomic_path, atomic_write_json
-from embeddings.workspace import Workspace
 
-CHANGES, DRIFT = "changes.parquet", "drift.json"
+CHANGES, DRIFT = "changes.parquet", "drift.json"  # no import of the workspace: it records these on publish
 REASONS = ("new_user", "new_events", "recency", "refit", "forgotten")
+log = logging.getLogger("seqcohort")
 SCHEMA = {"user_id": pl.String, "previous_cohort_id": pl.Int64, "cohort_id": pl.Int64, "reason": pl.String}
 
 
@@ -89,35 +89,25 @@ def read_drift(version_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
-def changes_since(workspace: str | Path, since: str | None = None, cohort: int | None = None,
-                  until: str | None = None) -> pl.DataFrame:
-    """Activation delta from version `since` (default: the parent of current) to `until` (default: current).
-
-    Returns user_id, change ("entered" / "left"), cohort_id, previous_cohort_id (the user's cohort
-    in `since`, null for a new user), current_cohort_id (null: gone); one row per user and cohort
-    they entered or left, only for `cohort` when given.
-    """
-    ws = Workspace(workspace)
-    versions = ws.versions()
-    if until is not None and until not in versions:
-        raise WorkspaceError(f"Workspace {ws.root} has no version {until!r} any more; versions kept: {versions}.")
-    cur = ws.versions_dir / until if until is not None else ws.current()
-    if since is None:
-        parent = json.loads((cur / "version.json").read_text()).get("parent")
-        if parent is None or parent not in versions:
-            raise WorkspaceError(f"Version {cur.name} has no earlier version kept in {ws.root}; pass --since "
-                                 f"with one of {versions}.")
-        since = parent
-    if since not in versions:
-        raise WorkspaceError(f"Workspace {ws.root} has no version {since!r}; versions kept: {versions}.")
-    a = pl.read_parquet(ws.versions_dir / since / "assignments.parquet", columns=["user_id", "cohort_id"])
-    b = pl.read_parquet(cur / "assignments.parquet", columns=["user_id", "cohort_id"])
-    j = a.select("user_id", previous_cohort_id="cohort_id").join(
-        b.select("user_id", current_cohort_id="cohort_id"), on="user_id", how="full", coalesce=True
-    ).filter(pl.col("previous_cohort_id").ne_missing(pl.col("current_cohort_id")))
-    entered = j.drop_nulls("current_cohort_id").with_columns(change=pl.lit("entered"),
-                                                             cohort_id=pl.col("current_cohort_id"))
-    left = j.drop_nulls("previous_cohort_id").with_columns(change=pl.lit("left"), cohort_id=pl.col("previous_cohort_id"))
-    out = pl.concat([entered, left]).select("user_id", "change", "cohort_id", "previous_cohort_id",
-                                            "current_cohort_id").sort(["cohort_id", "change", "user_id"])
-    return out if cohort is None else out.filter(pl.col("cohort_id") == cohort)
+def record(out: Path, parent: Path | None, reason: str = "refit") -> None:
+    """changes.parquet and drift.json for a version built in `out` by a command that writes none itself
+    (run, cluster, name): every user whose cohort differs from `parent` (None: the first version, all new)."""
+    if (out / CHANGES).exists() or not (out / "assignments.parquet").is_file():
+        return
+    cols = ["user_id", "cohort_id"]
+    try:
+        new = pl.read_parquet(out / "assignments.parquet", columns=cols)
+        empty = pl.DataFrame(schema={"user_id": pl.String, "cohort_id": pl.Int64})
+        prev = pl.read_parquet(parent / "assignments.parquet", columns=cols) if parent is not None else empty
+    except (pl.exceptions.PolarsError, OSError) as e:  # the version itself is checked elsewhere; this is a report
+        log.warning("no changes.parquet for %s: its assignments (or its parent's) cannot be read (%s)", out.name, e)
+        return
+    changes = diff(prev, new, set(), reason)
+    write_changes(out / CHANGES, changes)
+    names = {c["id"]: c["name"] for c in json.loads((out / "cohorts.json").read_text())["cohorts"]} \
+        if (out / "cohorts.json").is_file() else {}
+    write_drift(out / DRIFT, {"previous": parent.name if parent is not None else None,
+                              "users": {"total": new.height, "new": int((changes["reason"] == "new_user").sum()),
+                                        "moved": changes.height},
+                              "cohorts": cohort_drift(prev, new, {}, {}, names),
+                              "retrain_recommended": False, "why": None})

@@ -51,7 +51,7 @@ def refresh(workspace: str, events_path: str, retrain: str, maps: tuple[str, ...
 def changes(workspace: str, since: str | None, cohort_id: int | None, out: str) -> None:
     """Members who entered or left each cohort since VERSION: the delta a destination syncs."""
     from embeddings.fsutil import atomic_path
-    from embeddings.living.changes import changes_since
+    from embeddings.living.activation import changes_since
 
     df = changes_since(workspace, since, cohort_id)
     path = Path(out)
