@@ -231,7 +231,7 @@ def test_explain_and_lookalikes_on_the_page(server, client, browser, tmp_path):
     page.wait_for_selector("#explain-out li[data-contribution]")
     assert page.eval_on_selector_all("#explain-out li[data-contribution]", "els => els.length") == n_events
     seeds = tmp_path / "seeds.csv"
-    seeds.write_text("user_id\n" + "\n".join(members[:5]) + "\nnobody\n")
+    seeds.write_text("segment,user_id\n" + "".join(f"vip,{m}\n" for m in members[:5]) + "vip,nobody\n")
     page.set_input_files("#lookalike-file", str(seeds))
     page.fill("#lookalike-size", "20")
     with page.expect_download() as dl:

@@ -245,7 +245,10 @@ async function lookalikes(ev) {
   const out = $("lookalike-out");
   try {
     const text = await $("lookalike-file").files[0].text();
-    const ids = text.split(/\r?\n/).map((l) => l.split(",")[0].trim().replace(/^"|"$/g, "")).filter((x) => x && x !== "user_id");
+    const lines = text.replace(/^\uFEFF/, "").split(/\r?\n/).filter((l) => l.trim());
+    const cells = (l) => l.split(",").map((c) => c.trim().replace(/^"|"$/g, ""));
+    const col = Math.max(0, cells(lines[0] || "").indexOf("user_id"));  // the user_id column, else the first
+    const ids = lines.map((l) => cells(l)[col]).filter((x) => x && x !== "user_id");
     const r = await (await api("/v1/lookalike", { method: "POST", headers: { "content-type": "application/json" },
       body: JSON.stringify({ seed_user_ids: ids, size: Number($("lookalike-size").value) }) })).json();
     const csv = "user_id,score\n" + r.user_ids.map((u, i) => `${u},${r.scores[i]}`).join("\n") + "\n";
