@@ -28,7 +28,7 @@ def serve_workspace(workspace: str | Path, host: str, port: int, config_path: st
         # after ray.init, which installs its own SIGTERM handler (a stack dump, then exit)
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         console.print(f"[bold green]serving[/] {Path(workspace).resolve()} at {url} "
-                      f"(started in {time.perf_counter() - t0:.0f}s) — API docs: {url}/docs")
+                      f"(started in {time.perf_counter() - t0:.0f}s) — API docs: {url}/docs — cohort studio: {url}/ui/")
         key = " -H 'X-API-Key: $SEQCOHORT_API_KEY'" if os.environ.get("SEQCOHORT_API_KEY") else ""
         console.print("try:", highlight=False)
         console.print(f"  curl -s{key} -X POST {url}/v1/assign -H 'content-type: application/json' -d "
