@@ -23,6 +23,9 @@ from embeddings.workspace import Workspace
 log = logging.getLogger("seqcohort")
 
 SAME_COHORT_COS = 0.9  # a parent cohort with the same id is "the same cohort" only this close (centroid cosine)
+# versions whose cohort ids are their parent's: refresh keeps or Hungarian-matches them, forget and
+# re-naming keep them; a `run` or `cluster` numbers its cohorts afresh (its first step says which)
+ID_KEEPING_STEPS = ("refresh", "forget", "name", "overrides")
 SIZING_STEPS = 100  # thresholds on the sizing curve: the propensity of every 1% of users
 
 
@@ -47,8 +50,7 @@ def _read_json(p: Path) -> dict[str, Any]:
 def size_changes(cs: CohortSet, parent: CohortSet | None, ids_matched: bool = False) -> dict[int, int | None]:
     """Size change of each cohort since the parent version, None where it has no counterpart.
 
-    A refresh (`ids_matched`: the version has changes.parquet) keeps or matches ids, so an id is the
-    same cohort. Otherwise ids count only when the two centroids agree: a new `run` numbers its
+    After a refresh, forget or re-naming (`ids_matched`) an id is the same cohort. Otherwise ids count only when the two centroids agree: a new `run` numbers its
     cohorts afresh, and comparing unrelated cohorts that share an id would tell a false story.
     """
     out: dict[int, int | None] = {c.id: None for c in cs.cohorts}
@@ -100,7 +102,7 @@ def version_overview(version_dir: str | Path, *, with_map: bool = True) -> dict[
     parent = None
     if parent_id and (vdir.parent / parent_id / "cohorts.json").is_file():
         parent = CohortSet.load(vdir.parent / parent_id / "cohorts.json")
-    deltas = size_changes(cs, parent, ids_matched=(vdir / "changes.parquet").is_file())  # written by refresh
+    deltas = size_changes(cs, parent, ids_matched=(vmeta.get("steps") or [""])[0] in ID_KEEPING_STEPS)
     tiers = cs.meta.get("tiers") or None
     tier_of = tiers["cohort_tier"] if tiers else []  # indexed by cohort id
     cohorts = []
