@@ -73,6 +73,8 @@ def test_forget_removes_users_everywhere(ws, refreshed, tmp_path):
         assert len(m.index_) == len(m.user_ids_) == m.assignments_.height
         cs = json.loads((w.versions_dir / v / "cohorts.json").read_text())
         assert sum(c["size"] for c in cs["cohorts"]) == m.assignments_.height
+    cur = json.loads((w.current() / "cohorts.json").read_text())["cohorts"]  # profiles recomputed without them
+    assert all(len(c["profile"]["exemplars"]) == min(4, c["size"]) for c in cur)
     changes = pl.read_parquet(w.current() / "changes.parquet")
     assert changes.height == len(victims) and set(changes["reason"]) == {"forgotten"}
     assert changes["cohort_id"].null_count() == len(victims)

@@ -22,12 +22,13 @@ from typing import Any
 import polars as pl
 
 from embeddings.cohorts.index import VectorIndex
+from embeddings.cohorts.model import CohortModel
 from embeddings.fsutil import atomic_path, atomic_write_json
 from embeddings.living.changes import CHANGES, DRIFT, SCHEMA, cohort_drift
 from embeddings.living.lock import workspace_lock
 from embeddings.living.retention import prune_versions
 from embeddings.living.store import STORE_DIR, Suppression
-from embeddings.model.embed import read_embeddings, write_embeddings
+from embeddings.model.embed import Embeddings, read_embeddings, write_embeddings
 from embeddings.workspace import Workspace
 
 log = logging.getLogger("seqcohort")
@@ -181,17 +182,30 @@ def _forget(ws: Workspace, requested: list[str], keep_versions: int) -> ForgetRe
 
 
 def _republish(ws: Workspace, cur: Path, removed: pl.DataFrame, supp: Suppression) -> str:
-    """A new version with the cleaned current's files; its changes list the removed users by salted hash."""
+    """A new version from the cleaned current; its changes list the removed users by salted hash.
+
+    With an event store its profiles (statistics and exemplars) are recomputed without the removed users;
+    without one (never refreshed) the cleaned files are copied as they are.
+    """
     meta = json.loads((cur / "version.json").read_text())
     meta = {k: v for k, v in meta.items() if k not in ("id", "parent", "created_at")}
     meta["steps"] = ["forget"]
+    store = ws.root / meta["event_store"] if meta.get("event_store") else None
     with ws.new_version(meta) as out:
-        for name in VERSION_FILES:
-            src = cur / name
-            if src.is_dir():
-                shutil.copytree(src, out / name)
-            elif src.is_file():
-                shutil.copy2(src, out / name)
+        if store is not None and store.is_file():
+            model = CohortModel.load(cur)
+            a, cs = model.assignments_, model.cohorts_
+            assert a is not None and cs is not None
+            model.updated(pl.read_parquet(store), Embeddings(model.user_ids_, model.embeddings_),
+                          a["cohort_id"].to_numpy(), a["confidence"].to_numpy(),
+                          as_of=datetime.fromisoformat(cs.as_of)).save(out)
+        else:
+            for name in VERSION_FILES:
+                src = cur / name
+                if src.is_dir():
+                    shutil.copytree(src, out / name)
+                elif src.is_file():
+                    shutil.copy2(src, out / name)
         changes = pl.DataFrame({
             "user_id": ["sha256:" + supp.hash(u) for u in removed.get_column("user_id").to_list()],
             "previous_cohort_id": removed.get_column("cohort_id"), "cohort_id": None, "reason": "forgotten",
