@@ -39,6 +39,9 @@ def print_cohorts(console: Console, cs: CohortSet, deltas: dict[int, int] | None
     for c in cs.cohorts:
         action = f" [dim]→ {c.suggested_action}[/]" if c.suggested_action else ""
         console.print(f"[bold]{c.id:>3}. {c.name}[/]: {c.description}{action}", highlight=False)
+    for m in cs.meta.get("merge_candidates") or []:  # embeddings/naming/distinct.py
+        console.print(f"[yellow]merge candidates[/] {' + '.join(m['names'])}: their profiles differ by less than "
+                      "1.25x in everything they show; consider fewer (seqcohort cluster --set cluster.k=N)", highlight=False)
 
 
 def print_run_summary(console: Console, res: Any) -> None:

@@ -77,3 +77,18 @@ def test_a_middle_member_gets_the_groups_values():
     out, merges = distinct_names(ps, names("Buyers", "Buyers (cohort 1)", "Buyers (cohort 2)"))
     assert [n.name for n in out] == ["Buyers (events 1.0×)", "Buyers (events 2.0×)", "Buyers (events 4.0×)"]
     assert merges == []
+
+
+def test_the_cohort_table_lists_merge_candidates():
+    from rich.console import Console
+
+    from embeddings.cohorts.cohort_set import Cohort, CohortSet
+    from seqcohort.report import print_cohorts
+
+    ps = [profile(0), profile(1)]
+    out, merges = distinct_names(ps, names("Buyers", "Buyers (cohort 1)"))
+    cs = CohortSet([Cohort(p.cohort_id, n.name, "", 100, [1.0, 0.0], p) for p, n in zip(ps, out, strict=True)],
+                   "m", "2025-06-01", meta={"merge_candidates": merges})
+    console = Console(record=True, width=200)
+    print_cohorts(console, cs)
+    assert "merge candidates Buyers + Buyers (cohort 1)" in console.export_text()
