@@ -76,7 +76,7 @@ class StudioRoutes:
         self.keys.check_read(request)
         return await self._call(lambda: self.assigner.overview.remote())  # type: ignore[attr-defined]
 
-    @router.post("/v1/explain", response_model=ExplainResponse, responses=_ERR,
+    @router.post("/v1/explain", response_model=ExplainResponse, responses={**_ERR, 409: {"model": ErrorResponse}},
                  summary="Why is this user in their cohort: one contribution per event, in the order sent")
     async def explain(self, body: AssignRequest, request: Request) -> dict[str, Any]:
         self.keys.check_read(request)
