@@ -9,6 +9,7 @@ made just before a swap) still gets a consistent answer.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import threading
@@ -31,6 +32,13 @@ from embeddings.workspace import Workspace
 log = logging.getLogger("seqcohort.serving")
 T = TypeVar("T")
 _VID = re.compile(r"^[A-Za-z0-9T._-]{1,80}$")
+
+
+def _steps(vdir: Path) -> list[str]:
+    try:
+        return list(json.loads((vdir / "version.json").read_text()).get("steps", []))
+    except (OSError, ValueError):
+        return []
 
 
 class Versions(Generic[T]):
@@ -85,6 +93,9 @@ class Versions(Generic[T]):
         with self._lock:
             state = self._load(vid)  # fully loaded before anyone can see it
             self.current, self.current_id = state, vid  # the swap
+            if "forget" in _steps(self.ws.versions_dir / vid):  # `forget` rewrote the older versions on disk
+                for old in [v for v in self._cache if v != vid]:
+                    self._cache.pop(old)
         log.info("serving workspace version %s", vid)
         return True
 

@@ -152,3 +152,19 @@ def test_an_interrupted_forget_finishes_when_run_again(ws, monkeypatch):
     monkeypatch.setattr(fg, "_recount", real)
     fg.forget(ws, victims)
     assert _holders(ws, victims) == []
+
+
+def test_serving_drops_cached_versions_after_a_forget(ws):
+    """Older versions a replica holds in memory (e.g. for a member-paging cursor) are reloaded from the cleaned files."""
+    from embeddings.living.forget import forget
+    from serving.state import Versions
+
+    w = Workspace(ws)
+    old = w.versions()[0]
+    uid = str(pl.read_parquet(w.versions_dir / old / "assignments.parquet")["user_id"][7])
+    versions = Versions(ws, lambda vid, path: pl.read_parquet(path / "assignments.parquet"))
+    assert uid in versions.get(old)[1]["user_id"].to_list()  # cached
+    forget(ws, [uid])
+    assert versions.refresh()
+    assert uid not in versions.get(old)[1]["user_id"].to_list()
+    assert uid not in versions.get()[1]["user_id"].to_list()
