@@ -21,6 +21,7 @@ from embeddings.config import Config, DataConfig
 from embeddings.data.columns import CANONICAL
 from embeddings.data.schema import ColumnMap, read_events
 from embeddings.errors import WorkspaceError
+from embeddings.living.lock import holds_lock
 from embeddings.model.embed import UserEncoder
 from embeddings.workspace import Workspace
 
@@ -94,6 +95,7 @@ def train_bundle(cfg: Config, events: pl.DataFrame, out: str | Path, *, as_of: d
     return train_goal_aware(cfg, events, goal, out, as_of=as_of)
 
 
+@holds_lock("seqcohort run")  # a refresh or forget at the same time would lose one of the two
 def run(
     events_path: str | Path,
     workspace: str | Path,
@@ -146,6 +148,7 @@ def _version_meta(cur: Path) -> dict[str, Any]:
     return {k: d[k] for k in ("events", "as_of", "config", "source_data", "event_store") if k in d}  # refresh's too
 
 
+@holds_lock("seqcohort cluster")
 def recluster(workspace: str | Path, cfg: Config, events: pl.DataFrame | None = None) -> RunResult:
     """Re-cluster (and re-name) the current version's embeddings; publishes a new version."""
     ws = Workspace(workspace)
@@ -163,6 +166,7 @@ def recluster(workspace: str | Path, cfg: Config, events: pl.DataFrame | None = 
     return RunResult(ws.current(), model.cohorts_, n_users=len(previous.user_ids_), n_events=events.height)
 
 
+@holds_lock("seqcohort name")
 def rename(workspace: str | Path, cfg: Config, *, run_namer: bool = True) -> CohortSet:
     """Re-name current's cohorts (no re-embedding or re-clustering); publishes a new version.
 

@@ -237,11 +237,14 @@ def test_bad_input_changes_nothing(ws, base, tmp_path):
 
 def test_second_refresh_is_refused_while_one_runs(ws, base):
     from embeddings.living.lock import workspace_lock
+    from seqcohort import pipeline
     from seqcohort.refresh import refresh
 
     with workspace_lock(ws, "seqcohort refresh"):
         with pytest.raises(WorkspaceError, match="busy.*seqcohort refresh"):
             refresh(ws, base[1]["p2"], fast_cfg())
+        with pytest.raises(WorkspaceError, match="busy"):  # nor may run / cluster / name publish meanwhile
+            pipeline.recluster(ws, fast_cfg())
     assert refresh(ws, base[1]["p2"], fast_cfg()).version_dir is not None  # released
 
 

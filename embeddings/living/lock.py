@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import fcntl
+import functools
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 from embeddings.errors import WorkspaceError
 
 LOCK = ".lock"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @contextmanager
@@ -38,3 +42,19 @@ def workspace_lock(root: str | Path, what: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def holds_lock(what: str, arg: str = "workspace") -> Callable[[F], F]:
+    """Decorate a function that writes the workspace named by its parameter `arg` to hold the lock while it runs."""
+
+    def deco(fn: F) -> F:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with workspace_lock(sig.bind(*args, **kwargs).arguments[arg], what):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
