@@ -9,10 +9,8 @@ Endpoints are documented at /docs and /openapi.json.
 # class to validate the typed application arguments, and FastAPI reads the route annotations.
 
 import asyncio
-import base64
 import csv
 import io
-import json
 import logging
 import re
 import time
@@ -29,7 +27,10 @@ from ray.serve.handle import DeploymentHandle
 
 from embeddings.errors import SeqcohortError, WorkspaceError
 from serving.auth import KeyChecker
+from serving.changes import ChangesRoutes
+from serving.changes import router as changes_router
 from serving.config import AppArgs
+from serving.cursor import decode_cursor, encode_cursor
 from serving.deployments import AssignerDeployment, Encoder
 from serving.limits import BodyLimit
 from serving.models import (
@@ -46,8 +47,6 @@ from serving.models import (
     VersionInfo,
     session_columns,
 )
-from serving.changes import ChangesRoutes
-from serving.changes import router as changes_router
 from serving.studio.routes import StudioRoutes, mount_ui
 
 log = logging.getLogger("seqcohort.serving")
@@ -94,18 +93,13 @@ def _ceil_second(t: datetime) -> datetime:
     return t if t.microsecond == 0 else t.replace(microsecond=0) + timedelta(seconds=1)
 
 
-def _encode_cursor(version: str, offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"v": version, "o": offset}).encode()).decode().rstrip("=")
+_encode_cursor = encode_cursor
 
 
 def _decode_cursor(cursor: str) -> tuple[str, int]:
     try:
-        d = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        v, o = d["v"], d["o"]
-        if not isinstance(v, str) or not isinstance(o, int) or isinstance(o, bool) or o < 0:
-            raise ValueError
-        return v, o
-    except Exception:
+        return decode_cursor(cursor)
+    except ValueError:
         raise _problem(["query", "cursor"], "invalid cursor; pass next_cursor from the previous page") from None
 
 

@@ -8,8 +8,6 @@ new version published between pages does not shift them.
 # No `from __future__ import annotations`: FastAPI reads the route annotations.
 
 import asyncio
-import base64
-import json
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -17,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from embeddings.errors import WorkspaceError
 from embeddings.living.activation import changes_since
+from serving.cursor import decode_cursor, encode_cursor
 from serving.models import ErrorResponse
 
 router = APIRouter()
@@ -42,23 +41,12 @@ class ChangesPage(BaseModel):
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
 
 
-def _cursor(version: str, offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"v": version, "o": offset}).encode()).decode().rstrip("=")
-
-
-def _uncursor(cursor: str) -> tuple[str, int]:
-    try:
-        d = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(d["v"], str) or not isinstance(d["o"], int) or d["o"] < 0:
-            raise ValueError
-        return d["v"], d["o"]
-    except Exception:
-        raise HTTPException(422, "invalid cursor; pass next_cursor from the previous page") from None
-
-
 def changes_page(workspace: str, cohort_id: int, since: str, limit: int, cursor: str | None = None) -> dict[str, Any]:
     """One page of a cohort's activation delta (what the route returns)."""
-    version, offset = _uncursor(cursor) if cursor else (None, 0)
+    try:
+        version, offset = decode_cursor(cursor) if cursor else (None, 0)
+    except ValueError:
+        raise HTTPException(422, "invalid cursor; pass next_cursor from the previous page") from None
     try:
         version = version or _current(workspace)
         df = changes_since(workspace, since, cohort_id, until=version)
@@ -70,7 +58,7 @@ def changes_page(workspace: str, cohort_id: int, since: str, limit: int, cursor:
     return {"cohort_id": cohort_id, "since": since, "version": version, "total": df.height, "entered": n_in,
             "left": df.height - n_in,
             "changes": page.select("user_id", "change", "previous_cohort_id", "current_cohort_id").to_dicts(),
-            "next_cursor": _cursor(version, nxt) if nxt < df.height else None}
+            "next_cursor": encode_cursor(version, nxt) if nxt < df.height else None}
 
 
 def _current(workspace: str) -> str:
