@@ -287,6 +287,8 @@ def test_cli_changes_and_cohorts_show_deltas(ws, base, tmp_path):
     from seqcohort.refresh import refresh
 
     v1 = Workspace(ws).current_id()
+    r = CliRunner().invoke(cli, ["cohorts", "--workspace", str(ws)])
+    assert r.exit_code == 0 and "change" not in r.output  # a run's cohort ids are not matched to anything
     refresh(ws, base[1]["p2"], fast_cfg())
     a1, a2 = _assign(Workspace(ws).versions_dir / v1), _assign(Workspace(ws).current())
     r = CliRunner().invoke(cli, ["changes", "--workspace", str(ws), "--since", v1, "--out", str(tmp_path / "d.csv")])

@@ -30,7 +30,9 @@ def cohorts(ctx: click.Context, workspace: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(cs.to_dict(), indent=2))
     else:
-        deltas = {c["id"]: c["size_after"] - c["size_before"] for c in drift["cohorts"]} if drift else None
+        steps = set(json.loads((Workspace(workspace).current() / "version.json").read_text()).get("steps", []))
+        ids_kept = "refresh" in steps or not steps & {"train", "cluster"}  # a run or cluster matches no ids
+        deltas = {c["id"]: c["size_after"] - c["size_before"] for c in drift["cohorts"]} if drift and ids_kept else None
         print_cohorts(console, cs, deltas)
 
 
