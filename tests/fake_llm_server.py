@@ -88,7 +88,9 @@ def cohort_ids(body: dict[str, Any]) -> list[int]:
 def good_answer(ids: list[int], mode: str = "good") -> str:
     items = []
     for cid in ids:
-        name = f"{WORDS[cid % len(WORDS)]} evening garden shoppers"
+        n = len(WORDS)  # past n cohorts a second word keeps every name distinct
+        word = WORDS[cid % n] if cid < n else f"{WORDS[cid % n]} {WORDS[(cid // n) % n]}"
+        name = f"{word} evening garden shoppers"
         if mode == "duplicates":
             name = "Evening garden shoppers"
         if mode == "long_name":
