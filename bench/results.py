@@ -56,6 +56,14 @@ PROBES = ("Linear probes as anyone might write them: noise directions dropped, s
 
 CARRIED: tuple[Carried, ...] = (
     Carried(
+        "`seqcohort refresh` vs a full `run`, 20,000 synthetic users, a week of new events (87,040 events of 9,289 users)",
+        "refresh 5.5 s vs full run 162.6 s (3.4%), back to back; 0.0% of users without new events and 1.4% "
+        "of active ones changed cohort; 3.5 GiB peak",
+        "`python bench/refresh_cost.py --users 20000 --days 7`",
+        f"4dcede8, {CPU2}",
+        "Refresh cost (20,000 users, 7 days new)",
+    ),
+    Carried(
         "`seqcohort run`, 20,000 synthetic users (1.64M events)",
         "2 min 07 s wall (train 89 s), 2.8 GB peak RSS; ARI vs planted archetypes 0.963 (4+ events 0.988); "
         "1–3-event users in their archetype's cohort 73% (chance 12%); both twin pairs apart",
