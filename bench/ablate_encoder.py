@@ -30,6 +30,7 @@ Raw numbers: bench/out/ablate/encoder_results.json (a rerun only computes what i
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -164,10 +165,10 @@ def ece(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
                      for b in range(bins) if (idx == b).any()))
 
 
-def score_cohort(root: Path, user_ids: np.ndarray, labels: np.ndarray, conf: np.ndarray) -> dict[str, float]:
+def score_cohort(root: Path, user_ids: np.ndarray, assigned: np.ndarray, conf: np.ndarray) -> dict[str, float]:
     """ARI (all, 1-3 events) and ECE of a published assignment against the planted archetypes."""
     truth = pl.read_parquet(root / "truth.parquet").with_columns(pl.col("user_id").cast(pl.String))
-    a = pl.DataFrame({"user_id": user_ids.astype(str), "cohort_id": labels, "conf": conf}).join(truth, on="user_id")
+    a = pl.DataFrame({"user_id": user_ids.astype(str), "cohort_id": assigned, "conf": conf}).join(truth, on="user_id")
     major = a.group_by("cohort_id").agg(pl.col("archetype").mode().first().alias("major"))
     a = a.join(major, on="cohort_id")
     short = a.filter(pl.col("short_history"))
@@ -184,27 +185,28 @@ def probe_noise(family: str, seed: int = 0, boot: int = 200) -> float:
     """Sampling sd of the baseline probe AUC: the out-of-fold predictions' AUC over `boot` bootstrap
     resamples of the users (the yardstick for probe differences; a seed change of the clusters
     leaves the embeddings, so the probe, as they are)."""
-    from sklearn.linear_model import LogisticRegression
+    from probe_plain import plain_predictions
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold as KFold
-    from sklearn.model_selection import cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     user_ids, X = read_embeddings(ac.OUT / f"{family}-{seed}" / "ws" / "current" / "embeddings.parquet")
     y = labels(family, user_ids)
-    p = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)), X.astype(np.float64), y,
-                          cv=KFold(5, shuffle=True, random_state=0), method="predict_proba")[:, 1]
+    p = plain_predictions(X.astype(np.float64), y, scale=True)
     rng = np.random.default_rng(0)
     return float(np.std([roc_auc_score(y[i], p[i]) for i in (rng.integers(0, len(y), len(y)) for _ in range(boot))]))
 
 
-def labels(family: str, user_ids: np.ndarray) -> np.ndarray:
-    """1 for the users who purchased within 90 days after the family's cut-off."""
+@functools.cache
+def _buyers(family: str) -> frozenset[str]:
+    """Users who purchased within 90 days after the family's cut-off (the log is read once)."""
     cut = ac.REAL[family][0]
     full = load_dataset(family, ac.DATASETS).with_columns(pl.col("user_id").cast(pl.String))
-    buyers = set(full.filter((pl.col("ts") > cut) & (pl.col("ts") <= cut + ac.HORIZON)
-                             & pl.col("event").str.starts_with("purchase"))["user_id"].to_list())
+    return frozenset(full.filter((pl.col("ts") > cut) & (pl.col("ts") <= cut + ac.HORIZON)
+                                 & pl.col("event").str.starts_with("purchase"))["user_id"].to_list())
+
+
+def labels(family: str, user_ids: np.ndarray) -> np.ndarray:
+    """1 for the users who purchased within 90 days after the family's cut-off."""
+    buyers = _buyers(family)
     return np.array([u in buyers for u in user_ids.astype(str)], dtype=np.int64)
 
 
@@ -227,6 +229,9 @@ def run_one(family: str, seed: int, variants: list[str], done: set[str]) -> list
     data = bundle.featurizer.transform(events, as_of=as_of)
     lengths = np.asarray(data.lengths)
     stored_ids, stored_X = read_embeddings(cur / "embeddings.parquet")
+    trained = UserEncoder(bundle, device="cpu")  # the cohort variants' encoder, as the run published it
+    counts = user_counts(events, as_of)
+    stored_lengths = history_lengths(counts, stored_ids)
     out = []
     for v in variants:
         if v in done:
@@ -242,21 +247,19 @@ def run_one(family: str, seed: int, variants: list[str], done: set[str]) -> list
                 diff = float(np.abs(X - stored_X).max())
                 if diff > 1e-4:
                     print(f"[{family}-{seed}] WARNING: baseline embeddings differ from the stored ones by {diff:.2g}")
-            labels, info = ac.fit_variant(vcfg, "baseline", X, lengths)
+            assigned, info = ac.fit_variant(vcfg, "baseline", X, lengths)
             if family in ac.GENERATORS:
-                scores = ac.score_generator(root, user_ids, {v: labels})[v]
+                scores = ac.score_generator(root, user_ids, {v: assigned})[v]
             else:
-                scores = {**ac.score_real(family, user_ids, {v: labels})[v], "probe_auc": probe(family, user_ids, X)}
+                scores = {**ac.score_real(family, user_ids, {v: assigned})[v], "probe_auc": probe(family, user_ids, X)}
             info["dim"] = int(X.shape[1])
         else:
-            ue = UserEncoder(bundle, device="cpu")
-            counts = user_counts(events, as_of)
-            km = fit_cohorts(vcfg, stored_X, history_lengths(counts, stored_ids))
-            calibrate_confidence(vcfg, ue, events, as_of, stored_ids, stored_X, km, counts)
-            labels, conf = km.predict_confidence(stored_X)
+            km = fit_cohorts(vcfg, stored_X, stored_lengths)
+            calibrate_confidence(vcfg, trained, events, as_of, stored_ids, stored_X, km, counts)
+            assigned, conf = km.predict_confidence(stored_X)
             info = {"k": int(km.k_)}
-            scores = (score_cohort(root, stored_ids, labels, conf) if family in ac.GENERATORS
-                      else ac.score_real(family, stored_ids, {v: labels})[v])
+            scores = (score_cohort(root, stored_ids, assigned, conf) if family in ac.GENERATORS
+                      else ac.score_real(family, stored_ids, {v: assigned})[v])
         info["seconds"] = round(time.perf_counter() - t0, 1)
         row = {"family": family, "seed": seed, "variant": v, **info, **scores}
         print(f"[{family}-{seed}] {v}: " + ", ".join(f"{k}={x:.3f}" if isinstance(x, float) else f"{k}={x}"
@@ -327,15 +330,24 @@ def entry(results: list[dict[str, Any]], variant: str) -> str:
                 if cohort else [("ari_long", "ARI 4+ events")]
         else:
             metrics = [("recall", "recall@20%")] + ([] if cohort else [("probe_auc", "probe AUC")])
-        span = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
         for m, label in metrics:
-            d = [var[s][m] - base[s][m] for s in seeds]
             nz = (ac._msd([noise[s][m] - plain[s][m] for s in seeds if s in noise and s in plain], signed=True)
                   if m in ("ari", "ari_long", "recall") else f"sampling sd {PROBE_SD[fam]:.3f}" if m == "probe_auc" else "–")
-            lines.append(f"| {NAMES[fam]}, {label} | {span} | {ac._msd([base[s][m] for s in seeds])} | "
-                         f"{ac._msd([var[s][m] for s in seeds])} | {ac._msd(d, signed=True)} | {nz} | "
-                         f"{ac._msd([base[s]['k'] for s in seeds], 1)} / {ac._msd([var[s]['k'] for s in seeds], 1)} |")
+            lines.append(table_row(f"{NAMES[fam]}, {label}", seeds, [base[s] for s in seeds], [var[s] for s in seeds],
+                                   m, nz))
     return "\n".join(lines)
+
+
+def table_row(label: str, seeds: list[int], base: list[dict[str, Any]], var: list[dict[str, Any]], metric: str,
+              noise: str | None = None) -> str:
+    """One decisions.md row: `metric` of the default and the variant (paired by seed), their change,
+    the noise column when given, and the cohort counts."""
+    span = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+    b, v = [r[metric] for r in base], [r[metric] for r in var]
+    cells = [label, span, ac._msd(b), ac._msd(v), ac._msd(list(np.subtract(v, b)), signed=True),
+             *([noise] if noise is not None else []),
+             f"{ac._msd([r['k'] for r in base], 1)} / {ac._msd([r['k'] for r in var], 1)}"]
+    return "| " + " | ".join(cells) + " |"
 
 
 def main() -> None:

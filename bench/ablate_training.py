@@ -27,8 +27,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -82,10 +80,8 @@ def entry(results: list[dict[str, Any]], variant: str) -> str:
             continue
         metrics = [("ari_long", "ARI 4+ events")] if fam in ac.GENERATORS else [("recall", "recall@20%"), ("probe_auc", "probe AUC")]
         for m, label in metrics:
-            b, v = [base[(fam, s)][m] for s in seeds], [rs[s][m] for s in seeds]
-            lines.append(f"| {ae.NAMES[fam]}, {label} | {seeds[0]}-{seeds[-1]} | {ac._msd(b)} | {ac._msd(v)} | "
-                         f"{ac._msd(list(np.subtract(v, b)), signed=True)} | "
-                         f"{ac._msd([base[(fam, s)]['k'] for s in seeds], 1)} / {ac._msd([rs[s]['k'] for s in seeds], 1)} |")
+            lines.append(ae.table_row(f"{ae.NAMES[fam]}, {label}", seeds, [base[(fam, s)] for s in seeds],
+                                      [rs[s] for s in seeds], m))
     return "\n".join(lines)
 
 

@@ -35,9 +35,9 @@ from embeddings.evaluation.rfm import rfm_features  # noqa: E402
 from seqcohort.pipeline import load_events  # noqa: E402
 
 
-def plain_auc(X: np.ndarray, y: np.ndarray, *, scale: bool, C: float = 1.0) -> float:
+def plain_predictions(X: np.ndarray, y: np.ndarray, *, scale: bool, C: float = 1.0) -> np.ndarray:
+    """5-fold out-of-fold P(y = 1) of `LogisticRegression(C)`, on standardised X when `scale`."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -46,7 +46,13 @@ def plain_auc(X: np.ndarray, y: np.ndarray, *, scale: bool, C: float = 1.0) -> f
     if scale:
         model = make_pipeline(StandardScaler(), model)
     cv = StratifiedKFold(5, shuffle=True, random_state=0)
-    return float(roc_auc_score(y, cross_val_predict(model, X, y, cv=cv, method="predict_proba")[:, 1]))
+    return cross_val_predict(model, X, y, cv=cv, method="predict_proba")[:, 1]
+
+
+def plain_auc(X: np.ndarray, y: np.ndarray, *, scale: bool, C: float = 1.0) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, plain_predictions(X, y, scale=scale, C=C)))
 
 
 def main() -> None:
