@@ -1,7 +1,12 @@
-"""Latency and throughput of POST /v1/assign (20-event live sessions) over HTTP vs the same work in-process.
+"""Latency and throughput of POST /v1/assign (live sessions) at the URL `seqcohort serve` prints, next to
+Serve's proxy and the same work in-process (batched, and one request at a time on one thread).
 
     .venv/bin/python bench/serve_latency.py --workspace /tmp/sv_ws            # table -> bench/out/serve_latency.md
+    .venv/bin/python bench/serve_latency.py --workspace /tmp/sv_ws --events 1-20
     .venv/bin/python bench/serve_latency.py --workspace /tmp/sv_ws --chaos    # + kill an Encoder replica under load
+
+Every HTTP row also says where the CPU went: milliseconds of CPU per request in each process of the
+Ray instance (ingress, encoder, assigner, proxy, the rest of Ray) and in the client.
 
 The workspace must hold a published version (e.g. `seqcohort demo --workspace /tmp/sv_ws --no-serve`).
 """
@@ -21,17 +26,17 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-N_EVENTS = 20
+N_EVENTS = (20, 20)  # events per session, uniform in [low, high]
 
 
-def sessions(n: int, seed: int = 0) -> list[list[dict]]:
-    """n live sessions of 20 events in the last hour (event types/items like the demo data, some unseen)."""
+def sessions(n: int, seed: int = 0, n_events: tuple[int, int] = N_EVENTS) -> list[list[dict]]:
+    """n live sessions of n_events events in the last hour (event types/items like the demo data, some unseen)."""
     rng = np.random.default_rng(seed)
     now = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=61)
     evs, cats = ["view", "cart", "purchase", "search", "wishlist", "brand_new_event"], ["grocery", "books", "toys", "garden"]
     out = []
     for _ in range(n):
-        secs = np.sort(rng.integers(0, 3600, N_EVENTS))
+        secs = np.sort(rng.integers(0, 3600, int(rng.integers(n_events[0], n_events[1] + 1))))
         out.append([{"ts": (now + timedelta(seconds=int(s))).isoformat() + "Z", "event": str(rng.choice(evs)),
                      "item": f"sku-{int(rng.integers(500))}", "category": str(rng.choice(cats)),
                      "amount": float(np.round(rng.lognormal(3, 1), 2)) if rng.random() < 0.2 else None}
@@ -90,7 +95,8 @@ async def http_load(url: str, bodies: list[dict], concurrency: int, n: int, key:
 
 
 def in_process(workspace: str, raw: list[list[dict]], concurrency: int, n: int):
-    """The same featurise + encode + assign without HTTP/Ray: batches of `concurrency` sessions."""
+    """The same validation + featurise + encode + assign without HTTP/Ray, on one thread: batches of
+    `concurrency` sessions (concurrency 1: one request at a time, the single-thread baseline)."""
     import torch
 
     from embeddings.workspace import Workspace
@@ -101,32 +107,59 @@ def in_process(workspace: str, raw: list[list[dict]], concurrency: int, n: int):
     cur = Workspace(workspace).current()
     enc, asg = EncoderState.load(cur.name, cur), AssignerState.load(cur.name, cur)
     now_us = int(time.time()) * 1_000_000
-    ss = []
-    for ev in raw:
-        s = session_columns(AssignRequest(events=ev).events)  # same validation as the ingress
-        s["as_of"] = now_us
-        ss.append(s)
     lat = []
     t0 = time.perf_counter()
     for b in range(0, n, concurrency):
         t = time.perf_counter()
-        batch = [ss[(b + j) % len(ss)] for j in range(min(concurrency, n - b))]
+        batch = []
+        for j in range(min(concurrency, n - b)):
+            s = session_columns(AssignRequest(events=raw[(b + j) % len(raw)]).events)  # the ingress's validation
+            s["as_of"] = now_us
+            batch.append(s)
         asg.assign(enc.embed_sessions(batch))
         lat.extend([time.perf_counter() - t] * len(batch))
     return lat, n / (time.perf_counter() - t0), 0
 
 
-def direct_ingress_url() -> str | None:
-    """The ingress replica's own HTTP port (Serve's direct ingress, on in throughput-optimised mode)."""
-    import httpx
+# --------------------------------------------------------------------------- CPU per process
+_GROUPS = (("Ingress", "ServeReplica:seqcohort:Ingress"), ("Encoder", "ServeReplica:seqcohort:Encoder"),
+           ("Assigner", "ServeReplica:seqcohort:Assigner"), ("proxy", "ProxyActor"))
+_TICK = os.sysconf("SC_CLK_TCK")
 
-    for port in range(30000, 30010):  # RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT upwards
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d.name))
+    return kids
+
+
+def cpu_by_process() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process ("client") and of every process it started
+    (the local Ray instance), grouped by Serve role; "Ray" is the rest (raylet, GCS, controller, ...)."""
+    kids, out = _children(), {g: 0.0 for g in ("client", *(g for g, _ in _GROUPS), "Ray")}
+    stack = [os.getpid()]
+    while stack:
+        pid = stack.pop()
+        stack.extend(kids.get(pid, []))
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).json() == {"status": "ok"}:
-                return f"http://127.0.0.1:{port}"
-        except Exception:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
             continue
-    return None
+        sec = (int(f[11]) + int(f[12])) / _TICK
+        group = "client" if pid == os.getpid() else next((g for g, key in _GROUPS if key in cmd), "Ray")
+        out[group] += sec
+    return out
+
+
+def cpu_ms_per_request(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    return {k: (after[k] - before.get(k, 0.0)) * 1000 / n for k in after}
 
 
 async def chaos(url: str, bodies: list[dict], seconds: float = 12.0, kill_at: float = 3.0) -> str:
@@ -155,52 +188,71 @@ async def chaos(url: str, bodies: list[dict], seconds: float = 12.0, kill_at: fl
             f"latency back under 200 ms {recovery:.1f}s after the kill")
 
 
+def load_row(label: str, url: str, bodies: list[dict], c: int, n: int) -> tuple[tuple, dict[str, float]]:
+    before = cpu_by_process()
+    lat, rps, err, _ = asyncio.run(http_load(url, bodies, c, n))
+    return (label, c, *pct(lat), rps, err), cpu_ms_per_request(before, cpu_by_process(), n)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workspace", default="/tmp/sv_ws")
     ap.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--events", default="20", help="events per session: N or LOW-HIGH (uniform), e.g. 1-20")
+    ap.add_argument("--no-proxy", action="store_true", help="skip the rows through Serve's proxy")
     ap.add_argument("--no-throughput-optimized", action="store_true",
-                    help="do not set RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (to compare)")
+                    help="export RAY_SERVE_THROUGHPUT_OPTIMIZED=0 (no direct ingress: the printed URL is the proxy)")
     ap.add_argument("--chaos", action="store_true", help="also kill an Encoder replica under load")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "serve_latency.md"))
     a = ap.parse_args()
-    if not a.no_throughput_optimized:
-        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
-    import ray
+    lo, _, hi = a.events.partition("-")
+    n_events = (int(lo), int(hi or lo))
+    if a.no_throughput_optimized:
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "0"
 
     from seqcohort.launch import start_app, stop_app
     from serving.ports import free_port
 
-    raw = sessions(256)
+    load0 = os.getloadavg()
+    raw = sessions(256, n_events=n_events)
     bodies = [{"events": ev} for ev in raw]
-    rows = []
-    for c in a.concurrency:
+    rows: list[tuple] = []
+    cpu: list[tuple[str, int, dict[str, float]]] = []
+    lat, rps, err = in_process(a.workspace, raw, 1, a.requests)
+    rows.append(("in-process, one request at a time, 1 thread", 1, *pct(lat), rps, err))
+    for c in [c for c in a.concurrency if c > 1]:
         lat, rps, err = in_process(a.workspace, raw, c, a.requests)
-        rows.append(("in-process", c, *pct(lat), rps, err))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    url = start_app(a.workspace, "127.0.0.1", free_port())
+        rows.append((f"in-process, batches of {c}, 1 thread", c, *pct(lat), rps, err))
+    ends = start_app(a.workspace, "127.0.0.1", free_port(), num_cpus=2)
     try:
-        asyncio.run(http_load(url, bodies, 8, 300))  # warm-up
-        targets = [("HTTP via Serve proxy", url)]
-        direct = None if a.no_throughput_optimized else direct_ingress_url()
-        if direct:
-            targets.append(("HTTP direct ingress", direct))
+        targets = [(f"printed URL ({'direct ingress' if ends.direct else 'Serve proxy'})", ends.url)]
+        if ends.proxy_url != ends.url and not a.no_proxy:
+            targets.append(("Serve proxy", ends.proxy_url))
         for label, u in targets:
-            asyncio.run(http_load(u, bodies, 8, 200))  # warm-up
+            asyncio.run(http_load(u, bodies, 8, 300))  # warm-up
             for c in a.concurrency:
-                lat, rps, err, _ = asyncio.run(http_load(u, bodies, c, a.requests))
-                rows.append((label, c, *pct(lat), rps, err))
-        chaos_line = asyncio.run(chaos(url, bodies)) if a.chaos else ""
+                row, ms = load_row(label, u, bodies, c, a.requests)
+                rows.append(row)
+                cpu.append((label, c, ms))
+        chaos_line = asyncio.run(chaos(ends.url, bodies)) if a.chaos else ""
     finally:
         stop_app()
+    load1 = os.getloadavg()
     mode = "off" if a.no_throughput_optimized else "on"
-    lines = [f"POST /v1/assign, {N_EVENTS}-event sessions, {a.requests} requests per level, "
-             f"{os.cpu_count()} CPU cores, RAY_SERVE_THROUGHPUT_OPTIMIZED {mode}, "
-             f"client in the same machine ({datetime.now():%Y-%m-%d})", "",
+    ev = f"{n_events[0]}" if n_events[0] == n_events[1] else f"{n_events[0]}-{n_events[1]}"
+    lines = [f"POST /v1/assign, {ev}-event sessions, {a.requests} requests per level, "
+             f"{os.cpu_count()} CPU cores, RAY_SERVE_THROUGHPUT_OPTIMIZED {mode}, client on the same machine, "
+             f"load average {load0[0]:.1f} before / {load1[0]:.1f} after ({datetime.now():%Y-%m-%d %H:%M})", "",
              "| path | concurrency | p50 ms | p95 ms | p99 ms | requests/s | errors |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {p} | {c} | {p50:.1f} | {p95:.1f} | {p99:.1f} | {rps:.0f} | {e} |" for p, c, p50, p95, p99, rps, e in rows]
+    if cpu:
+        keys = list(cpu[0][2])
+        lines += ["", "CPU per request (ms) by process, same runs:", "",
+                  "| path | concurrency | " + " | ".join(keys) + " | total |", "|---|---:|" + "---:|" * (len(keys) + 1)]
+        lines += [f"| {p} | {c} | " + " | ".join(f"{ms[k]:.2f}" for k in keys) + f" | {sum(ms.values()):.2f} |"
+                  for p, c, ms in cpu]
     if chaos_line:
         lines += ["", chaos_line]
     text = "\n".join(lines) + "\n"

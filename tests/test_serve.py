@@ -74,3 +74,36 @@ def test_serve_command_is_registered_and_fails_cleanly_without_a_version(tmp_pat
     assert r.exit_code == 0 and "--workspace" in r.output and "--config" in r.output
     r = CliRunner().invoke(cli, ["serve", "--workspace", str(tmp_path / "empty")])
     assert r.exit_code == 2 and "no published version" in r.output
+
+
+def test_serve_env_puts_the_ingress_replica_on_the_asked_port():
+    """Direct ingress by default: the replicas take `port` .. `port` + replicas - 1 (Serve's MAX is
+    exclusive) and a replaced replica gets its port back at once; HAProxy, throughput mode off or a
+    range of the caller's own leave the port to Serve's proxy (or HAProxy)."""
+    from seqcohort.launch import serve_env
+
+    env, pinned = serve_env(8000, 1, {})
+    assert pinned and env == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "8000",
+                              "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "8001", "RAY_SERVE_PORT_QUARANTINE_S": "0"}
+    assert serve_env(8000, 3, {})[0]["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] == "8003"
+    assert serve_env(8000, 1, {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"})[1]
+    for off in ({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}, {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"},
+                {"RAY_SERVE_ENABLE_HA_PROXY": "1"}, {"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "31000"}):
+        env, pinned = serve_env(8000, 1, off)
+        assert not pinned and "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT" not in env, off
+
+
+def test_a_taken_port_is_a_clear_error():
+    import socket
+
+    import pytest
+
+    from embeddings.errors import SeqcohortError
+    from seqcohort.launch import _check_free
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(SeqcohortError, match=f"127.0.0.1:{port}.*--port"):
+            _check_free("127.0.0.1", port)

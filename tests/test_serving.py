@@ -26,33 +26,41 @@ LIMITS = {"max_body_bytes": 64_000, "max_events": 50, "max_batch_users": 8, "max
 
 
 @pytest.fixture(scope="session")
-def served(trained_workspace, tmp_path_factory):
-    """(base url, workspace path) of the running app; torn down at the end of the session."""
-    import ray
-    from ray import serve
+def started(trained_workspace, tmp_path_factory):
+    """(Endpoints, workspace path) of the app started as `seqcohort serve` starts it (start_app, a serve
+    YAML with keys and limits); torn down at the end of the session."""
+    import yaml
 
-    from serving.app import build_app
-    from serving.config import AppArgs
+    from seqcohort.launch import start_app, stop_app
+    from serving.config import serve_config
 
     ws = tmp_path_factory.mktemp("serve") / "ws"
     shutil.copytree(trained_workspace, ws, symlinks=True)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    for attempt in range(3):  # a port free when chosen can be taken before the proxy binds it
-        port = free_port()
+    cfg = serve_config(str(ws))
+    app = cfg["applications"][0]
+    app["args"].update(api_key=READ, admin_key=ADMIN, limits=LIMITS)
+    for d in app["deployments"]:
+        if "user_config" in d:
+            d["user_config"]["watch_interval_s"] = 0.5
+    yml = ws.parent / "serve.yaml"
+    yml.write_text(yaml.safe_dump(cfg))
+    for attempt in range(3):  # a port free when chosen can be taken before the replica binds it
         try:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            ends = start_app(ws, "127.0.0.1", free_port(), yml, num_cpus=2)
             break
         except Exception as e:
-            if "bind" not in str(e) or attempt == 2:
+            if "listen on" not in str(e) or attempt == 2:
                 raise
-            serve.shutdown()
-    args = AppArgs(workspace=str(ws), api_key=READ, admin_key=ADMIN, limits=LIMITS,
-                   encoder={"watch_interval_s": 0.5}, assigner={"watch_interval_s": 0.5})
-    serve.run(build_app(args), name="seqcohort", route_prefix="/", blocking=False)
-    url = f"http://127.0.0.1:{port}"
-    yield url, ws
-    serve.shutdown()
-    ray.shutdown()
+    try:
+        yield ends, ws
+    finally:
+        stop_app()
+
+
+@pytest.fixture(scope="session")
+def served(started):
+    """(printed URL, workspace path)."""
+    return started[0].url, started[1]
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +79,59 @@ def session(n: int = 5, minutes_ago: int = 30) -> list[dict]:
 def known_user(client) -> str:
     cid = client.get("/v1/cohorts").json()["cohorts"][0]["id"]
     return client.get(f"/v1/cohorts/{cid}/members", params={"limit": 1}).json()["members"][0]["user_id"]
+
+
+# ------------------------------------------------------------------------------ the printed URL
+def test_printed_url_is_the_ingress_replica_on_the_asked_port(started):
+    """`seqcohort serve --port P` prints http://host:P, where the ingress replica answers itself
+    (direct ingress, ~5x cheaper per request than Serve's proxy); the proxy answers on another port."""
+    from seqcohort.launch import ingress_ports
+
+    ends, _ = started
+    assert ends.direct and ends.url != ends.proxy_url
+    assert int(ends.url.rsplit(":", 1)[1]) in ingress_ports()
+    for url in (ends.url, ends.proxy_url):
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{ends.url}/docs").status_code == 200 and httpx.get(f"{ends.url}/ui/").status_code == 200
+
+
+def test_printed_url_gives_the_same_answers_as_the_proxy_and_in_process(started):
+    """1-20-event live sessions: the printed URL, Serve's proxy and the library in-process agree."""
+    import numpy as np
+
+    from embeddings.workspace import Workspace
+    from serving.models import AssignRequest, session_columns
+    from serving.state import AssignerState, EncoderState
+
+    ends, ws = started
+    as_of = datetime.now(timezone.utc).replace(microsecond=0)
+    bodies = [{"events": session(n, minutes_ago=25), "as_of": as_of.isoformat()} for n in (1, 2, 3, 5, 8, 13, 20)]
+    cur = Workspace(ws).current()
+    enc, asg = EncoderState.load(cur.name, cur), AssignerState.load(cur.name, cur)
+    sessions = []
+    for b in bodies:
+        r = AssignRequest(**b)
+        s = session_columns(r.events)
+        s["as_of"] = int((r.as_of - datetime(1970, 1, 1)) / timedelta(microseconds=1))  # as the ingress does
+        sessions.append(s)
+    local = asg.assign(enc.embed_sessions(sessions))
+    X = enc.embed_sessions(sessions)
+    for url in (ends.url, ends.proxy_url):
+        for b, want, x in zip(bodies, local, X, strict=True):
+            got = httpx.post(f"{url}/v1/assign", json=b, headers=H).json()
+            assert (got["cohort_id"], got["cohort_name"], got["neighbors"]) == (
+                want["cohort_id"], want["cohort_name"], want["neighbors"]), url
+            assert math.isclose(got["confidence"], want["confidence"], rel_tol=1e-5, abs_tol=1e-6)
+            emb = httpx.post(f"{url}/v1/embed", json=b, headers=H).json()["embedding"]
+            assert np.abs(np.asarray(emb) - x).max() < 1e-5
+
+
+def test_printed_url_rejects_malformed_payloads_with_4xx(started):
+    url = started[0].url
+    assert httpx.post(f"{url}/v1/assign", json={"events": session(2)}).status_code == 401
+    for payload in ({"events": []}, {"events": [{"ts": "yesterday", "event": "view"}]}, [1, 2]):
+        assert httpx.post(f"{url}/v1/assign", json=payload, headers=H).status_code == 422
+    assert httpx.post(f"{url}/v1/assign", json={"events": session(51)}, headers=H).status_code == 413
 
 
 # ------------------------------------------------------------------------------ endpoints

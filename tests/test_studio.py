@@ -40,12 +40,6 @@ def server(trained_workspace, tmp_path_factory):
     port = free_port()
     log = open(ws.parent / "serve.log", "w")
     env = {**os.environ, "SEQCOHORT_API_KEY": READ, "SEQCOHORT_ADMIN_KEY": ADMIN}
-    # Serve's direct-ingress ports from a range of our own: another Serve instance of this test session
-    # (test_serving.py's, in-process) allocates from the default 30000 up and knows nothing of ours
-    base = 31000 + (port % 17) * 100  # below Linux's ephemeral ports (32768 up), above Serve's default range
-    env.update(RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT=str(base), RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT=str(base + 99),
-               RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT=str(base + 10000),
-               RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT=str(base + 10099))
     proc = subprocess.Popen([sys.executable, "-m", "seqcohort", "serve", "--workspace", str(ws), "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}"

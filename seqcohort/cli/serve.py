@@ -24,11 +24,14 @@ def serve_workspace(workspace: str | Path, host: str, port: int, config_path: st
     prev = signal.getsignal(signal.SIGTERM)
     try:
         t0 = time.perf_counter()
-        url = start_app(workspace, host, port, config_path)
+        ends = start_app(workspace, host, port, config_path)
+        url = ends.url
         # after ray.init, which installs its own SIGTERM handler (a stack dump, then exit)
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         console.print(f"[bold green]serving[/] {Path(workspace).resolve()} at {url} "
                       f"(started in {time.perf_counter() - t0:.0f}s) — API docs: {url}/docs — cohort studio: {url}/ui/")
+        if ends.proxy_url != url:  # the ingress replica answers on `port` itself; the proxy reaches every replica
+            console.print(f"Serve's proxy (slower; for several Ingress replicas): {ends.proxy_url}", highlight=False)
         key = " -H 'X-API-Key: $SEQCOHORT_API_KEY'" if os.environ.get("SEQCOHORT_API_KEY") else ""
         console.print("try:", highlight=False)
         console.print(f"  curl -s{key} -X POST {url}/v1/assign -H 'content-type: application/json' -d "
@@ -51,7 +54,8 @@ def serve_workspace(workspace: str | Path, host: str, port: int, config_path: st
 @click.command()
 @workspace_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: all).")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="The API, docs and studio answer here (the ingress replica itself; Serve's proxy takes a free port).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Ray Serve YAML (see configs/serve.yaml) for replicas, tunables and limits.")
 @handle_errors
