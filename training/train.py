@@ -116,6 +116,9 @@ def fit_featurizer(cfg: Config, events: pl.DataFrame) -> Featurizer:
             max_vocab=f.max_vocab,
             min_count=f.min_count,
             transitions=f.transitions,
+            item_text=f.item_text == "auto",
+            item_text_dim=f.item_text_dim,
+            item_text_model=f.item_text_model,
             extra_categorical=list(cfg.data.extra_categorical),
             extra_numeric=list(cfg.data.extra_numeric),
         )

@@ -24,6 +24,7 @@ import polars as pl
 import torch
 
 from embeddings.errors import BundleError, SchemaError
+from embeddings.features.item_text import ItemText
 
 PAD, MISSING, OOV = 0, 1, 2
 N_SPECIAL = 3
@@ -66,6 +67,11 @@ class FeaturizerConfig:
     # (previous event, event) pairs as one token: the order of events survives mean pooling as
     # directly as their hour does (order twins: search -> cart -> buy vs cart -> buy -> search)
     transitions: bool = True
+    # item titles (the `text` column) as `item_text_dim` PCA coordinates of their sentence-transformers
+    # embeddings, per event (embeddings/features/item_text.py); on only where the fitted log had titles
+    item_text: bool = False
+    item_text_dim: int = 16
+    item_text_model: str | None = None  # a local sentence-transformers directory; None = the packaged MiniLM
 
 
 def transition_ids(prev_event: np.ndarray, event: np.ndarray) -> np.ndarray:
@@ -132,6 +138,7 @@ class Featurizer:
         self.config = config or FeaturizerConfig()
         self.vocabs_: dict[str, list[str]] | None = None
         self.numeric_stats_: dict[str, tuple[float, float]] | None = None
+        self.item_text_: ItemText | None = None  # fitted when config.item_text and the log has titles
 
     # ----------------------------------------------------------------- fitting
     @property
@@ -158,6 +165,10 @@ class Featurizer:
             v = v[np.isfinite(v)] if len(v) else np.zeros(1)
             stats[col] = (float(v.mean()), float(max(v.std(), 1e-6)))
         self.vocabs_, self.numeric_stats_ = vocabs, stats
+        self.item_text_ = None
+        if self.config.item_text and "text" in events.columns and events.get_column("text").drop_nulls().len():
+            titles = events.get_column("text").cast(pl.String).unique().to_list()
+            self.item_text_ = ItemText(self.config.item_text_dim, self.config.item_text_model).fit(titles)
         return self
 
     def _check_fitted(self) -> None:
@@ -194,7 +205,22 @@ class Featurizer:
 
     @property
     def numeric_fields(self) -> list[str]:
-        return ["amount_value", "log_recency", *self.config.extra_numeric]
+        return ["amount_value", "log_recency", *self.config.extra_numeric, *self.text_fields]
+
+    @property
+    def text_fields(self) -> list[str]:
+        """The per-event title coordinates (`text_0` ...), empty without fitted titles."""
+        return [] if self.item_text_ is None else [f"text_{j}" for j in range(self.item_text_.dim)]
+
+    def text_columns(self, titles: list[str | None]) -> dict[str, np.ndarray]:
+        """`text_j` arrays (n,) float32 of each event's title; missing titles -> zeros."""
+        if self.item_text_ is None:
+            return {}
+        uniq = list(dict.fromkeys(titles))
+        V = self.item_text_.vectors(uniq)  # (n_distinct, dim), each distinct title looked up once
+        row = {t: i for i, t in enumerate(uniq)}
+        G = V[np.fromiter((row[t] for t in titles), dtype=np.int64, count=len(titles))]
+        return {name: np.ascontiguousarray(G[:, j]) for j, name in enumerate(self.text_fields)}
 
     # ----------------------------------------------------------------- transform
     def transform(self, events: pl.DataFrame, as_of: datetime | None = None) -> SequenceData:
@@ -276,6 +302,9 @@ class Featurizer:
             mu, sd = self.numeric_stats_[col]
             v = df.get_column(col).cast(pl.Float64).to_numpy()
             cols[col] = standardise_extra(v, mu, sd)
+        if self.item_text_ is not None:
+            text = df.get_column("text").cast(pl.String).to_list() if "text" in df.columns else [None] * len(uid)
+            cols.update(self.text_columns(text))
         starts = np.flatnonzero(new_user)
         offsets = np.concatenate([starts, [len(uid)]]).astype(np.int64)
         return SequenceData(uid[starts].astype(object), offsets, cols, as_of)
@@ -359,6 +388,7 @@ class Featurizer:
             "config": asdict(self.config),
             "vocabs": self.vocabs_,
             "numeric_stats": self.numeric_stats_,
+            "item_text": None if self.item_text_ is None else self.item_text_.to_dict(),
         }
 
     @classmethod
@@ -368,6 +398,8 @@ class Featurizer:
         f = cls(FeaturizerConfig(**d["config"]))
         f.vocabs_ = {k: list(v) for k, v in d["vocabs"].items()}
         f.numeric_stats_ = {k: (float(a), float(b)) for k, (a, b) in d["numeric_stats"].items()}
+        if d.get("item_text") is not None:
+            f.item_text_ = ItemText.from_dict(d["item_text"])
         return f
 
     def to_json(self) -> str:

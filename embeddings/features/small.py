@@ -8,7 +8,7 @@ the same arithmetic on numpy arrays with dict lookups and returns bit-identical 
 Input is canonical events as columns of Python values, the shape a request already has:
 
     {"user_id": ["a", "a", "b"], "ts": [epoch µs, ...], "event": [...], "item": [...],
-     "category": [...], "amount": [float | None, ...], <extra columns>: [...]}
+     "category": [...], "amount": [float | None, ...], "text": [str | None, ...] (optional), <extra columns>: [...]}
 
 `user_id` and `ts` are never null; categorical columns hold str or None, numeric ones numbers or None.
 """
@@ -151,6 +151,9 @@ class SmallFeaturizer:
             mu, sd = f.numeric_stats_[col]
             v = _floats(columns[col])[order]
             cols[col] = standardise_extra(v, mu, sd)
+        if f.item_text_ is not None:  # titles: cached vectors; an unseen title is encoded once and cached
+            text = columns.get("text")
+            cols.update(f.text_columns([None] * n if text is None else [text[i] for i in order]))
         starts = np.flatnonzero(new_user)
         offsets = np.concatenate([starts, [n]]).astype(np.int64)
         return SequenceData(uid[starts].astype(object), offsets, cols, as_of)

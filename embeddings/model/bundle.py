@@ -10,6 +10,9 @@ retrain (bundles are cheap to rebuild; readers for every earlier layout are not)
 
 A goal-aware bundle also holds `propensity.safetensors` (the head) and `propensity.json` (goal,
 calibration, intent scaling); it loads as an `embeddings.model.intent.IntentEncoder`.
+
+A bundle whose featurizer reads item titles also holds `item_text.safetensors`: the reduced title
+vectors by text hash (embeddings/features/item_text.py), so known titles are never re-encoded.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
 from embeddings.errors import BundleError
@@ -36,6 +41,7 @@ FILES = ("config.json", "model.safetensors", "featurizer.json", "manifest.json")
 FORMAT = "seqcohort.bundle/2"
 HEAD_FILE = "propensity.safetensors"
 META_FILE = "propensity.json"
+TEXT_FILE = "item_text.safetensors"  # title vectors by text hash, where the featurizer reads titles
 PROPENSITY_FORMAT = "seqcohort.propensity/3"
 RETRAIN = "retrain with `seqcohort run` or `seqcohort train`"
 
@@ -102,6 +108,9 @@ def save_bundle(
         atomic_write_json(tmp / "featurizer.json", feat)
         save_file(_state(base), str(tmp / "model.safetensors"))
         weights = [tmp / "model.safetensors"]
+        if featurizer.item_text_ is not None:
+            save_numpy(featurizer.item_text_.cache_arrays(), str(tmp / TEXT_FILE))
+            weights.append(tmp / TEXT_FILE)
         if isinstance(encoder, IntentEncoder):
             propensity = {**(propensity or {}), "format": PROPENSITY_FORMAT, "embedding": encoder.intent.to_dict()}
             save_file(_state(encoder.head), str(tmp / HEAD_FILE))
@@ -142,6 +151,10 @@ def load_bundle(path: str | Path, device: str = "cpu") -> Bundle:
         featurizer = Featurizer.from_dict(_read_json(path / "featurizer.json"))
     except (KeyError, TypeError, ValueError) as e:
         raise BundleError(f"{path / 'featurizer.json'} is unreadable ({e!r}); {RETRAIN}.") from e
+    if featurizer.item_text_ is not None:
+        if not (path / TEXT_FILE).is_file():
+            raise BundleError(f"Encoder bundle {path} reads item titles but lacks {TEXT_FILE}; {RETRAIN}.")
+        featurizer.item_text_.load_cache(load_numpy(str(path / TEXT_FILE)), path / TEXT_FILE)
     encoder = EventEncoder(cfg)
     state = load_file(str(path / "model.safetensors"), device=device)
     missing_keys, unexpected = encoder.load_state_dict(state, strict=False)
