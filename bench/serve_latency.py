@@ -201,6 +201,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--events", default="20", help="events per session: N or LOW-HIGH (uniform), e.g. 1-20")
     ap.add_argument("--no-proxy", action="store_true", help="skip the rows through Serve's proxy")
+    ap.add_argument("--layout", choices=["separate", "one", "both"], default="separate",
+                    help="separate Encoder and Assigner deployments (the default), models in the ingress "
+                         "replica (args.models_in_ingress), or both one after the other")
     ap.add_argument("--no-throughput-optimized", action="store_true",
                     help="export RAY_SERVE_THROUGHPUT_OPTIMIZED=0 (no direct ingress: the printed URL is the proxy)")
     ap.add_argument("--chaos", action="store_true", help="also kill an Encoder replica under load")
@@ -224,20 +227,26 @@ def main() -> None:
     for c in [c for c in a.concurrency if c > 1]:
         lat, rps, err = in_process(a.workspace, raw, c, a.requests)
         rows.append((f"in-process, batches of {c}, 1 thread", c, *pct(lat), rps, err))
-    ends = start_app(a.workspace, "127.0.0.1", free_port(), num_cpus=2)
-    try:
-        targets = [(f"printed URL ({'direct ingress' if ends.direct else 'Serve proxy'})", ends.url)]
-        if ends.proxy_url != ends.url and not a.no_proxy:
-            targets.append(("Serve proxy", ends.proxy_url))
-        for label, u in targets:
-            asyncio.run(http_load(u, bodies, 8, 300))  # warm-up
-            for c in a.concurrency:
-                row, ms = load_row(label, u, bodies, c, a.requests)
-                rows.append(row)
-                cpu.append((label, c, ms))
-        chaos_line = asyncio.run(chaos(ends.url, bodies)) if a.chaos else ""
-    finally:
-        stop_app()
+    chaos_line = ""
+    for layout in (["separate", "one"] if a.layout == "both" else [a.layout]):
+        one = layout == "one"
+        ends = start_app(a.workspace, "127.0.0.1", free_port(), num_cpus=2, overrides={"models_in_ingress": one})
+        try:
+            how = "direct ingress" if ends.direct else "Serve proxy"
+            where = ", models in the ingress" if one else ""
+            targets = [(f"printed URL ({how}{where})", ends.url)]
+            if ends.proxy_url != ends.url and not a.no_proxy:
+                targets.append((f"Serve proxy{where}", ends.proxy_url))
+            for label, u in targets:
+                asyncio.run(http_load(u, bodies, 8, 300))  # warm-up
+                for c in a.concurrency:
+                    row, ms = load_row(label, u, bodies, c, a.requests)
+                    rows.append(row)
+                    cpu.append((label, c, ms))
+            if a.chaos and not one:
+                chaos_line = asyncio.run(chaos(ends.url, bodies))
+        finally:
+            stop_app()
     load1 = os.getloadavg()
     mode = "off" if a.no_throughput_optimized else "on"
     ev = f"{n_events[0]}" if n_events[0] == n_events[1] else f"{n_events[0]}-{n_events[1]}"

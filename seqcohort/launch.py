@@ -35,7 +35,11 @@ class Endpoints:
 
 
 def app_args(workspace: str | Path, config_path: str | Path | None = None) -> tuple[dict[str, Any], dict[str, dict]]:
-    """(builder args, per-deployment overrides) from the code defaults and an optional serve YAML."""
+    """(builder args, per-deployment overrides) from the code defaults and an optional serve YAML.
+
+    The models run inside the ingress replica unless the YAML sets `args.models_in_ingress` or
+    configures `Encoder` / `Assigner` deployments (then they are deployments of their own).
+    """
     from serving.config import load_serve_yaml
 
     args: dict[str, Any] = {}
@@ -47,6 +51,9 @@ def app_args(workspace: str | Path, config_path: str | Path | None = None) -> tu
             d = dict(d)
             overrides[d.pop("name")] = d
     args["workspace"] = str(Path(workspace).resolve())
+    # one machine, no say in the YAML: the models run inside the ingress replica (no actor hop per
+    # request; on 2 cores a third of the CPU per request of separate deployments, bench/serve_latency.py)
+    args.setdefault("models_in_ingress", not ({"Encoder", "Assigner"} & overrides.keys()))
     for key, name in (("ingress_options", "Ingress"), ("encoder_options", "Encoder"), ("assigner_options", "Assigner")):
         if name in overrides:
             o = dict(overrides[name])
@@ -120,12 +127,12 @@ def ingress_ports(app_name: str | None = None) -> list[int]:
 
 
 def start_app(workspace: str | Path, host: str = "127.0.0.1", port: int = 8000, config_path: str | Path | None = None,
-              num_cpus: int | None = None) -> Endpoints:
+              num_cpus: int | None = None, overrides: dict[str, Any] | None = None) -> Endpoints:
     """Start Ray (if needed) + Serve + the app without blocking; returns where it answers.
 
     With direct ingress (the default), the ingress replica listens on `port` and Serve's proxy on
     a free port; otherwise (throughput mode or direct ingress turned off, or HAProxy mode) Serve's
-    proxy or HAProxy listens on `port`.
+    proxy or HAProxy listens on `port`. `overrides` replace builder args (e.g. {"models_in_ingress": True}).
     """
     import ray
     from ray import serve
@@ -137,7 +144,7 @@ def start_app(workspace: str | Path, host: str = "127.0.0.1", port: int = 8000, 
 
     Workspace(workspace).current()  # a clear error before Ray starts when nothing is published
     args, _ = app_args(workspace, config_path)
-    a = AppArgs(**args)
+    a = AppArgs(**{**args, **(overrides or {})})
     env, pinned = serve_env(port, _ingress_replicas(a.ingress_options))
     _check_free(host, port)
     if not ray.is_initialized():

@@ -10,12 +10,14 @@ Endpoints are documented at /docs and /openapi.json.
 
 import asyncio
 import csv
+import inspect
 import io
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -31,7 +33,7 @@ from serving.changes import ChangesRoutes
 from serving.changes import router as changes_router
 from serving.config import AppArgs
 from serving.cursor import decode_cursor, encode_cursor
-from serving.deployments import AssignerDeployment, Encoder
+from serving.deployments import AssignerDeployment, AssignerModel, Encoder, EncoderModel
 from serving.limits import BodyLimit
 from serving.models import (
     AssignRequest,
@@ -103,15 +105,34 @@ def _decode_cursor(cursor: str) -> tuple[str, int]:
         raise _problem(["query", "cursor"], "invalid cursor; pass next_cursor from the previous page") from None
 
 
+class InProcess:
+    """A model object inside the ingress replica, called as its deployment would be: `x.method.remote(...)`."""
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self._obj, name)
+
+        async def remote(*args: Any, **kwargs: Any) -> Any:
+            r = fn(*args, **kwargs)
+            return await r if inspect.isawaitable(r) else r
+
+        return SimpleNamespace(remote=remote)
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress(StudioRoutes, ChangesRoutes):
-    def __init__(self, args: dict[str, Any], encoder: DeploymentHandle, assigner: DeploymentHandle) -> None:
+    def __init__(self, args: dict[str, Any], encoder: DeploymentHandle | None = None,
+                 assigner: DeploymentHandle | None = None) -> None:
         self.args = AppArgs(**args)
         self.keys = KeyChecker(*self.args.resolved_keys())
         self.limits = self.args.limits
         BodyLimit.max_bytes = self.limits.max_body_bytes
-        self.encoder, self.assigner = encoder, assigner
+        # without handles (models_in_ingress), the models run here: no actor hop per request
+        self.encoder = encoder or InProcess(EncoderModel(self.args.workspace, self.args.encoder.model_dump()))
+        self.assigner = assigner or InProcess(AssignerModel(self.args.workspace, self.args.assigner.model_dump()))
 
     async def _call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
         """Await a handle call, retrying on a dead or unavailable replica (Serve replaces it)."""
@@ -363,6 +384,8 @@ def build_app(args: AppArgs) -> serve.Application:
     """Typed application builder (`import_path: serving.app:build_app`, args: serving.config.AppArgs)."""
     if isinstance(args, dict):
         args = AppArgs(**args)
+    if args.models_in_ingress:
+        return Ingress.options(**args.ingress_options).bind(args.model_dump(mode="json"))
     enc_tun, asg_tun = args.encoder.model_dump(), args.assigner.model_dump()
     enc = Encoder.options(**args.encoder_options, user_config=enc_tun).bind(args.workspace, enc_tun)
     asg = AssignerDeployment.options(**args.assigner_options, user_config=asg_tun).bind(args.workspace, asg_tun)

@@ -61,6 +61,9 @@ class AppArgs(BaseModel):
     encoder: EncoderTunables = Field(default_factory=EncoderTunables)
     assigner: AssignerTunables = Field(default_factory=AssignerTunables)
     retries: int = Field(5, ge=0, le=10)  # ingress retries (0.1 s doubling) of a call whose replica died
+    # True: featurise, encode and assign inside the ingress replica (one deployment, no actor hop per
+    # request; small CPU models; tunables fixed at start). False: Encoder and Assigner deployments of their own.
+    models_in_ingress: bool = False
     # Per-deployment options (num_replicas, ray_actor_options, ...) passed to `.options()`;
     # the serve YAML's `deployments:` section overrides these the Ray way.
     ingress_options: dict[str, Any] = Field(

@@ -1,4 +1,5 @@
-"""The two model deployments: Encoder (dynamic batching) and Assigner (cohorts + FAISS + stored data).
+"""The two model parts, Encoder (dynamic batching) and Assigner (cohorts + FAISS + stored data): each a
+deployment of its own, or plain objects inside the ingress replica (`AppArgs.models_in_ingress`).
 
 Both follow the workspace's `current` version on their own (a watcher thread) and on
 `reload()`; each answer names the version that produced it.
@@ -20,9 +21,9 @@ from serving.studio.assigner import StudioAssigner
 log = logging.getLogger("seqcohort.serving")
 
 
-@serve.deployment(name="Encoder")
-class Encoder:
-    """Featurise + encode sessions from the current bundle; concurrent requests share one forward pass."""
+class EncoderModel:
+    """Featurise + encode sessions from the current bundle: the Encoder deployment, or a plain object
+    inside the ingress replica (`AppArgs.models_in_ingress`)."""
 
     def __init__(self, workspace: str, tunables: dict[str, Any] | None = None) -> None:
         self.tun = EncoderTunables(**(tunables or {}))
@@ -30,14 +31,7 @@ class Encoder:
         self.versions: Versions[EncoderState] = Versions(workspace, EncoderState.load, keep=2)
         self.versions.watch(lambda: self.tun.watch_interval_s)
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self.tun = EncoderTunables(**user_config)
-        torch.set_num_threads(self.tun.torch_threads)
-        self.embed_batch.set_max_batch_size(self.tun.max_batch_size)
-        self.embed_batch.set_batch_wait_timeout_s(self.tun.batch_wait_timeout_s)
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def embed_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _embed(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each request: {"sessions": [...]} -> {"X": (n, dim) float32, "version", "model_version"}."""
         vid, st = self.versions.get()  # one version for the whole batch
         sessions = [s for r in requests for s in r["sessions"]]
@@ -49,8 +43,8 @@ class Encoder:
             start += n
         return out
 
-    async def embed(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await self.embed_batch(request)
+    def embed(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self._embed([request])[0]
 
     def reload(self) -> str:
         self.versions.refresh()
@@ -65,9 +59,27 @@ class Encoder:
             self.versions.stop()
 
 
-@serve.deployment(name="Assigner")
-class AssignerDeployment(StudioAssigner):
-    """Centroids, cohort metadata, the FAISS index of known users and their stored assignments."""
+@serve.deployment(name="Encoder")
+class Encoder(EncoderModel):
+    """The encoder as its own deployment (replicas, GPUs); concurrent requests share one forward pass."""
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self.tun = EncoderTunables(**user_config)
+        torch.set_num_threads(self.tun.torch_threads)
+        self.embed_batch.set_max_batch_size(self.tun.max_batch_size)
+        self.embed_batch.set_batch_wait_timeout_s(self.tun.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def embed_batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self._embed(requests)
+
+    async def embed(self, request: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        return await self.embed_batch(request)
+
+
+class AssignerModel(StudioAssigner):
+    """Centroids, cohort metadata, the FAISS index of known users and their stored assignments: the
+    Assigner deployment, or a plain object inside the ingress replica."""
 
     def __init__(self, workspace: str, tunables: dict[str, Any] | None = None) -> None:
         self.tun = AssignerTunables(**(tunables or {}))
@@ -138,3 +150,6 @@ class AssignerDeployment(StudioAssigner):
     def __del__(self) -> None:
         if hasattr(self, "versions"):
             self.versions.stop()
+
+
+AssignerDeployment = serve.deployment(name="Assigner")(AssignerModel)

@@ -38,10 +38,11 @@ def started(trained_workspace, tmp_path_factory):
     shutil.copytree(trained_workspace, ws, symlinks=True)
     cfg = serve_config(str(ws))
     app = cfg["applications"][0]
-    app["args"].update(api_key=READ, admin_key=ADMIN, limits=LIMITS)
-    for d in app["deployments"]:
-        if "user_config" in d:
-            d["user_config"]["watch_interval_s"] = 0.5
+    # as `seqcohort serve` runs by default: the models inside the ingress replica (no Encoder/Assigner
+    # deployments in the YAML); test_separate_deployments_give_the_same_answers covers the other layout
+    app["deployments"] = [d for d in app["deployments"] if d["name"] == "Ingress"]
+    app["args"].update(api_key=READ, admin_key=ADMIN, limits=LIMITS,
+                       encoder={"watch_interval_s": 0.5}, assigner={"watch_interval_s": 0.5})
     yml = ws.parent / "serve.yaml"
     yml.write_text(yaml.safe_dump(cfg))
     for attempt in range(3):  # a port free when chosen can be taken before the replica binds it
@@ -95,17 +96,19 @@ def test_printed_url_is_the_ingress_replica_on_the_asked_port(started):
     assert httpx.get(f"{ends.url}/docs").status_code == 200 and httpx.get(f"{ends.url}/ui/").status_code == 200
 
 
-def test_printed_url_gives_the_same_answers_as_the_proxy_and_in_process(started):
-    """1-20-event live sessions: the printed URL, Serve's proxy and the library in-process agree."""
+def _live_bodies() -> list[dict]:
+    as_of = datetime.now(timezone.utc).replace(microsecond=0)
+    return [{"events": session(n, minutes_ago=25), "as_of": as_of.isoformat()} for n in (1, 2, 3, 5, 8, 13, 20)]
+
+
+def _check_answers(url: str, ws, bodies: list[dict]) -> None:
+    """POST /v1/assign and /v1/embed at `url` answer as the library does in-process."""
     import numpy as np
 
     from embeddings.workspace import Workspace
     from serving.models import AssignRequest, session_columns
     from serving.state import AssignerState, EncoderState
 
-    ends, ws = started
-    as_of = datetime.now(timezone.utc).replace(microsecond=0)
-    bodies = [{"events": session(n, minutes_ago=25), "as_of": as_of.isoformat()} for n in (1, 2, 3, 5, 8, 13, 20)]
     cur = Workspace(ws).current()
     enc, asg = EncoderState.load(cur.name, cur), AssignerState.load(cur.name, cur)
     sessions = []
@@ -114,16 +117,67 @@ def test_printed_url_gives_the_same_answers_as_the_proxy_and_in_process(started)
         s = session_columns(r.events)
         s["as_of"] = int((r.as_of - datetime(1970, 1, 1)) / timedelta(microseconds=1))  # as the ingress does
         sessions.append(s)
-    local = asg.assign(enc.embed_sessions(sessions))
     X = enc.embed_sessions(sessions)
+    for b, want, x in zip(bodies, asg.assign(X), X, strict=True):
+        got = httpx.post(f"{url}/v1/assign", json=b, headers=H, timeout=60).json()
+        assert (got["cohort_id"], got["cohort_name"], got["neighbors"]) == (
+            want["cohort_id"], want["cohort_name"], want["neighbors"]), url
+        assert math.isclose(got["confidence"], want["confidence"], rel_tol=1e-5, abs_tol=1e-6)
+        emb = httpx.post(f"{url}/v1/embed", json=b, headers=H, timeout=60).json()["embedding"]
+        assert np.abs(np.asarray(emb) - x).max() < 1e-5
+
+
+def test_printed_url_gives_the_same_answers_as_the_proxy_and_in_process(started):
+    """1-20-event live sessions: the printed URL, Serve's proxy and the library in-process agree."""
+    ends, ws = started
+    bodies = _live_bodies()
     for url in (ends.url, ends.proxy_url):
-        for b, want, x in zip(bodies, local, X, strict=True):
-            got = httpx.post(f"{url}/v1/assign", json=b, headers=H).json()
-            assert (got["cohort_id"], got["cohort_name"], got["neighbors"]) == (
-                want["cohort_id"], want["cohort_name"], want["neighbors"]), url
-            assert math.isclose(got["confidence"], want["confidence"], rel_tol=1e-5, abs_tol=1e-6)
-            emb = httpx.post(f"{url}/v1/embed", json=b, headers=H).json()["embedding"]
-            assert np.abs(np.asarray(emb) - x).max() < 1e-5
+        _check_answers(url, ws, bodies)
+
+
+@pytest.mark.slow
+def test_separate_deployments_give_the_same_answers(started, tmp_path):
+    """`seqcohort serve --config` with Encoder and Assigner deployments (the GPU layout), in its own
+    process and Ray instance: the printed URL answers as in-process, and malformed payloads get 4xx."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    from serving.config import serve_config
+
+    ws = started[1]
+    cfg = serve_config(str(ws))
+    cfg["applications"][0]["args"].update(api_key=READ, admin_key=ADMIN, limits=LIMITS)
+    yml = tmp_path / "serve.yaml"
+    yml.write_text(yaml.safe_dump(cfg))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "seqcohort", "serve", "--workspace", str(ws), "--port", str(port),
+                             "--config", str(yml)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "250"})
+    out: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.append(line)
+            if "Ctrl-C to stop" in line:
+                break
+        m = re.search(r"serving \S+ at (http://127\.0\.0\.1:\d+)", "".join(out))
+        assert m and m.group(1) == f"http://127.0.0.1:{port}", "".join(out)[-3000:]
+        url = m.group(1)
+        _check_answers(url, ws, _live_bodies())
+        assert httpx.post(f"{url}/v1/assign", json={"events": session(2)}).status_code == 401
+        assert httpx.post(f"{url}/v1/assign", json={"events": []}, headers=H).status_code == 422
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
 
 
 def test_printed_url_rejects_malformed_payloads_with_4xx(started):
