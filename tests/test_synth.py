@@ -248,3 +248,26 @@ def test_write_reads_back_equal(data: SynthData, tmp_path: Path) -> None:
     ]
     # Writing again replaces the files in place.
     assert write(small, tmp_path / "out") == paths
+
+
+def test_write_parts_streams_a_log_in_parts_with_one_catalog(tmp_path: Path) -> None:
+    """A log written in parts: every user once with a unique id, the same catalog as `generate`'s,
+    parts drawn from their own streams, and below the part size exactly `generate` + `write`."""
+    from embeddings.synthetic.synth import write_parts
+
+    paths = write_parts(2500, tmp_path / "parts", seed=3, part_users=1000)
+    events, truth = pl.read_parquet(paths["events"]), pl.read_parquet(paths["truth"])
+    assert truth.height == 2500 and truth["user_id"].n_unique() == 2500
+    assert truth["user_id"].to_list() == [f"u{i:06d}" for i in range(2500)]
+    assert events["user_id"].n_unique() == 2500 and dict(events.schema) == EVENT_SCHEMA
+    whole = generate(1000, seed=3)
+    assert pl.read_parquet(paths["catalog"]).equals(whole.catalog)
+    first = events.filter(pl.col("user_id") < "u001000")
+    assert first.equals(whole.events)  # part 0 is the seed's own stream
+    second = events.filter((pl.col("user_id") >= "u001000") & (pl.col("user_id") < "u002000"))
+    assert not second.with_columns(pl.col("user_id").str.slice(1).cast(pl.Int64) - 1000).equals(
+        first.with_columns(pl.col("user_id").str.slice(1).cast(pl.Int64)))  # not a copy of part 0
+    assert set(truth["archetype"].unique()) == {a.name for a in ARCHETYPES}
+    small = write_parts(300, tmp_path / "small", seed=3, part_users=1000)
+    assert pl.read_parquet(small["events"]).equals(generate(300, seed=3).events)
+    assert not list((tmp_path / "parts").glob(".*"))  # no temporary file left

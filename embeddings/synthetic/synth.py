@@ -161,6 +161,10 @@ def generate(
     short_share: float = 0.05,
     as_of: datetime = DEFAULT_AS_OF,
     archetypes: Sequence[Archetype] | None = None,
+    *,
+    part: int = 0,
+    first_user: int = 0,
+    id_width: int | None = None,
 ) -> SynthData:
     """Generate a synthetic event log with planted archetypes (deterministic given `seed`).
 
@@ -171,6 +175,8 @@ def generate(
             session drawn from their archetype), flagged `short_history` in the truth table.
         as_of: end of the history (naive UTC, or aware and converted); all events are before it.
         archetypes: the archetypes to plant, default `ARCHETYPES`.
+        part, first_user, id_width: one part of a larger log (`write_parts`): the catalog is the
+            seed's, the users come from their own stream `part` and are numbered from `first_user`.
     """
     if n_users < 1:
         raise ValueError(f"n_users must be at least 1, got {n_users}")
@@ -186,6 +192,8 @@ def generate(
     cat_rng, pop_rng, rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
     )
+    if part:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, part]))
     catalog, price, nouns = _make_catalog(cat_rng)
     t = _tables(arcs, price, pop_rng)
     n_cat = len(CATEGORIES)
@@ -298,8 +306,8 @@ def generate(
     )
 
     # --- frame -----------------------------------------------------------------------------------
-    width = max(6, len(str(n_users - 1)))
-    user_ids = pl.Series([f"u{i:0{width}d}" for i in range(n_users)], dtype=pl.String)
+    width = id_width or max(6, len(str(n_users - 1)))
+    user_ids = pl.Series([f"u{i:0{width}d}" for i in range(first_user, first_user + n_users)], dtype=pl.String)
     no_item = (e_type == START) | (e_type == SEARCH) | (e_type == COUPON)
     titles = catalog["title"].to_numpy()
     text_src = np.concatenate([titles, np.asarray(nouns, dtype=object)])  # search text = query
@@ -369,10 +377,52 @@ def write(data: SynthData, out_dir: Path) -> dict[str, Path]:
     for name in ("events", "truth", "catalog"):
         frame: pl.DataFrame = getattr(data, name)
         _atomic_write(paths[name], frame.write_parquet)
-    meta = [
-        {"name": a.name, "description": a.description, "weight": a.weight} for a in data.archetypes
-    ]
-    text = json.dumps(meta, indent=2) + "\n"
-    _atomic_write(paths["archetypes"], lambda p: Path(p).write_text(text, encoding="utf-8"))
+    _write_archetypes(data.archetypes, paths["archetypes"])
     log.info("wrote synthetic data set to %s", out_dir)
+    return paths
+
+
+def _write_archetypes(archetypes: Sequence[Archetype], path: Path) -> None:
+    meta = [{"name": a.name, "description": a.description, "weight": a.weight} for a in archetypes]
+    text = json.dumps(meta, indent=2) + "\n"
+    _atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
+
+
+def write_parts(n_users: int, out_dir: Path, *, seed: int = 0, short_share: float = 0.05,
+                part_users: int = 100_000, as_of: datetime = DEFAULT_AS_OF) -> dict[str, Path]:
+    """`write(generate(n_users, ...))` in parts of `part_users` users, so memory stays that of one part.
+
+    Up to `part_users` users this is exactly `generate` + `write`; above, each part draws its users
+    from its own stream over the same catalog and archetypes (a million users in a few GB).
+    """
+    if n_users <= part_users:
+        return write(generate(n_users, seed=seed, short_share=short_share, as_of=as_of), out_dir)
+    import pyarrow.parquet as pq
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    width = max(6, len(str(n_users - 1)))
+    tmp = {name: out_dir / f".{name}.parquet.{os.getpid()}.tmp" for name in ("events", "truth")}
+    writers: dict[str, pq.ParquetWriter] = {}
+    try:
+        for part, first in enumerate(range(0, n_users, part_users)):
+            data = generate(min(part_users, n_users - first), seed=seed, short_share=short_share, as_of=as_of,
+                            part=part, first_user=first, id_width=width)
+            for name in ("events", "truth"):
+                table = getattr(data, name).to_arrow()
+                if name not in writers:
+                    writers[name] = pq.ParquetWriter(tmp[name], table.schema)
+                writers[name].write_table(table)
+        for w in writers.values():
+            w.close()
+        paths = {name: out_dir / f"{name}.parquet" for name in ("events", "truth", "catalog")}
+        paths["archetypes"] = out_dir / "archetypes.json"
+        _atomic_write(paths["catalog"], data.catalog.write_parquet)
+        _write_archetypes(data.archetypes, paths["archetypes"])
+        for name in ("events", "truth"):
+            os.replace(tmp[name], paths[name])
+    finally:
+        for t in tmp.values():
+            t.unlink(missing_ok=True)
+    log.info("wrote %d synthetic users in parts of %d to %s", n_users, part_users, out_dir)
     return paths

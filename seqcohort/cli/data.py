@@ -21,10 +21,12 @@ def synth(users: int, out: str, seed: int, short_share: float) -> None:
     """Write synthetic events with planted archetypes (events.parquet, truth.parquet, archetypes.json)."""
     from embeddings.synthetic import synth as sy
 
+    import pyarrow.parquet as pq
+
     t0 = time.perf_counter()
-    data = sy.generate(users, seed=seed, short_share=short_share)
-    paths = sy.write(data, Path(out))
-    console.print(f"wrote {data.events.height:,} events of {users:,} users in {time.perf_counter() - t0:.1f}s:")
+    paths = sy.write_parts(users, Path(out), seed=seed, short_share=short_share)  # bounded memory at any size
+    n_events = pq.ParquetFile(paths["events"]).metadata.num_rows
+    console.print(f"wrote {n_events:,} events of {users:,} users in {time.perf_counter() - t0:.1f}s:")
     for name, p in paths.items():
         console.print(f"  {name}: {p}")
 
