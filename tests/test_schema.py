@@ -7,6 +7,7 @@ import logging
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -505,6 +506,19 @@ def test_sorted_by_user_then_time_stable_for_ties() -> None:
     )
     df, _ = validate_events(frame)
     assert df["event"].to_list() == ["a1-first", "a1-second", "a3", "b1", "b2"]
+
+
+def test_sorting_by_user_rank_equals_sorting_by_id_on_shuffled_and_sorted_input() -> None:
+    rng = np.random.default_rng(0)
+    n = 5000
+    frame = pl.DataFrame({"user_id": [f"u{i}" for i in rng.integers(0, 300, n)],  # "u10" < "u9": string order
+                          "ts": rng.integers(1_700_000_000, 1_700_000_000 + 50, n),  # many ties
+                          "event": [f"e{i}" for i in range(n)]})
+    expect = frame.with_row_index("r").sort(["user_id", "ts", "r"])["event"].to_list()
+    df, _ = validate_events(frame)
+    assert df["event"].to_list() == expect
+    again, _ = validate_events(df)  # already in order: kept as it is
+    assert again["event"].to_list() == expect
 
 
 def test_required_is_the_documented_triple() -> None:

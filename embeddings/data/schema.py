@@ -310,6 +310,16 @@ def _default_quarantine(path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
+def _sorted_by_user(df: pl.DataFrame) -> pl.DataFrame:
+    """`df` sorted by user_id, then ts, ties in file order (`_ROW`); a frame already in that order is
+    returned as is. Sorting by the user's rank, not the id string, needs a fraction of the memory."""
+    u, ts = pl.col("user_id"), pl.col("ts")
+    ordered = df.select(((u > u.shift(1)) | ((u == u.shift(1)) & (ts >= ts.shift(1)))).fill_null(True).all()).item()
+    if ordered:
+        return df
+    return df[df.select(pl.arg_sort_by([u.rank("dense"), ts, pl.col(_ROW)])).to_series()]
+
+
 def _validate(
     df: pl.DataFrame,
     spec: list[FieldSpec],
@@ -380,7 +390,7 @@ def _validate(
     out_cols = [f.canonical for f in spec]
     n_in = df.height
     if not reasons:
-        out = converted.sort(["user_id", "ts", _ROW]).select(out_cols)
+        out = _sorted_by_user(converted).select(out_cols)
         return out, LoadReport(source, n_in, n_in, 0, None, {})
 
     converted = pl.concat([converted, masks], how="horizontal")
@@ -416,7 +426,7 @@ def _validate(
         summary,
         f" to {written}" if written else "; pass quarantine_path to keep them",
     )
-    out = converted.filter(~bad_any).sort(["user_id", "ts", _ROW]).select(out_cols)
+    out = _sorted_by_user(converted.filter(~bad_any)).select(out_cols)
     report = LoadReport(source, n_in, out.height, n_bad, str(written) if written else None, reasons)
     return out, report
 
