@@ -26,6 +26,10 @@ class WorkspaceError(SeqcohortError):
     """A workspace has no published version, or a version is incomplete."""
 
 
+class ClusterError(SeqcohortError):
+    """Ray is not installed, no Ray cluster answers at the address, or a job on it failed past its retries."""
+
+
 class NotFittedError(SeqcohortError):
     """An estimator was used before `fit`."""
 

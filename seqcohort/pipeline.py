@@ -82,17 +82,18 @@ def load_events(path: str | Path, cfg: Config, maps: list[str] | tuple[str, ...]
 
 
 def train_bundle(cfg: Config, events: pl.DataFrame, out: str | Path, *, as_of: datetime | None = None,
-                 goal: Any = None) -> TrainResult:
-    """Train an encoder bundle into `out` (goal-aware with a `goal`)."""
+                 goal: Any = None, engine: Any = None) -> TrainResult:
+    """Train an encoder bundle into `out` (goal-aware with a `goal`; on Ray Train with an `engine`)."""
     from training.train import train  # Lightning is imported only when training
 
+    distributed = engine.trainer() if engine is not None else None
     if goal is None:
-        return train(cfg, events, out, as_of=as_of)
+        return train(cfg, events, out, as_of=as_of, distributed=distributed)
     from embeddings.evaluation.goals import warn_unlisted_variants
     from training.propensity import train_goal_aware
 
     warn_unlisted_variants(events, goal)
-    return train_goal_aware(cfg, events, goal, out, as_of=as_of)
+    return train_goal_aware(cfg, events, goal, out, as_of=as_of, distributed=distributed)
 
 
 @holds_lock("seqcohort run")  # a refresh or forget at the same time would lose one of the two
@@ -103,12 +104,13 @@ def run(
     maps: list[str] | tuple[str, ...] = (),
     events: pl.DataFrame | None = None,
     goal: Any = None,
+    engine: Any = None,  # seqcohort.scale.engine.RayEngine (it reads files with load_events: no import back)
 ) -> RunResult:
     """train -> embed -> cluster -> name, published atomically as the workspace's new `current`.
 
     With a `goal` (embeddings.evaluation.goals.Goal) the encoder is trained goal-aware (contrastive +
     propensity head): assignments get a calibrated `propensity` column and each cohort its expected
-    goal rate in `profile.extra["goal"]`.
+    goal rate in `profile.extra["goal"]`. With an `engine` (seqcohort.scale), training and embedding run on Ray.
     """
     ws = Workspace(workspace)
     ws.cleanup_staging()
@@ -121,12 +123,14 @@ def run(
     with ws.new_version({"events": str(events_path), "as_of": as_of.isoformat(), "config": with_maps(cfg, maps).model_dump(),
                          "steps": ["train", "embed", "cluster", "name"]}) as out:
         t0 = time.perf_counter()
-        trained = train_bundle(cfg, events, out / "encoder", as_of=as_of, goal=goal)
+        trained = train_bundle(cfg, events, out / "encoder", as_of=as_of, goal=goal, engine=engine)
         encoder = UserEncoder(trained.bundle, cfg.trainer.accelerator, trained.bundle_dir)
         t["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        data = encoder.featurize(events, as_of)
-        embedded = encoder.encode(data)
+        if engine is not None:
+            embedded = engine.embed(encoder, events, as_of)
+        else:
+            embedded = encoder.encode(encoder.featurize(events, as_of))
         t["embed"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         model = CohortModel(cfg, namer=build_namer(cfg, ws.root / "naming_cache"))
@@ -137,7 +141,7 @@ def run(
         model.save(out)
         t["save"] = time.perf_counter() - t0
     assert model.cohorts_ is not None
-    return RunResult(ws.current(), model.cohorts_, t, trained.metrics, len(data), events.height)
+    return RunResult(ws.current(), model.cohorts_, t, trained.metrics, len(embedded.user_ids), events.height)
 
 
 def _version_meta(cur: Path) -> dict[str, Any]:

@@ -121,19 +121,22 @@ def workspace_config(workspace: str | Path, sets: list[str] | tuple[str, ...] = 
 
 
 def refresh(workspace: str | Path, events_path: str | Path, cfg: Config, maps: list[str] | tuple[str, ...] = (),
-            retrain: str = "auto", events: pl.DataFrame | None = None) -> RefreshResult:
-    """Add the events in `events_path` to the workspace and publish a refreshed version (see module doc)."""
+            retrain: str = "auto", events: pl.DataFrame | None = None, engine: Any = None) -> RefreshResult:
+    """Add the events in `events_path` to the workspace and publish a refreshed version (see module doc).
+
+    With an `engine` (seqcohort.scale.engine.RayEngine) re-embedding and retraining run on Ray.
+    """
     if retrain not in ("auto", "always", "never"):
         raise WorkspaceError(f"--retrain {retrain!r}: use auto, always or never.")
     ws = Workspace(workspace)
     ws.current()  # a clear error for a workspace with no version
     with workspace_lock(ws.root, "seqcohort refresh"):
         ws.cleanup_staging()
-        return _refresh(ws, events_path, cfg, maps, retrain, events)
+        return _refresh(ws, events_path, cfg, maps, retrain, events, engine)
 
 
 def _refresh(ws: Workspace, events_path: str | Path, cfg: Config, maps: list[str] | tuple[str, ...], retrain: str,
-             new: pl.DataFrame | None) -> RefreshResult:
+             new: pl.DataFrame | None, engine: Any = None) -> RefreshResult:
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     cur = ws.current()
@@ -159,7 +162,8 @@ def _refresh(ws: Workspace, events_path: str | Path, cfg: Config, maps: list[str
     assert prev_assign is not None and previous.cohorts_ is not None
     changed = m.changed_users
     t0 = time.perf_counter()
-    emb, moved_only = updated_embeddings(previous, previous.encoder, m.events, changed, as_of)
+    emb, moved_only = updated_embeddings(previous, engine.encoder(previous.encoder) if engine else previous.encoder,
+                                         m.events, changed, as_of)
     t["embed"] = time.perf_counter() - t0
     C = previous.cohorts_.centroids
     fit_before, fit_after = fit_quality(previous.embeddings_, C), fit_quality(emb.vectors, C)
@@ -183,9 +187,9 @@ def _refresh(ws: Workspace, events_path: str | Path, cfg: Config, maps: list[str
     with ws.new_version(new_meta) as out:
         st.write_store(ws.root / store_rel, m.events)
         if decision["retrain"]:
-            trained = train_bundle(cfg, m.events, out / "encoder", as_of=as_of)
+            trained = train_bundle(cfg, m.events, out / "encoder", as_of=as_of, engine=engine)
             encoder = UserEncoder(trained.bundle, cfg.trainer.accelerator, trained.bundle_dir)
-            emb = encoder.encode(m.events, as_of=as_of)
+            emb = (engine.encoder(encoder) if engine else encoder).encode(m.events, as_of=as_of)
             emb = Embeddings(np.asarray(emb.user_ids).astype(str), emb.vectors)
         if decision["refit"]:
             model = _refit(cfg, previous, encoder if decision["retrain"] else previous.encoder, m.events, emb, as_of)

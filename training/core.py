@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 import torch
@@ -65,15 +65,16 @@ def contrastive_args(tc: TrainerConfig) -> dict[str, Any]:
             "max_steps": tc.max_steps, "temperature": tc.temperature, "order_weight": tc.order_weight}
 
 
-def fit(cfg: Config, module: L.LightningModule, dm: SequenceDataModule, started: float) -> Fitted:
-    """Fit `module` (holding `module.encoder`) on `dm` with the Trainer `cfg.trainer` describes, then
-    validate when `dm` has validation users."""
-    tc = cfg.trainer
-    has_val = len(dm.val_rows) > 0
-    trainer = L.Trainer(
-        accelerator=tc.accelerator,
-        devices=tc.devices,
-        precision=tc.precision,  # type: ignore[arg-type]
+class Distributed(Protocol):
+    """Runs `fit` on several workers instead of this process (`training.ray_train.RayTrain`)."""
+
+    def fit(self, cfg: Config, module: L.LightningModule, dm: SequenceDataModule, started: float) -> Fitted: ...
+
+
+def trainer_args(tc: TrainerConfig, has_val: bool) -> dict[str, Any]:
+    """The Trainer settings every fit shares, in this process or on a Ray Train worker."""
+    return dict(
+        precision=tc.precision,
         max_steps=tc.max_steps,
         max_epochs=-1,
         logger=False,
@@ -88,16 +89,32 @@ def fit(cfg: Config, module: L.LightningModule, dm: SequenceDataModule, started:
         gradient_clip_val=1.0,
         deterministic=False,
     )
+
+
+def fit(cfg: Config, module: L.LightningModule, dm: SequenceDataModule, started: float, *,
+        distributed: Distributed | None = None) -> Fitted:
+    """Fit `module` (holding `module.encoder`) on `dm` with the Trainer `cfg.trainer` describes, then
+    validate when `dm` has validation users. With `distributed`, the fit runs there (DDP on its workers)."""
+    if distributed is not None:
+        return distributed.fit(cfg, module, dm, started)
+    tc = cfg.trainer
+    has_val = len(dm.val_rows) > 0
+    trainer = L.Trainer(accelerator=tc.accelerator, devices=tc.devices, **trainer_args(tc, has_val))
     with quiet_fit():
         trainer.fit(module, datamodule=dm)
         if has_val:
             trainer.validate(module, datamodule=dm, verbose=False)
     seconds = time.perf_counter() - started
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-    metrics.update(steps=float(trainer.global_step), train_seconds=seconds)
+    metrics = {**trainer_metrics(trainer), "train_seconds": seconds}
     encoder = module.encoder.cpu().eval()  # type: ignore[union-attr]
     seqs = trainer.global_step * dm.sequences_per_step
     return Fitted(encoder, metrics, seconds, seqs / max(seconds, 1e-9))
+
+
+def trainer_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """Lightning's scalar metrics and "steps", the optimizer steps taken."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    return {**metrics, "steps": float(trainer.global_step)}
 
 
 def post_fit(encoder: EventEncoder, featurizer: Featurizer, data: SequenceData, cfg: Config, *,

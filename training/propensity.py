@@ -57,7 +57,7 @@ from embeddings.model.intent import (
     IntentEncoder,
     intent_features,
 )
-from training.core import contrastive_args, fit, post_fit, start
+from training.core import Distributed, contrastive_args, fit, post_fit, start
 from training.datamodule import SequenceDataModule, ViewCollator, worker_id
 from training.head_fit import fit_head
 from training.module import ContrastiveModule
@@ -268,6 +268,7 @@ def train_goal_aware(
     n_cutoffs: int = 4,
     stride: timedelta | None = None,
     calib_fraction: float = 0.3,
+    distributed: Distributed | None = None,
 ) -> TrainResult:
     """Train the encoder (+ BCE on goal labels if `bce_weight` > 0), fit the propensity head on
     held-out users, save a goal-aware bundle (embeddings carry intent)."""
@@ -302,7 +303,7 @@ def train_goal_aware(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*is an instance of `nn.Module`.*")
         module = PropensityModule(encoder, head, goal_event=gid, bce_weight=bce_weight, **contrastive_args(tc))
-    fitted = fit(cfg, module, dm, started)
+    fitted = fit(cfg, module, dm, started, distributed=distributed)
     metrics, seconds = fitted.metrics, fitted.seconds
     # the category weight stays as built (1 unless a number is set): the propensity head trains on
     # the whole embedding, habit profile included

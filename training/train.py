@@ -27,7 +27,7 @@ from embeddings.features.featurizer import (
 from embeddings.features.habits import PROFILE_FIELDS, habit_fields
 from embeddings.model.bundle import Bundle, save_bundle
 from embeddings.model.encoder import EncoderConfig, EventEncoder, recency_value
-from training.core import contrastive_args, fit, post_fit, start
+from training.core import Distributed, contrastive_args, fit, post_fit, start
 from training.datamodule import SequenceDataModule
 from training.module import ContrastiveModule
 from training.profile_select import fit_profile
@@ -141,15 +141,20 @@ def describe_lengths(lengths: np.ndarray, max_len: int) -> str:
     )
 
 
-def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=None) -> TrainResult:
-    """Fit the featurizer, train the encoder contrastively, save a bundle at `bundle_dir`."""
+def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=None,
+          distributed: Distributed | None = None) -> TrainResult:
+    """Fit the featurizer, train the encoder contrastively, save a bundle at `bundle_dir`.
+
+    `distributed` (e.g. `training.ray_train.RayTrain(workers=4)`) runs the fit on its workers.
+    """
     started = start(cfg)
     featurizer = fit_featurizer(cfg, events)
     data = featurizer.transform(events, as_of=as_of)
     encoder = build_encoder(cfg, featurizer, data)
     log.info("training encoder (%d parameters) on %d users", encoder.num_parameters(), len(data))
     dm = SequenceDataModule(data, featurizer, cfg.trainer, cfg.model.max_len)
-    fitted = fit(cfg, ContrastiveModule(encoder, **contrastive_args(cfg.trainer)), dm, started)
+    fitted = fit(cfg, ContrastiveModule(encoder, **contrastive_args(cfg.trainer)), dm, started,
+                 distributed=distributed)
     done = post_fit(fitted.encoder, featurizer, data, cfg)
     metrics = {**fitted.metrics, **done.metrics}
     bundle = save_bundle(

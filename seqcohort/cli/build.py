@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from embeddings.errors import ConfigError
+from seqcohort.cli.engine import connected, engine_options, make_engine
 from seqcohort.cli.options import (
     config_options,
     console,
@@ -28,10 +29,12 @@ from seqcohort.cli.options import (
 @goal_alias_option
 @workspace_option
 @map_option
+@engine_options
 @config_options
 @handle_errors
 def run(events: str, goal: str | None, horizon: str, aliases: tuple[str, ...], workspace: str,
-        maps: tuple[str, ...], config_path: str | None, sets: tuple[str, ...]) -> None:
+        maps: tuple[str, ...], engine: str, address: str | None, workers: int, storage: str | None,
+        config_path: str | None, sets: tuple[str, ...]) -> None:
     """Train -> embed -> cluster -> name; publish a new version as the workspace's `current`."""
     from embeddings.evaluation.goals import parse_goal
     from seqcohort import pipeline
@@ -41,7 +44,10 @@ def run(events: str, goal: str | None, horizon: str, aliases: tuple[str, ...], w
     if aliases and not goal:
         raise ConfigError("--goal-alias needs --goal: name the goal's event type, e.g. --goal purchase "
                           "--goal-alias purchase_coupon.")
-    res = pipeline.run(events, workspace, cfg, maps, goal=parse_goal(goal, horizon, aliases) if goal else None)
+    ray_engine = make_engine(engine, address, workers, storage)
+    with connected(ray_engine):
+        res = pipeline.run(events, workspace, cfg, maps, goal=parse_goal(goal, horizon, aliases) if goal else None,
+                           engine=ray_engine)
     print_run_summary(console, res)
     print_cohorts(console, res.cohorts)
     for c in res.cohorts.cohorts if goal else []:
@@ -53,16 +59,21 @@ def run(events: str, goal: str | None, horizon: str, aliases: tuple[str, ...], w
 @click.option("--events", required=True, type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle directory to write.")
 @map_option
+@engine_options
 @config_options
 @handle_errors
-def train(events: str, out: str, maps: tuple[str, ...], config_path: str | None, sets: tuple[str, ...]) -> None:
+def train(events: str, out: str, maps: tuple[str, ...], engine: str, address: str | None, workers: int,
+          storage: str | None, config_path: str | None, sets: tuple[str, ...]) -> None:
     """Train an encoder bundle on an event log."""
     from seqcohort import pipeline
     from training.train import train as train_fn
 
     cfg = load_cfg(config_path, sets)
     ev = pipeline.load_events(events, cfg, maps)
-    res = train_fn(cfg, ev, out, as_of=pipeline.resolve_as_of(cfg, ev))
+    ray_engine = make_engine(engine, address, workers, storage)
+    with connected(ray_engine):
+        res = train_fn(cfg, ev, out, as_of=pipeline.resolve_as_of(cfg, ev),
+                       distributed=ray_engine.trainer() if ray_engine is not None else None)
     console.print(f"bundle {res.bundle.version} -> {out} in {res.seconds:.1f}s "
                   f"({res.sequences_per_s:,.0f} training sequences/s); metrics: "
                   + ", ".join(f"{k}={v:.4g}" for k, v in res.metrics.items()))
@@ -70,7 +81,8 @@ def train(events: str, out: str, maps: tuple[str, ...], config_path: str | None,
 
 @click.command()
 @click.option("--events", required=True, type=click.Path())
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="embeddings.parquet to write.")
+@click.option("--out", required=True, type=click.Path(),
+              help="embeddings.parquet to write (--engine ray: also a directory or URI of parquet parts).")
 @click.option("--bundle", type=click.Path(file_okay=False), default=None,
               help="Encoder bundle (default: the workspace's current encoder).")
 @click.option("--as-of", default=None, help="Time recency is measured against (ISO; default: latest event).")
@@ -79,17 +91,34 @@ def train(events: str, out: str, maps: tuple[str, ...], config_path: str | None,
               help="Torch device to embed on: auto (the GPU when torch sees one), cpu, cuda, cuda:1, ...")
 @workspace_option
 @map_option
+@engine_options
 @config_options
 @handle_errors
 def embed(events: str, out: str, bundle: str | None, as_of: str | None, batch_size: int, device: str,
-          workspace: str, maps: tuple[str, ...], config_path: str | None, sets: tuple[str, ...]) -> None:
-    """Embed every user of an event log with a bundle (batch re-embedding)."""
+          workspace: str, maps: tuple[str, ...], engine: str, address: str | None, workers: int,
+          storage: str | None, config_path: str | None, sets: tuple[str, ...]) -> None:
+    """Embed every user of an event log with a bundle (batch re-embedding).
+
+    With --engine ray, EVENTS may be a URI (s3://bucket/events/) and Ray Data reads, partitions by
+    user and encodes on an actor pool: the same embeddings as one process (docs/scaling.md).
+    """
     from embeddings.model.embed import UserEncoder, embed_events
     from embeddings.workspace import Workspace
     from seqcohort import pipeline
 
     cfg = load_cfg(config_path, sets)
     bundle_dir = Path(bundle) if bundle else Workspace(workspace).path("encoder")
+    ray_engine = make_engine(engine, address, workers, storage)
+    if ray_engine is not None:
+        from seqcohort.scale.embed import EmbedJob, embed_files
+
+        t0 = time.perf_counter()
+        with connected(ray_engine):
+            n, _ = embed_files(events, bundle_dir, out, cfg, maps, as_of=parse_ts(as_of),
+                               job=EmbedJob(actors=workers, batch_size=batch_size))
+        dt = time.perf_counter() - t0
+        console.print(f"embedded {n:,} users in {dt:.1f}s ({n / dt:,.0f} users/s on Ray, {workers} actors) -> {out}")
+        return
     enc = UserEncoder.load(bundle_dir, device=device)
     ev = pipeline.load_events(events, cfg, maps)
     t0 = time.perf_counter()

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from embeddings.errors import SeqcohortError
+from seqcohort.cli.engine import connected, engine_options, make_engine
 from seqcohort.cli.options import (
     config_options,
     console,
@@ -24,10 +25,11 @@ from seqcohort.cli.options import (
 @click.option("--retrain", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
               help="Retrain the encoder: auto = when measured drift passes refresh.retrain_* thresholds.")
 @map_option
+@engine_options
 @config_options
 @handle_errors
-def refresh(workspace: str, events_path: str, retrain: str, maps: tuple[str, ...], config_path: str | None,
-            sets: tuple[str, ...]) -> None:
+def refresh(workspace: str, events_path: str, retrain: str, maps: tuple[str, ...], engine: str, address: str | None,
+            workers: int, storage: str | None, config_path: str | None, sets: tuple[str, ...]) -> None:
     """Add new events: re-embed the users who have them, keep ids and names, publish a version with changes.
 
     Nothing new in EVENTS publishes nothing. Settings: the workspace's own, or --config; --set on top.
@@ -38,7 +40,9 @@ def refresh(workspace: str, events_path: str, retrain: str, maps: tuple[str, ...
 
     # without --config: the settings the workspace was made with, --set on top
     cfg = load_cfg(config_path, sets) if config_path else workspace_config(workspace, sets)
-    res = run_refresh(workspace, events_path, cfg, maps, retrain)
+    ray_engine = make_engine(engine, address, workers, storage)
+    with connected(ray_engine):
+        res = run_refresh(workspace, events_path, cfg, maps, retrain, engine=ray_engine)
     console.print(("[green]" if res.version_dir else "[yellow]") + res.message + "[/]", highlight=False)
 
 
