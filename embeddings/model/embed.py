@@ -5,20 +5,36 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
 import torch
 
+from embeddings.features.device_batch import DeviceSequences
 from embeddings.features.featurizer import SequenceData
 from embeddings.features.small import SMALL_MAX_EVENTS, Columns, SmallFeaturizer, columns_frame
 from embeddings.fsutil import atomic_path
 from embeddings.model.bundle import Bundle, load_bundle
 
 log = logging.getLogger(__name__)
+
+# users per batch by device type: on the CPU a batch's activations stay in cache (128 users ran ~20%
+# faster per core than 512); a GPU needs thousands to be busy (docs/decisions.md#embedding-batches-and-threads)
+BATCH_SIZE = {"cpu": 128, "cuda": 4096}
+AUTOCAST = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _progress(total: int) -> Any:
+    from rich.progress import Progress
+
+    p = Progress()
+    p.add_task("embedding", total=total)
+    p.start()
+    return p
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -57,8 +73,12 @@ class UserEncoder:
         user_ids, X = enc.encode(events)   # (n_users,) ids and (n_users, dim) float32, row for row
     """
 
-    def __init__(self, bundle: Bundle, device: str | None = "auto", path: str | Path | None = None) -> None:
+    def __init__(self, bundle: Bundle, device: str | None = "auto", path: str | Path | None = None,
+                 dtype: str = "float32") -> None:
+        if dtype not in AUTOCAST:
+            raise ValueError(f"dtype={dtype!r}: use one of {sorted(AUTOCAST)}.")
         self.bundle = bundle
+        self.dtype = dtype  # what `encode` runs the encoder in unless told otherwise
         self.path = Path(path) if path is not None else None  # the bundle directory, when loaded from one
         self.device = resolve_device(device)
         # a copy on another device: moving the caller's module in place would leave the bundle on the
@@ -72,9 +92,9 @@ class UserEncoder:
         self._small: SmallFeaturizer | None = None
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = "auto") -> UserEncoder:
+    def load(cls, path: str | Path, device: str | None = "auto", dtype: str = "float32") -> UserEncoder:
         device = resolve_device(device)
-        return cls(load_bundle(path, device=device), device, path)
+        return cls(load_bundle(path, device=device), device, path, dtype)
 
     @property
     def dim(self) -> int:
@@ -99,36 +119,94 @@ class UserEncoder:
             self._small = SmallFeaturizer(self.featurizer)
         return self._small.transform(columns, as_of)
 
-    @torch.inference_mode()
     def encode(
         self,
         sequences: pl.DataFrame | SequenceData,
         *,
         as_of: datetime | None = None,
-        batch_size: int = 512,
+        batch_size: int | None = None,
         show_progress: bool = False,
+        dtype: str | None = None,
+        workers: int | None = None,
     ) -> Embeddings:
         """Embed every user: (user_ids (n_users,), vectors (n_users, dim) float32), row for row.
 
         Rows follow `sequences.user_ids` (for a DataFrame: users sorted by id). Users are batched by similar length so padding stays small; the
         result for a user does not depend on which other users share its batch.
+
+        Args:
+            batch_size: users per batch; default BATCH_SIZE[device type] (docs/decisions.md#embedding-batches-and-threads).
+            dtype: "float32", or "bfloat16" to run the encoder under autocast: faster where the
+                hardware has bf16 (a GPU; a CPU with AVX512-BF16), vectors within about 1e-2 (opt-in);
+                default: the encoder's `dtype`.
+            workers: CPU only: threads that encode batches side by side, each with one torch thread
+                (default: torch's thread count). On a GPU the batches are gathered on the device.
         """
         data = sequences if isinstance(sequences, SequenceData) else self.featurize(sequences, as_of)
+        dtype = dtype or self.dtype
+        if dtype not in AUTOCAST:
+            raise ValueError(f"dtype={dtype!r}: use one of {sorted(AUTOCAST)}.")
+        dev = torch.device(self.device)
+        bs = batch_size or BATCH_SIZE.get(dev.type, BATCH_SIZE["cuda"])
         n = len(data)
-        out = np.empty((n, self.dim), dtype=np.float32)
-        order = np.argsort(np.minimum(data.lengths, self.max_len), kind="stable")
-        it = range(0, n, batch_size)
-        if show_progress:
-            from rich.progress import track
+        lengths = np.minimum(data.lengths, self.max_len)
+        order = np.argsort(lengths, kind="stable")
+        batches = [order[s : s + bs] for s in range(0, n, bs)]
+        progress = _progress(len(batches)) if show_progress else None
+        autocast = torch.autocast(dev.type, dtype=AUTOCAST[dtype], enabled=dtype != "float32")
+        try:
+            if dev.type != "cpu":
+                X = self._encode_on_device(data, batches, lengths, autocast, progress)
+            else:
+                X = self._encode_on_cpu(data, batches, autocast, progress, workers or torch.get_num_threads())
+        finally:
+            if progress is not None:
+                progress.stop()
+        return Embeddings(data.user_ids, X)
 
-            it = track(it, description="embedding", total=(n + batch_size - 1) // batch_size)
-        for s in it:
-            rows = order[s : s + batch_size]
-            batch = self.featurizer.collate_users(data, rows, self.max_len)
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            out[rows] = self.encoder(batch).float().cpu().numpy()
-        return Embeddings(data.user_ids, out)
+    def _encode_on_cpu(self, data: SequenceData, batches: list[np.ndarray], autocast: torch.autocast,
+                       progress: Any, workers: int) -> np.ndarray:
+        out = np.empty((len(data), self.dim), dtype=np.float32)
 
+        def run(rows: np.ndarray) -> None:
+            with torch.inference_mode(), autocast:  # both are per thread
+                batch = self.featurizer.collate_users(data, rows, self.max_len)
+                out[rows] = self.encoder(batch).float().numpy()
+            if progress is not None:
+                progress.advance(progress.task_ids[0])
+
+        if workers <= 1 or len(batches) <= 1:
+            for rows in batches:
+                run(rows)
+            return out
+        # one torch thread per worker: torch's own threads wait for each other at the end of every
+        # op, and on a busy machine one descheduled thread stalls them all
+        # (docs/decisions.md#embedding-batches-and-threads)
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                for _ in pool.map(run, batches):
+                    pass
+        finally:
+            torch.set_num_threads(before)
+        return out
+
+    def _encode_on_device(self, data: SequenceData, batches: list[np.ndarray], lengths: np.ndarray,
+                          autocast: torch.autocast, progress: Any) -> np.ndarray:
+        """Features copied to the device once; each batch gathered there (embeddings/features/device_batch.py)."""
+        ds = DeviceSequences.from_data(self.featurizer, data, self.device)
+        out = torch.empty(len(data), self.dim, dtype=torch.float32, device=self.device)
+        context = bool(self.bundle.config.n_context)
+        with torch.inference_mode(), autocast:
+            for rows in batches:
+                rows_t = torch.from_numpy(rows).to(self.device, non_blocking=True)
+                width = max(int(lengths[rows].max(initial=1)), 1)
+                batch = ds.collate_users(rows_t, self.max_len, width, context=context)
+                out[rows_t] = self.encoder(batch).float()
+                if progress is not None:
+                    progress.advance(progress.task_ids[0])
+        return out.cpu().numpy()
 
 def embeddings_frame(user_ids: np.ndarray, X: np.ndarray, as_of: datetime | None) -> pl.DataFrame:
     """`user_id`, `embedding` (fixed-size float32 array), `as_of`."""
