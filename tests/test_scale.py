@@ -95,6 +95,16 @@ def test_embed_on_ray_equals_one_process(local_ray, living, tied_events, tmp_pat
 
 
 @pytest.mark.slow
+def test_a_bad_file_read_on_a_worker_is_the_same_clean_error(local_ray, living, tmp_path):
+    (tmp_path / "bad.csv").write_text("user_id,event\nu1,view\n")
+    r = invoke("embed", "--engine", "ray", "--events", str(tmp_path / "bad.csv"), "--bundle",
+               str(living[0] / "current" / "encoder"), "--out", str(tmp_path / "e.parquet"))
+    assert r.exit_code == 2
+    assert f"error: {tmp_path / 'bad.csv'}: required column 'ts' not found" in r.output
+    assert "Traceback" not in r.output and "UDF" not in r.output and not (tmp_path / "e.parquet").exists()
+
+
+@pytest.mark.slow
 def test_a_killed_encoder_actor_is_replaced_and_the_result_is_whole(local_ray, living, tmp_path, monkeypatch):
     from embeddings.model.embed import UserEncoder
 

@@ -48,6 +48,7 @@ FILE_SHIFT = 40  # rows per file below 2**40
 ROWS_PER_PARTITION = 500_000  # events per partition when sizing from rows (one actor featurises one at a time)
 BYTES_PER_PARTITION = 32 << 20  # parquet bytes per partition when sizing from files (~10x in memory)
 READ_CHUNK = 200_000  # rows per block a read task emits
+RAY_RETRY_NOTE = "\nFailed to apply UDF transform"  # what Ray Data appends to a worker's error text
 ACTOR_RETRIES = 2  # restarts of a dead encoder actor (and retries of its partition) before the job fails
 
 
@@ -386,18 +387,22 @@ class ray_errors:
         return self
 
     def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, SeqcohortError | KeyboardInterrupt) or not isinstance(exc, Exception):
+        from ray.exceptions import RayError
+
+        if exc is None or not isinstance(exc, Exception):
             return False
+        if isinstance(exc, SeqcohortError) and not isinstance(exc, RayError):
+            return False  # raised here, not in a worker
         seen: set[int] = set()
         e: BaseException | None = exc
-        while e is not None and id(e) not in seen:
+        while e is not None and id(e) not in seen:  # Ray's error types subclass the worker's: find the worker's own
             seen.add(id(e))
-            if isinstance(e, SeqcohortError):
-                raise type(e)(str(e)) from None
+            if isinstance(e, SeqcohortError) and not isinstance(e, RayError):
+                raise type(e)(str(e).split(RAY_RETRY_NOTE)[0].rstrip()) from None
             e = getattr(e, "cause", None) or e.__cause__ or e.__context__
         lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
         raise ClusterError(
             f"The Ray job failed and could not recover ({type(exc).__name__}: {lines[-1] if lines else exc!r}). "
             f"Each encoder actor is restarted up to {ACTOR_RETRIES} times; this failure outlasted that. "
-            "Nothing was written. Check the workers' logs (`ray logs`, or the dashboard) and run again."
+            "Nothing was written. Run with -v for the workers' logs (or `ray logs`, the dashboard) and try again."
         ) from exc

@@ -77,11 +77,12 @@ def _check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None
 
 
 def quiet_ray(verbose: bool) -> None:
-    """Ray Data's per-job INFO lines and progress bars only with --verbose; its warnings always."""
+    """Ray's per-job INFO lines, progress bars and worker tracebacks only with --verbose."""
     import ray.data
 
-    for name in ("ray", "ray.data", "ray.train"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # quiet: a worker's error comes back as one paragraph (seqcohort.scale.embed.ray_errors), not Ray's traceback
+    for name, level in (("ray", logging.WARNING), ("ray.data", logging.CRITICAL), ("ray.train", logging.CRITICAL)):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else level)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
 
 
