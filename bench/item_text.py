@@ -1,6 +1,7 @@
 """Item titles (sentence-transformers) on a catalogue migration: quality with and without, and their cost.
 
     python bench/item_text.py quality --generator app --users 2000 --seeds 1 2 3 [--set trainer.max_steps=300]
+    python bench/item_text.py quality --generator cj --seeds 0 --set trainer.max_steps=300
     python bench/item_text.py cost --titles 1000
 
 quality: generates a log with planted archetypes and item titles (`app`: bench/heldout_synth.py,
@@ -10,6 +11,9 @@ catalogue migration: same products, new ids, same titles). Runs the whole `seqco
 twice per seed, `features.item_text=auto` and `off`, and prints per run and as mean ± sd over seeds:
 short-history users placed in their archetype's main cohort (cold start) and ARI over all users and
 over users with 4+ events (archetype recovery). bench/markov_synth.py has no titles and is not used.
+`cj`: the Complete Journey sample (product descriptions as titles), category removed; no planted
+truth, so cold start is measured as self-consistency: the last 1-3 events of fitted users, items
+renamed, assigned as new users, and the share that lands in their own whole history's cohort.
 
 Each quality run also times `run` and what `/v1/assign` does per request, in process
 (UserEncoder.featurize_columns + encode + assign of one 12-event session): p50 / p99 with and
@@ -114,7 +118,7 @@ def quality(args: argparse.Namespace) -> None:
     rows: dict[str, list[dict]] = {"titles (auto)": [], "no titles (off)": []}
     for seed in args.seeds:
         ev, truth, twins = generate(args.generator, args.users, seed)
-        ev = migrate(ev, truth)
+        ev = ev if args.as_is else migrate(ev, truth)
         for name, flag in (("titles (auto)", "auto"), ("no titles (off)", "off")):
             with tempfile.TemporaryDirectory() as tmp:
                 r = run_once(ev, truth, twins, [f"features.item_text={flag}", *args.sets], Path(tmp))
@@ -123,8 +127,8 @@ def quality(args: argparse.Namespace) -> None:
                   f"ARI 4+ {r['ari_long']:.3f}, {r['cohorts']} cohorts, run {r['seconds']:.0f}s; one 12-event "
                   f"session p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms, with an unseen title "
                   f"{r['unseen_ms']:.1f} ms then {r['unseen_again_ms']:.2f} ms", flush=True)
-    print(f"\ngenerator {args.generator}, {args.users:,} users, seeds {args.seeds}, category removed, new users' "
-          f"items renamed; overrides {args.sets or 'none'}")
+    what = "the log as generated (category kept)" if args.as_is else "category removed, new users' items renamed"
+    print(f"\ngenerator {args.generator}, {args.users:,} users, seeds {args.seeds}, {what}; overrides {args.sets or 'none'}")
     print("| features.item_text | short-history in main cohort | ARI | ARI 4+ events | run s | session p99 ms |\n"
           "|---|---|---|---|---|---|")
     for name, rs in rows.items():
@@ -134,6 +138,57 @@ def quality(args: argparse.Namespace) -> None:
     d = [a["short"] - b["short"] for a, b in zip(rows["titles (auto)"], rows["no titles (off)"], strict=True)]
     da = [a["ari"] - b["ari"] for a, b in zip(rows["titles (auto)"], rows["no titles (off)"], strict=True)]
     print(f"| difference (auto - off) | {ms(d)} | {ms(da)} | | |")
+
+
+def cj_once(events: pl.DataFrame, sets: list[str], root: Path, n_windows: int, seed: int) -> dict:
+    """One run on Complete Journey (category removed); then last 1-3-event windows of fitted users, their
+    items renamed, assigned as new users: the share placed in the cohort of their own whole history."""
+    from embeddings.cohorts.model import CohortModel
+
+    cfg = load_config(overrides=["trainer.progress=false", f"trainer.seed={seed}", *sets])
+    path = root / "events.parquet"
+    events.write_parquet(path)
+    t0 = time.perf_counter()
+    res = pipeline.run(path, root / "ws", cfg, events=events)
+    seconds = time.perf_counter() - t0
+    a = pl.read_parquet(res.version_dir / "assignments.parquet").select("user_id", "cohort_id")
+    long = events.group_by("user_id").len().filter(pl.col("len") >= 4)["user_id"].sort()
+    rng = np.random.default_rng(seed)
+    users = long.gather(rng.choice(len(long), min(n_windows, len(long)), replace=False))
+    k = dict(zip(users.to_list(), rng.integers(1, 4, len(users)).tolist(), strict=True))
+    win = (events.filter(pl.col("user_id").is_in(users.implode())).sort("user_id", "ts")
+           .group_by("user_id", maintain_order=True).map_groups(lambda g: g.tail(k[g["user_id"][0]])))
+    renamed = pl.col("item").map_elements(lambda v: f"n{zlib.crc32(v.encode()):08x}", return_dtype=pl.String)
+    win = win.with_columns(renamed.alias("item"))
+    got = CohortModel.load(res.version_dir).assign(win, as_of=events["ts"].max()).select("user_id", "cohort_id")
+    hit = got.join(a, on="user_id", suffix="_whole")
+    return {"short": float((hit["cohort_id"] == hit["cohort_id_whole"]).mean()), "cohorts": a["cohort_id"].n_unique(),
+            "chance": float(((a.group_by("cohort_id").len()["len"] / a.height) ** 2).sum()), "seconds": seconds,
+            "labels": a.sort("user_id")["cohort_id"].to_numpy()}
+
+
+def cj_quality(args: argparse.Namespace) -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    from embeddings.data.datasets import load_completejourney
+
+    events = load_completejourney(CJ).with_columns(pl.lit(None, dtype=pl.String).alias("category"))
+    rows: dict[str, list[dict]] = {"titles (auto)": [], "no titles (off)": []}
+    for seed in args.seeds:
+        for name, flag in (("titles (auto)", "auto"), ("no titles (off)", "off")):
+            with tempfile.TemporaryDirectory() as tmp:
+                r = cj_once(events, [f"features.item_text={flag}", *args.sets], Path(tmp), args.windows, seed)
+            rows[name].append(r)
+            print(f"training seed {seed} {name}: 1-3-event windows in their own user's cohort {r['short']:.3f} "
+                  f"(chance {r['chance']:.3f}), {r['cohorts']} cohorts, run {r['seconds']:.0f}s", flush=True)
+        ari = adjusted_rand_score(rows["titles (auto)"][-1]["labels"], rows["no titles (off)"][-1]["labels"])
+        print(f"  ARI between the two runs' cohorts: {ari:.3f}", flush=True)
+    print(f"\nComplete Journey sample, category removed, training seeds {args.seeds}, {args.windows} windows of "
+          f"users with 4+ events (last 1-3 events, items renamed); overrides {args.sets or 'none'}")
+    print("| features.item_text | window in its user's cohort | chance | cohorts | run s |\n|---|---|---|---|---|")
+    for name, rs in rows.items():
+        print(f"| {name} | {ms([r['short'] for r in rs])} | {ms([r['chance'] for r in rs])} | "
+              f"{ms([float(r['cohorts']) for r in rs])} | {statistics.fmean(r['seconds'] for r in rs):.0f} |")
 
 
 def cost(args: argparse.Namespace) -> None:
@@ -158,7 +213,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("quality")
-    q.add_argument("--generator", choices=["app", "synth"], default="app")
+    q.add_argument("--generator", choices=["app", "synth", "cj"], default="app",
+                   help="cj: Complete Journey (no truth: windows placed in their own user's cohort)")
+    q.add_argument("--windows", type=int, default=600, help="cj: 1-3-event windows assigned")
+    q.add_argument("--as-is", action="store_true", help="keep the category column and the item ids (no migration)")
     q.add_argument("--users", type=int, default=2000)
     q.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     q.add_argument("--set", dest="sets", action="append", default=[])
@@ -167,7 +225,12 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.INFO)
-    quality(args) if args.cmd == "quality" else cost(args)
+    if args.cmd == "cost":
+        cost(args)
+    elif args.generator == "cj":
+        cj_quality(args)
+    else:
+        quality(args)
 
 
 if __name__ == "__main__":

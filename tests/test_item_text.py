@@ -113,6 +113,19 @@ def test_missing_model_directory_names_the_setting(tmp_path) -> None:
         ItemText(4, str(tmp_path / "empty")).fit(["a title"])
 
 
+def test_fit_counts_empty_and_long_titles_and_all_empty_reads_none() -> None:
+    ev = _events()
+    n = ev.height
+    odd = ev.with_columns(pl.when(pl.int_range(pl.len()) % 10 == 0).then(pl.lit(" "))
+                          .when(pl.int_range(pl.len()) % 10 == 1).then(pl.lit("long shoe " * 100))
+                          .otherwise("text").alias("text"))
+    f = Featurizer(FeaturizerConfig(item_text=True, item_text_dim=4)).fit(odd)
+    assert f.item_text_.counts_["empty"] == len(range(0, n, 10)) and f.item_text_.counts_["truncated"] == len(range(1, n, 10))
+    assert np.isfinite(f.transform(odd).fields["text_0"]).all()
+    blank = ev.with_columns(pl.lit("  ").alias("text"))
+    assert Featurizer(FeaturizerConfig(item_text=True)).fit(blank).item_text_ is None
+
+
 def test_off_or_no_titles_adds_nothing() -> None:
     ev = _events()
     assert Featurizer(FeaturizerConfig(item_text=False)).fit(ev).text_fields == []

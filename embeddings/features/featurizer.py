@@ -24,7 +24,7 @@ import polars as pl
 import torch
 
 from embeddings.errors import BundleError, SchemaError
-from embeddings.features.item_text import ItemText
+from embeddings.features.item_text import MAX_CHARS, ItemText
 
 PAD, MISSING, OOV = 0, 1, 2
 N_SPECIAL = 3
@@ -166,9 +166,14 @@ class Featurizer:
             stats[col] = (float(v.mean()), float(max(v.std(), 1e-6)))
         self.vocabs_, self.numeric_stats_ = vocabs, stats
         self.item_text_ = None
-        if self.config.item_text and "text" in events.columns and events.get_column("text").drop_nulls().len():
-            titles = events.get_column("text").cast(pl.String).unique().to_list()
-            self.item_text_ = ItemText(self.config.item_text_dim, self.config.item_text_model).fit(titles)
+        if self.config.item_text and "text" in events.columns:
+            text = events.get_column("text").cast(pl.String)
+            empty = int((text.str.strip_chars() == "").sum())
+            titles = [t for t in text.unique().to_list() if t is not None and t.strip()]
+            if titles:  # auto: a log whose titles are all missing or empty reads none
+                self.item_text_ = ItemText(self.config.item_text_dim, self.config.item_text_model).fit(titles)
+                self.item_text_.counts_["empty"] = empty
+                self.item_text_.counts_["truncated"] = int((text.str.len_chars() > MAX_CHARS).sum())
         return self
 
     def _check_fitted(self) -> None:

@@ -123,7 +123,8 @@ class ItemText:
     """PCA of title embeddings plus the cache of reduced vectors by text hash.
 
     Learned state: `mean_` (width,), `components_` (width, dim), `scale_` (dim,) and `cache_`
-    {text key: (dim,) float32}. A reduced vector is ((e - mean) @ components) / scale, so each
+    {text key: (dim,) float32}. `counts_`: titles encoded, and empty or cut titles seen (events where
+    the Featurizer fitted it, distinct titles per call of `vectors` after). A reduced vector is ((e - mean) @ components) / scale, so each
     coordinate has unit variance over the training titles.
     """
 
@@ -158,9 +159,10 @@ class ItemText:
         self.cache_ = {}
         self._add(uniq, E)
         self.counts_ = {**counts, "encoded": len(uniq)}
-        log.info("item titles: %d distinct encoded, PCA to %d dims (%.0f%% of the variance); %d empty, %d truncated",
-                 len(uniq), self.dim, 100 * float((s[:k] ** 2).sum() / max((s**2).sum(), 1e-12)),
-                 counts["empty"], counts["truncated"])
+        log.info("item titles: %d distinct encoded, PCA to %d dims (%.0f%% of the variance); %d distinct titles "
+                 "empty, %d cut to %d characters", len(uniq), self.dim,
+                 100 * float((s[:k] ** 2).sum() / max((s**2).sum(), 1e-12)), counts["empty"], counts["truncated"],
+                 MAX_CHARS)
         return self
 
     def _check_fitted(self) -> None:
