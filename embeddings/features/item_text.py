@@ -33,6 +33,7 @@ _MODELS: dict[str, Any] = {}  # model directory -> SentenceTransformer, loaded o
 _RAW: dict[tuple[str, int], np.ndarray] = {}  # (model directory, text key) -> full embedding
 _RAW_MAX = 500_000  # titles kept in the process-wide cache of full embeddings
 _LOCK = threading.Lock()
+_ADD = threading.Lock()  # one thread encodes a new title (featurising runs in threads over parts of a log)
 
 
 def default_model_dir() -> Path:
@@ -185,12 +186,14 @@ class ItemText:
         for k, v in counts.items():
             self.counts_[k] += v
         keys = [None if t is None else text_key(t) for t in clean]
-        new = {k: t for k, t in zip(keys, clean, strict=True) if k is not None and k not in self.cache_}
-        if new:
-            texts = list(new.values())
-            self._add(texts, encode_titles(texts, self.model))
-            self.counts_["encoded"] += len(texts)
-            log.info("item titles: encoded %d new title(s)", len(texts))
+        if any(k is not None and k not in self.cache_ for k in keys):
+            with _ADD:
+                new = {k: t for k, t in zip(keys, clean, strict=True) if k is not None and k not in self.cache_}
+                if new:
+                    texts = list(new.values())
+                    self._add(texts, encode_titles(texts, self.model))
+                    self.counts_["encoded"] += len(texts)
+                    log.info("item titles: encoded %d new title(s)", len(texts))
         out = np.zeros((len(keys), self.dim), dtype=np.float32)
         for i, k in enumerate(keys):
             if k is not None:
