@@ -3,7 +3,7 @@ Serve's proxy and the same work in-process (batched, and one request at a time o
 
     .venv/bin/python bench/serve_latency.py --workspace /tmp/sv_ws            # table -> bench/out/serve_latency.md
     .venv/bin/python bench/serve_latency.py --workspace /tmp/sv_ws --events 1-20
-    .venv/bin/python bench/serve_latency.py --workspace /tmp/sv_ws --chaos    # + kill an Encoder replica under load
+    .venv/bin/python bench/serve_latency.py --workspace /tmp/sv_ws --chaos    # + kill the model replica under load
 
 Every HTTP row also says where the CPU went: milliseconds of CPU per request in each process of the
 Ray instance (ingress, encoder, assigner, proxy, the rest of Ray) and in the client.
@@ -49,7 +49,8 @@ def pct(lat: list[float]) -> tuple[float, float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 95)), float(np.percentile(a, 99))
 
 
-async def http_load(url: str, bodies: list[dict], concurrency: int, n: int, key: str | None = None):
+async def http_load(url: str, bodies: list[dict], concurrency: int, n: int, key: str | None = None,
+                    until: float | None = None):
     """`concurrency` keep-alive connections sending POST /v1/assign back to back, `n` requests in all.
 
     aiohttp, not httpx: the client shares the server's cores and httpx spent ~6x the CPU per request
@@ -62,14 +63,14 @@ async def http_load(url: str, bodies: list[dict], concurrency: int, n: int, key:
     payloads = [json.dumps(b).encode() for b in bodies]
     headers = {"content-type": "application/json", **({"X-API-Key": key} if key else {})}
     lat: list[float] = []
-    samples: list[tuple[float, float]] = []  # (start, latency) for the chaos timeline
+    samples: list[tuple[float, float, bool]] = []  # (start, latency, ok) for the chaos timeline
     errors = 0
     next_i = 0
     conn = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(url, connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as c:
         async def worker() -> None:
             nonlocal next_i, errors
-            while next_i < n:
+            while next_i < n and (until is None or time.perf_counter() < until):
                 i = next_i
                 next_i += 1
                 t = time.perf_counter()
@@ -80,8 +81,10 @@ async def http_load(url: str, bodies: list[dict], concurrency: int, n: int, key:
                 except Exception:
                     ok = False
                 lat.append(time.perf_counter() - t)
-                samples.append((t, lat[-1]))
+                samples.append((t, lat[-1], ok))
                 errors += not ok
+                if not ok:
+                    await asyncio.sleep(0.01)  # a refused connection fails at once: no busy loop
 
         async def warm() -> None:  # open the connections
             async with c.get("/healthz") as r:
@@ -91,7 +94,7 @@ async def http_load(url: str, bodies: list[dict], concurrency: int, n: int, key:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    return lat, n / wall, errors, samples
+    return lat, len(lat) / wall, errors, samples
 
 
 def in_process(workspace: str, raw: list[list[dict]], concurrency: int, n: int):
@@ -162,30 +165,32 @@ def cpu_ms_per_request(before: dict[str, float], after: dict[str, float], n: int
     return {k: (after[k] - before.get(k, 0.0)) * 1000 / n for k in after}
 
 
-async def chaos(url: str, bodies: list[dict], seconds: float = 12.0, kill_at: float = 3.0) -> str:
-    """Kill the Encoder replica under concurrency-8 load; report failures and recovery time."""
+async def chaos(url: str, bodies: list[dict], deployment: str = "Encoder", seconds: float = 15.0,
+                kill_at: float = 3.0) -> str:
+    """Kill the replica of `deployment` under concurrency-8 load for `seconds`; report failures and recovery."""
     import ray
 
     async def killer() -> float:
         await asyncio.sleep(kill_at)
-        names = [a for a in ray.util.list_named_actors(all_namespaces=True) if "Encoder" in a["name"]]
+        names = [a for a in ray.util.list_named_actors(all_namespaces=True) if f"#{deployment}#" in a["name"]]
         ray.kill(ray.get_actor(names[0]["name"], namespace=names[0]["namespace"]), no_restart=True)
         return time.perf_counter()
 
-    n = int(seconds * 40)
-    load = asyncio.create_task(http_load(url, bodies, 8, n))
+    load = asyncio.create_task(http_load(url, bodies, 8, 10**9, until=time.perf_counter() + seconds))
     t_kill = await killer()
     try:
         _, _, errors, lat_t = await asyncio.wait_for(load, timeout=seconds + 120)
     except asyncio.TimeoutError:
-        return f"chaos: the load did not finish within {seconds + 120:.0f}s after killing the Encoder replica"
-    after = [(t, d) for t, d in lat_t if t + d >= t_kill]
-    slow = [t + d for t, d in after if d > 0.2]
+        return f"chaos: the load did not finish within {seconds + 120:.0f}s after killing the {deployment} replica"
+    after = [(t, d, ok) for t, d, ok in lat_t if t + d >= t_kill]
+    slow = [t + d for t, d, ok in after if d > 0.2 or not ok]
     recovery = (max(slow) - t_kill) if slow else 0.0
-    worst = max(d for _, d in after) * 1000 if after else 0.0
-    return (f"chaos: killed the Encoder replica under concurrency-8 load; {len(lat_t)} requests, "
-            f"{errors} failed; slowest request after the kill {worst:.0f} ms; "
-            f"latency back under 200 ms {recovery:.1f}s after the kill")
+    worst = max(d for _, d, _ in after) * 1000 if after else 0.0
+    failed = [t + d - t_kill for t, d, ok in after if not ok]
+    window = f" (failures from {min(failed):.1f} to {max(failed):.1f} s after the kill)" if failed else ""
+    return (f"chaos: killed the {deployment} replica under concurrency-8 load; {len(lat_t)} requests in "
+            f"{seconds:.0f} s, {errors} failed{window}; slowest request after the kill {worst:.0f} ms; "
+            f"answers back under 200 ms {recovery:.1f}s after the kill")
 
 
 def load_row(label: str, url: str, bodies: list[dict], c: int, n: int) -> tuple[tuple, dict[str, float]]:
@@ -201,12 +206,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--events", default="20", help="events per session: N or LOW-HIGH (uniform), e.g. 1-20")
     ap.add_argument("--no-proxy", action="store_true", help="skip the rows through Serve's proxy")
-    ap.add_argument("--layout", choices=["separate", "one", "both"], default="separate",
-                    help="separate Encoder and Assigner deployments (the default), models in the ingress "
-                         "replica (args.models_in_ingress), or both one after the other")
+    ap.add_argument("--layout", choices=["one", "separate", "both"], default="one",
+                    help="models in the ingress replica (what `seqcohort serve` runs), separate Encoder and "
+                         "Assigner deployments (args.models_in_ingress false), or both one after the other")
     ap.add_argument("--no-throughput-optimized", action="store_true",
                     help="export RAY_SERVE_THROUGHPUT_OPTIMIZED=0 (no direct ingress: the printed URL is the proxy)")
-    ap.add_argument("--chaos", action="store_true", help="also kill an Encoder replica under load")
+    ap.add_argument("--chaos", action="store_true",
+                    help="also kill the replica holding the model (the Encoder, or the Ingress with the models in it) under load")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "serve_latency.md"))
     a = ap.parse_args()
     lo, _, hi = a.events.partition("-")
@@ -227,13 +233,13 @@ def main() -> None:
     for c in [c for c in a.concurrency if c > 1]:
         lat, rps, err = in_process(a.workspace, raw, c, a.requests)
         rows.append((f"in-process, batches of {c}, 1 thread", c, *pct(lat), rps, err))
-    chaos_line = ""
-    for layout in (["separate", "one"] if a.layout == "both" else [a.layout]):
+    chaos_lines = []
+    for layout in (["one", "separate"] if a.layout == "both" else [a.layout]):
         one = layout == "one"
         ends = start_app(a.workspace, "127.0.0.1", free_port(), num_cpus=2, overrides={"models_in_ingress": one})
         try:
             how = "direct ingress" if ends.direct else "Serve proxy"
-            where = ", models in the ingress" if one else ""
+            where = ", models in the ingress" if one else ", separate deployments"
             targets = [(f"printed URL ({how}{where})", ends.url)]
             if ends.proxy_url != ends.url and not a.no_proxy:
                 targets.append((f"Serve proxy{where}", ends.proxy_url))
@@ -243,8 +249,8 @@ def main() -> None:
                     row, ms = load_row(label, u, bodies, c, a.requests)
                     rows.append(row)
                     cpu.append((label, c, ms))
-            if a.chaos and not one:
-                chaos_line = asyncio.run(chaos(ends.url, bodies))
+            if a.chaos:  # the replica holding the model: the Encoder, or the ingress itself
+                chaos_lines.append(asyncio.run(chaos(ends.url, bodies, "Ingress" if one else "Encoder")))
         finally:
             stop_app()
     load1 = os.getloadavg()
@@ -262,8 +268,8 @@ def main() -> None:
                   "| path | concurrency | " + " | ".join(keys) + " | total |", "|---|---:|" + "---:|" * (len(keys) + 1)]
         lines += [f"| {p} | {c} | " + " | ".join(f"{ms[k]:.2f}" for k in keys) + f" | {sum(ms.values()):.2f} |"
                   for p, c, ms in cpu]
-    if chaos_line:
-        lines += ["", chaos_line]
+    for line in chaos_lines:
+        lines += ["", line]
     text = "\n".join(lines) + "\n"
     print(text)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
