@@ -4,7 +4,8 @@
 # Runs where the project's Python packages are not installed: it unpacks the ones the image lacks
 # (polars, faiss-cpu, pydantic, packed as .whl/site.tar.xz by bench/gpu_pack.sh) and uses
 # the image's own torch and Lightning. Serving tests need Ray, too large to carry; they are left out.
-#     STEPS="tests throughput suite run20k workers20k buckets20k goal20k heldout" bash bench/gpu_session.sh
+#     STEPS="tests throughput embed suite run20k workers20k buckets20k goal20k heldout" bash bench/gpu_session.sh
+# Issue 27's GPU embedding check alone (about 4 minutes): STEPS="tests embed" bash bench/gpu_session.sh
 # Logs go under $OUT (./gpu_out without it).
 set -u
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -34,6 +35,12 @@ if has throughput; then
   step "throughput"
   timeout 240 python3 bench/embed_throughput.py --users "${USERS:-8000}" --record 2>&1 | tee "$OUT/throughput.log" | tail -12
   cp bench/RESULTS.md "$OUT/RESULTS.md"
+fi
+if has embed; then  # issue 27: batch embedding on the GPU, 128 events a user, bf16 and float32, vs the CPU's vectors
+  step "embedding throughput on the GPU, ${EMBED_USERS:-200000} users"
+  timeout 480 python3 bench/embed_throughput.py --users "${EMBED_USERS:-200000}" --devices cuda --no-train \
+    --repeat 3 --record 2>&1 | tee "$OUT/embed.log" | tail -20
+  cp bench/LOG.md "$OUT/LOG.md"
 fi
 if has suite; then
   step "test suite on the GPU machine (serving left out)"

@@ -263,12 +263,14 @@ def throughput() -> list[str]:
     if len(table) < 3:
         raise SystemExit(f"[results] throughput: no table in its output:\n{out[-2000:]}")
     model = next((line for line in out.splitlines() if line.startswith("default model:")), "")
+    runs = next((line for line in out.splitlines() if "best of" in line), "")  # repeats and the load it ran under
     return [
         "## Embedding and training throughput",
         "",
         "`python bench/embed_throughput.py`: 4,000 users of 128 events each, the default model"
         + (f" ({model.removeprefix('default model: ')})" if model else "")
-        + "; training steps are the real contrastive loss with the shuffled-order copies.",
+        + "; training steps are the real contrastive loss with the shuffled-order copies."
+        + (f" {runs[0].upper()}{runs[1:]}." if runs else ""),
         "",
         *table,
         "",

@@ -99,4 +99,18 @@ def test_bfloat16_is_opt_in_and_close(setup):
     assert np.abs(X - ref).max() < 5e-2
     assert (X * ref).sum(1).min() > 0.99
     with pytest.raises(ValueError, match="dtype"):
-        ue.encode(data, dtype="float16")
+        ue.encode(data, dtype="int8")
+
+
+def test_featurize_in_parts_equals_one_transform(setup, tiny_events, monkeypatch):
+    import embeddings.model.embed as embed_mod
+
+    enc, f, data = setup
+    monkeypatch.setattr(embed_mod, "PARALLEL_MIN_EVENTS", 0)
+    ue = UserEncoder(Bundle(enc, f, {"version": "t"}), device="cpu")
+    got = ue.featurize(tiny_events.sample(fraction=1.0, shuffle=True, seed=3), workers=3)
+    assert list(got.user_ids) == list(data.user_ids)
+    np.testing.assert_array_equal(got.offsets, data.offsets)
+    assert got.as_of == data.as_of
+    for k, v in data.fields.items():
+        np.testing.assert_array_equal(got.fields[k], v, err_msg=k)

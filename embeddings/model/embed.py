@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 # users per batch by device type: on the CPU a batch's activations stay in cache (128 users ran ~20%
 # faster per core than 512); a GPU needs thousands to be busy (docs/decisions.md#embedding-batches-and-threads)
 BATCH_SIZE = {"cpu": 128, "cuda": 4096}
-AUTOCAST = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# autocast dtypes (opt-in): bf16 ~5e-3 from float32 at most, float16 ~7e-4 (its 10-bit mantissa) and
+# as fast on a GPU, slow on CPUs without AVX512-FP16 (docs/decisions.md#embedding-batches-and-threads)
+AUTOCAST = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PARALLEL_MIN_EVENTS = 200_000  # smaller logs are featurised in one part: threads cost more than they save
 
 
 def _progress(total: int) -> Any:
@@ -104,8 +107,27 @@ class UserEncoder:
     def version(self) -> str:
         return self.bundle.version
 
-    def featurize(self, events: pl.DataFrame, as_of: datetime | None = None) -> SequenceData:
-        return self.featurizer.transform(events, as_of=as_of)
+    def featurize(self, events: pl.DataFrame, as_of: datetime | None = None, workers: int | None = None) -> SequenceData:
+        """`Featurizer.transform`; a large log in `workers` parts of users side by side.
+
+        A user's features depend only on its own events and `as_of`, so the parts join into the same
+        SequenceData. Default: one part on the CPU, where encoding takes ~95% of the time and parts
+        cost ~40% more CPU time; torch's thread count on a GPU, whose host's cores are otherwise idle
+        while featurising is what the GPU waits on (half of `transform` is numpy on one core).
+        """
+        workers = workers or (1 if self.device == "cpu" else torch.get_num_threads())
+        if workers <= 1 or events.height < PARALLEL_MIN_EVENTS:
+            return self.featurizer.transform(events, as_of=as_of)
+        as_of = as_of or events.get_column("ts").max()  # type: ignore[assignment]  # one as_of for every part
+        parts = events.with_columns(_part=pl.col("user_id").hash(0) % workers).partition_by("_part", include_key=False)
+        with ThreadPoolExecutor(len(parts)) as pool:
+            done = list(pool.map(lambda part: self.featurizer.transform(part, as_of=as_of), parts))
+        ids = np.concatenate([d.user_ids for d in done])
+        sizes = np.concatenate([np.diff(d.offsets) for d in done])
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        fields = {k: np.concatenate([d.fields[k] for d in done]) for k in done[0].fields}
+        order = pl.Series(ids).arg_sort().to_numpy()  # users sorted by id, as transform sorts them
+        return SequenceData(ids, offsets, fields, done[0].as_of).subset(order)
 
     def featurize_columns(self, columns: Columns, as_of: datetime | None = None) -> SequenceData:
         """`featurize` for events given as canonical columns (see embeddings.features.small).
@@ -136,9 +158,9 @@ class UserEncoder:
 
         Args:
             batch_size: users per batch; default BATCH_SIZE[device type] (docs/decisions.md#embedding-batches-and-threads).
-            dtype: "float32", or "bfloat16" to run the encoder under autocast: faster where the
-                hardware has bf16 (a GPU; a CPU with AVX512-BF16), vectors within about 1e-2 (opt-in);
-                default: the encoder's `dtype`.
+            dtype: "float32", or "bfloat16" / "float16" to run the encoder under autocast (opt-in):
+                faster where the hardware has them (a GPU; bf16 on a CPU with AVX512-BF16); vectors
+                within about 6e-3 (bf16) and 7e-4 (float16) of float32. Default: the encoder's `dtype`.
             workers: CPU only: threads that encode batches side by side, each with one torch thread
                 (default: torch's thread count). On a GPU the batches are gathered on the device.
         """
