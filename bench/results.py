@@ -144,12 +144,16 @@ CARRIED: tuple[Carried, ...] = (
         PROBES,
     ),
     Carried(
-        "`POST /v1/assign`, 20-event live sessions, direct ingress (client on the same cores)",
-        "p50 / p99 22.0 / 31.1 ms at concurrency 8, 660 requests/s at 32, 0 errors; in-process p50 1.3 ms. "
-        "With `--chaos` (b63a9be): the Encoder replica killed under load, 0 of 480 requests failed, "
-        "latency back under 200 ms 5.1 s later",
-        "`python bench/serve_latency.py --workspace DIR --requests 600 [--chaos]` on a demo workspace",
-        f"5190d9b (66-value embeddings, before the habit profile; not re-measured since), {CPU2}",
+        "`POST /v1/assign` at the URL `seqcohort serve` prints (direct ingress, models in the ingress replica), "
+        "1–20-event live sessions, client on the same cores",
+        "under load average 9–13 from other sessions' jobs: p50 / p99 18.3 / 68.4 ms at concurrency 8, "
+        "587 requests/s at 32, 0 errors (targets p99 ≤ 50 ms, ≥ 300 requests/s: the p99 not met under that "
+        "load); in-process one request at a time p50 7.4 ms. Same run: Serve's proxy 111 / 134 requests/s at "
+        "8 / 32; separate Encoder and Assigner deployments p99 83.7 ms at 8, 340 requests/s at 32. `--chaos`: "
+        "the Encoder replica killed (separate deployments) 0 requests failed, back under 200 ms in 9.1 s; the "
+        "Ingress replica killed (models in it) requests failed until it was back on its port, 12.0 s",
+        "`python bench/serve_latency.py --workspace DIR --events 1-20 --layout both --chaos` on a demo workspace",
+        f"709b385, {CPU2}, load average 9.2 → 12.6",
         "Serving latency",
     ),
     Carried(
