@@ -121,21 +121,7 @@ def test_a_killed_encoder_actor_is_replaced_and_the_result_is_whole(local_ray, l
 
 
 @pytest.mark.slow
-def test_refresh_whose_workers_keep_dying_exits_2_and_publishes_nothing(local_ray, living, tmp_path, monkeypatch):
-    from embeddings.workspace import Workspace
-
-    ws = copy_workspace(living[0], tmp_path / "ws")
-    before = Workspace(ws).current()
-    versions = sorted(p.name for p in (ws / "versions").iterdir())
-    monkeypatch.setenv("SEQCOHORT_CHAOS_EMBED", f"{tmp_path / 'kills'}:1000")  # every try dies
-    r = invoke("refresh", "--workspace", str(ws), "--events", str(living[1]["p2"]), "--engine", "ray", *SETS)
-    assert r.exit_code == 2
-    assert "could not recover" in r.output and "Nothing was written" in r.output
-    assert Workspace(ws).current() == before
-    assert sorted(p.name for p in (ws / "versions").iterdir()) == versions
-
-
-@pytest.mark.slow
+@pytest.mark.timeout(600)  # Ray Train waits for its CPUs: fail rather than hang
 def test_train_on_ray_writes_a_bundle_that_embeds(local_ray, living, tmp_path):
     from embeddings.model.embed import UserEncoder
 
@@ -153,17 +139,37 @@ def test_train_on_ray_writes_a_bundle_that_embeds(local_ray, living, tmp_path):
 
 
 @pytest.mark.slow
-def test_goal_aware_training_on_ray(local_ray, living, tmp_path):
-    from embeddings.evaluation.goals import parse_goal
+@pytest.mark.timeout(600)  # Ray Train waits for its CPUs: fail rather than hang
+def test_goal_aware_run_on_ray_publishes_what_one_process_embeds(local_ray, living, tmp_path):
+    """`run --goal --engine ray`: goal-aware Ray Train, then every user embedded on Ray Data, then published."""
     from embeddings.model.embed import UserEncoder
-    from seqcohort import pipeline
-    from seqcohort.scale.engine import RayEngine
-    from tests.living_data import fast_cfg
+    from embeddings.workspace import Workspace
 
-    events = pl.read_parquet(living[1]["p1"])
-    res = pipeline.train_bundle(fast_cfg(), events, tmp_path / "b", goal=parse_goal("purchase", "30d"),
-                                engine=RayEngine(workers=2))
-    assert res.metrics["workers"] == 2 and "calib_auc" in res.metrics
-    assert (tmp_path / "b" / "propensity.json").is_file()
-    ids, X = UserEncoder.load(tmp_path / "b", device="cpu").encode(events)
-    assert X.shape[0] == events["user_id"].n_unique() and np.isfinite(X).all()
+    ws = tmp_path / "ws"
+    r = invoke("run", "--events", str(living[1]["p1"]), "--workspace", str(ws), "--goal", "purchase",
+               "--horizon", "30d", "--engine", "ray", "--workers", "2", *SETS)
+    assert r.exit_code == 0, r.output
+    cur = Workspace(ws).current()
+    enc = UserEncoder.load(cur / "encoder", device="cpu")
+    assert enc.bundle.manifest["metrics"]["workers"] == 2 and (cur / "encoder" / "propensity.json").is_file()
+    as_of = read_by_user(cur / "embeddings.parquet")["as_of"][0]
+    ids, X = enc.encode(pl.read_parquet(living[1]["p1"]), as_of=as_of)
+    published = read_by_user(cur / "embeddings.parquet")
+    assert published["user_id"].to_list() == list(ids)
+    assert np.abs(published["embedding"].to_numpy() - X).max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_refresh_whose_workers_keep_dying_exits_2_and_publishes_nothing(local_ray, living, tmp_path, monkeypatch):
+    # last in the module: an actor Ray restarts after the job gave up can hold a CPU until the process ends
+    from embeddings.workspace import Workspace
+
+    ws = copy_workspace(living[0], tmp_path / "ws")
+    before = Workspace(ws).current()
+    versions = sorted(p.name for p in (ws / "versions").iterdir())
+    monkeypatch.setenv("SEQCOHORT_CHAOS_EMBED", f"{tmp_path / 'kills'}:1000")  # every try dies
+    r = invoke("refresh", "--workspace", str(ws), "--events", str(living[1]["p2"]), "--engine", "ray", *SETS)
+    assert r.exit_code == 2
+    assert "could not recover" in r.output and "Nothing was written" in r.output
+    assert Workspace(ws).current() == before
+    assert sorted(p.name for p in (ws / "versions").iterdir()) == versions

@@ -58,7 +58,7 @@ class EmbedJob:
 
     actors: int = 2
     partitions: int | None = None  # None: from the input's size, at least 2 per actor
-    batch_size: int = 512  # users per encoder forward pass inside an actor
+    batch_size: int | None = None  # users per encoder forward pass inside an actor (None: the encoder's default)
 
     def n_partitions(self, rows: int | None = None, nbytes: int | None = None) -> int:
         if self.partitions:
@@ -73,7 +73,7 @@ class EmbedJob:
 class EncoderActor:
     """One encoder per Ray actor: loads the bundle once, then embeds whole partitions of users."""
 
-    def __init__(self, bundle: list[Any], as_of: datetime, batch_size: int, chaos: str | None = None) -> None:
+    def __init__(self, bundle: list[Any], as_of: datetime, batch_size: int | None, chaos: str | None = None) -> None:
         import ray
 
         files: dict[str, bytes] = ray.get(bundle[0])
@@ -188,9 +188,9 @@ class RayUserEncoder:
         return getattr(self.local, name)
 
     def encode(self, sequences: pl.DataFrame | SequenceData, *, as_of: datetime | None = None,
-               batch_size: int = 512, show_progress: bool = False) -> Embeddings:
+               **kwargs: Any) -> Embeddings:
         if isinstance(sequences, SequenceData):  # already featurised here: nothing to spread
-            return self.local.encode(sequences, batch_size=batch_size, show_progress=show_progress)
+            return self.local.encode(sequences, **kwargs)
         return embed_frame(self.local, sequences, as_of, self.job)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -10,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from embeddings.errors import ClusterError
 from embeddings.model.embed import Embeddings, UserEncoder
 from seqcohort.scale.embed import EmbedJob, RayUserEncoder, embed_frame
-from seqcohort.scale.session import cluster_gpus, ray_session
+from seqcohort.scale.session import cluster_cpus, cluster_gpus, ray_session
 
 if TYPE_CHECKING:
     from training.ray_train import RayTrain
@@ -41,7 +43,13 @@ class RayEngine:
     def trainer(self) -> RayTrain:
         from training.ray_train import RayTrain
 
-        return RayTrain(workers=self.workers, use_gpu=cluster_gpus() >= self.workers, storage=self.storage)
+        use_gpu = cluster_gpus() >= self.workers
+        if not use_gpu and not (self.address or os.environ.get("RAY_ADDRESS")):
+            cpus = cluster_cpus()  # a local Ray does not grow: Ray Train would wait for the missing CPUs forever
+            if cpus < self.workers:
+                raise ClusterError(f"--workers {self.workers} needs {self.workers} CPUs for its training workers; the "
+                                   f"local Ray has {cpus:g}. Lower --workers, or give --address of a cluster.")
+        return RayTrain(workers=self.workers, use_gpu=use_gpu, storage=self.storage)
 
     @property
     def job(self) -> EmbedJob:

@@ -94,6 +94,11 @@ def ensure_ray() -> Any:
     return ray
 
 
+def cluster_cpus() -> float:
+    """CPUs the connected cluster has now."""
+    return float(ensure_ray().cluster_resources().get("CPU", 0))
+
+
 def cluster_gpus() -> float:
     """GPUs the connected cluster has (0 for none)."""
     return float(ensure_ray().cluster_resources().get("GPU", 0))
