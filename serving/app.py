@@ -131,8 +131,10 @@ class Ingress(StudioRoutes, ChangesRoutes):
         self.limits = self.args.limits
         BodyLimit.max_bytes = self.limits.max_body_bytes
         # without handles (models_in_ingress), the models run here: no actor hop per request
-        self.encoder = encoder or InProcess(EncoderModel(self.args.workspace, self.args.encoder.model_dump()))
-        self.assigner = assigner or InProcess(AssignerModel(self.args.workspace, self.args.assigner.model_dump()))
+        self.encoder = encoder if encoder is not None else InProcess(
+            EncoderModel(self.args.workspace, self.args.encoder.model_dump()))
+        self.assigner = assigner if assigner is not None else InProcess(
+            AssignerModel(self.args.workspace, self.args.assigner.model_dump()))
 
     async def _call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
         """Await a handle call, retrying on a dead or unavailable replica (Serve replaces it)."""

@@ -41,6 +41,24 @@ def test_typed_builder_builds_the_application(tmp_path):
     assert inspect.signature(build_app).parameters["args"].annotation is AppArgs
     assert isinstance(build_app(AppArgs(workspace=str(tmp_path))), Application)
     assert isinstance(build_app({"workspace": str(tmp_path)}), Application)
+    assert isinstance(build_app(AppArgs(workspace=str(tmp_path), models_in_ingress=True)), Application)
+
+
+def test_seqcohort_serve_runs_the_models_in_the_ingress_unless_the_yaml_deploys_them(tmp_path):
+    from seqcohort.launch import app_args
+    from serving.config import serve_config
+
+    assert app_args(tmp_path / "ws")[0]["models_in_ingress"] is True
+    cfg = serve_config("ignored")
+    p = tmp_path / "serve.yaml"
+    p.write_text(yaml.safe_dump(cfg))  # Encoder and Assigner deployments: the separate layout
+    assert app_args(tmp_path / "ws", p)[0]["models_in_ingress"] is False
+    cfg["applications"][0]["deployments"] = cfg["applications"][0]["deployments"][:1]
+    p.write_text(yaml.safe_dump(cfg))
+    assert app_args(tmp_path / "ws", p)[0]["models_in_ingress"] is True
+    cfg["applications"][0]["args"]["models_in_ingress"] = False
+    p.write_text(yaml.safe_dump(cfg))
+    assert app_args(tmp_path / "ws", p)[0]["models_in_ingress"] is False
 
 
 def test_app_args_from_yaml_overrides(tmp_path):
