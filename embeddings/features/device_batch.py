@@ -68,11 +68,9 @@ class DeviceSequences:
     def from_data(cls, featurizer: Featurizer, data: SequenceData, device: str | torch.device) -> DeviceSequences:
         """Copy `data`'s fields to `device` (integers as int32: every id is far below 2^31)."""
         assert featurizer.numeric_stats_ is not None
-        pin = torch.device(device).type == "cuda"
 
-        def put(a: np.ndarray) -> torch.Tensor:
-            t = torch.from_numpy(a.astype(np.int32) if np.issubdtype(a.dtype, np.integer) else a)
-            return t.pin_memory().to(device, non_blocking=True) if pin else t.to(device)
+        def put(a: np.ndarray) -> torch.Tensor:  # not pinned: pinning copies the whole array once more
+            return torch.from_numpy(a.astype(np.int32) if np.issubdtype(a.dtype, np.integer) else a).to(device)
 
         fields = {k: put(np.ascontiguousarray(v)) for k, v in data.fields.items()}
         offsets = torch.from_numpy(np.asarray(data.offsets, dtype=np.int64)).to(device)
