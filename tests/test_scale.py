@@ -106,12 +106,13 @@ def test_a_bad_file_read_on_a_worker_is_the_same_clean_error(local_ray, living, 
 
 @pytest.mark.slow
 def test_a_killed_encoder_actor_is_replaced_and_the_result_is_whole(local_ray, living, tmp_path, monkeypatch):
+    """Also reads and writes URIs (file:// here; s3:// and gs:// go through the same pyarrow filesystem)."""
     from embeddings.model.embed import UserEncoder
 
     monkeypatch.setenv("SEQCOHORT_CHAOS_EMBED", f"{tmp_path / 'kills'}:1")  # the first partition kills its actor
     bundle = living[0] / "current" / "encoder"
-    r = invoke("embed", "--events", str(living[1]["p1"]), "--bundle", str(bundle), "--out",
-               str(tmp_path / "e.parquet"), "--engine", "ray")
+    r = invoke("embed", "--events", f"file://{living[1]['p1']}", "--bundle", str(bundle), "--out",  # URIs in and out
+               f"file://{tmp_path / 'e.parquet'}", "--engine", "ray")
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "kills").iterdir())) == 1
     got = read_by_user(tmp_path / "e.parquet")
