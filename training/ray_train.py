@@ -92,7 +92,7 @@ class RayTrain:
         except Exception as e:  # Ray wraps a worker's error in its own types; the text is what matters
             raise ClusterError(
                 f"Ray Train failed with {self.workers} worker(s) after {self.max_failures} restart(s): "
-                f"{type(e).__name__}: {_first_line(e)}. Nothing was written. Check the workers' logs "
+                f"{type(e).__name__}: {_last_line(e)}. Nothing was written. Check the workers' logs "
                 "(`ray logs`, or the dashboard), then run again; --engine local trains in this process."
             ) from e
         finally:
@@ -107,7 +107,8 @@ class RayTrain:
         return Fitted(encoder, metrics, seconds, seqs / max(seconds, 1e-9))
 
 
-def _first_line(e: BaseException) -> str:
+def _last_line(e: BaseException) -> str:
+    """The line of a (remote) traceback that names the error."""
     text = str(e).strip().splitlines()
     return text[-1] if text else repr(e)
 
