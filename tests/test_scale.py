@@ -123,13 +123,16 @@ def test_a_killed_encoder_actor_is_replaced_and_the_result_is_whole(local_ray, l
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # Ray Train waits for its CPUs: fail rather than hang
-def test_train_on_ray_writes_a_bundle_that_embeds(local_ray, living, tmp_path):
+def test_train_on_ray_writes_a_bundle_that_embeds(local_ray, living, tmp_path, monkeypatch):
+    """A training worker killed at its start: Ray Train restarts the group, and the fit completes."""
     from embeddings.model.embed import UserEncoder
 
+    monkeypatch.setenv("SEQCOHORT_CHAOS_TRAIN", f"{tmp_path / 'kills'}:1")
     out = tmp_path / "bundle"
     r = invoke("train", "--events", str(living[1]["p1"]), "--out", str(out), "--engine", "ray", "--workers", "2",
                *SETS)
     assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "kills").iterdir())) == 1
     enc = UserEncoder.load(out, device="cpu")
     assert enc.bundle.manifest["metrics"]["workers"] == 2
     events = pl.read_parquet(living[1]["p1"])

@@ -30,6 +30,7 @@ import torch
 
 from embeddings.config import Config
 from embeddings.errors import ClusterError
+from training.chaos import kill_if_due
 from training.core import Fitted, trainer_args, trainer_metrics
 from training.datamodule import SequenceDataModule
 from training.module import quiet_fit, quiet_lightning
@@ -70,7 +71,8 @@ class RayTrain:
         payload = ray.put((cfg, module, dm))  # once into the object store; every worker reads it from there
         trainer = TorchTrainer(
             _worker_loop,
-            train_loop_config={"payload": [payload], "use_gpu": self.use_gpu},  # in a list: Ray leaves it a ref
+            train_loop_config={"payload": [payload], "use_gpu": self.use_gpu,  # in a list: Ray leaves it a ref
+                               "chaos": os.environ.get("SEQCOHORT_CHAOS_TRAIN")},
             torch_config=TorchConfig(backend="nccl" if self.use_gpu else "gloo"),
             scaling_config=ScalingConfig(num_workers=self.workers, use_gpu=self.use_gpu,
                                          resources_per_worker={"CPU": self.cpus_per_worker}),
@@ -123,6 +125,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
     cfg, module, dm = ray.get(config["payload"][0])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
+    if rank == ctx.get_world_size() - 1:
+        kill_if_due(config.get("chaos"))  # tests only (training/chaos.py)
     tc = cfg.trainer
     L.seed_everything(tc.seed + rank, workers=True, verbose=False)  # dropout differs per rank; DDP syncs weights
     has_val = len(dm.val_rows) > 0

@@ -21,7 +21,6 @@ import math
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +38,7 @@ from embeddings.features.featurizer import SequenceData, stable_hash_bucket
 from embeddings.fsutil import atomic_path
 from embeddings.model.embed import Embeddings, UserEncoder, embeddings_frame
 from seqcohort.scale.session import ensure_ray
+from training.chaos import kill_if_due
 
 log = logging.getLogger("seqcohort")
 
@@ -87,7 +87,7 @@ class EncoderActor:
         self.as_of, self.batch_size, self.chaos = as_of, batch_size, chaos
 
     def __call__(self, part: pa.Table) -> pa.Table:
-        _chaos(self.chaos)
+        kill_if_due(self.chaos)  # tests only (training/chaos.py)
         events = pl.from_arrow(part)
         assert isinstance(events, pl.DataFrame)
         events = events.sort(ORD).drop(ORD, PART)
@@ -96,17 +96,6 @@ class EncoderActor:
 
     def __del__(self) -> None:
         shutil.rmtree(getattr(self, "_dir", ""), ignore_errors=True)
-
-
-def _chaos(spec: str | None) -> None:
-    """Fault injection for the tests (SEQCOHORT_CHAOS_EMBED=<dir>:<n>): the first n calls kill their actor."""
-    if not spec:
-        return
-    folder, n = spec.rsplit(":", 1)
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    if len(list(Path(folder).iterdir())) < int(n):
-        (Path(folder) / f"kill-{os.getpid()}-{time.monotonic_ns()}").touch()
-        os.kill(os.getpid(), 9)
 
 
 def bundle_files(path: str | Path) -> dict[str, bytes]:
