@@ -56,6 +56,16 @@ PROBES = ("Linear probes as anyone might write them: noise directions dropped, s
 
 CARRIED: tuple[Carried, ...] = (
     Carried(
+        "Item titles (sentence-transformers) on a catalogue migration: app generator, 2,000 users, category "
+        "removed, new users' item ids renamed",
+        "1–3-event users in their archetype's cohort 0.557 ± 0.017 with titles vs 0.485 ± 0.027 without "
+        "(+0.073 ± 0.042, seeds 1–3); ARI 0.781 ± 0.005 vs 0.742 ± 0.010; titles encoded 24/s on 2 cores at load 10",
+        "`python bench/item_text.py quality --generator app --users 2000 --seeds 1 2 3`; "
+        "`OMP_NUM_THREADS=2 python bench/item_text.py cost`",
+        f"e75395e, {CPU2}",
+        "Item titles through sentence-transformers (2026-12-07)",
+    ),
+    Carried(
         "`seqcohort refresh` vs a full `run`, 20,000 synthetic users, a week of new events (87,040 events of 9,289 users)",
         "refresh 5.5 s vs full run 162.6 s (3.4%), back to back; 0.0% of users without new events and 1.4% "
         "of active ones changed cohort; 3.5 GiB peak",
