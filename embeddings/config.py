@@ -148,7 +148,9 @@ class TrainerConfig(_Section):
     precision: str = "32-true"  # "bf16-mixed" on GPUs
     num_workers: int = Field(0, ge=0)
     progress: bool = True
-    max_users: int | None = None  # subsample users for training (all users are still embedded)
+    # train on at most this many users, drawn at random (everyone is still embedded); null = all.
+    # max_steps x batch_size draws fewer than this (docs/decisions.md#training-on-a-sample-of-users)
+    max_users: int | None = Field(100_000, ge=1)
 
 
 class ClusterConfig(_Section):

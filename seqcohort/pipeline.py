@@ -22,6 +22,7 @@ from embeddings.data.columns import CANONICAL
 from embeddings.data.schema import ColumnMap, read_events
 from embeddings.errors import WorkspaceError
 from embeddings.living.lock import holds_lock
+from embeddings.model.chunked import encode_in_chunks
 from embeddings.model.embed import UserEncoder
 from embeddings.workspace import Workspace
 
@@ -127,14 +128,12 @@ def run(
         encoder = UserEncoder(trained.bundle, cfg.trainer.accelerator, trained.bundle_dir)
         t["train"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        if engine is not None:
-            embedded = engine.embed(encoder, events, as_of)
-        else:
-            embedded = encoder.encode(encoder.featurize(events, as_of))
+        embedded = (engine.embed(encoder, events, as_of) if engine is not None
+                    else encode_in_chunks(encoder, events, as_of))  # memory of one chunk's features, not the log's
         t["embed"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         model = CohortModel(cfg, namer=build_namer(cfg, ws.root / "naming_cache"))
-        model.fit(events, encoder, as_of=as_of, embeddings=embedded)
+        model.fit(events, encoder, as_of=as_of, embeddings=(embedded.user_ids, embedded.vectors))
         model.rename(overrides=ws.overrides())
         t["cluster"] = time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -39,6 +39,7 @@ from embeddings.living.update import (
     reassign,
     updated_embeddings,
 )
+from embeddings.model.chunked import encode_in_chunks
 from embeddings.model.embed import Embeddings, UserEncoder
 from embeddings.naming import make_namer
 from embeddings.workspace import Workspace
@@ -189,8 +190,11 @@ def _refresh(ws: Workspace, events_path: str | Path, cfg: Config, maps: list[str
         if decision["retrain"]:
             trained = train_bundle(cfg, m.events, out / "encoder", as_of=as_of, engine=engine)
             encoder = UserEncoder(trained.bundle, cfg.trainer.accelerator, trained.bundle_dir)
-            emb = (engine.encoder(encoder) if engine else encoder).encode(m.events, as_of=as_of)
-            emb = Embeddings(np.asarray(emb.user_ids).astype(str), emb.vectors)
+            if engine is not None:
+                emb = engine.encoder(encoder).encode(m.events, as_of=as_of)
+                emb = Embeddings(np.asarray(emb.user_ids).astype(str), emb.vectors)
+            else:
+                emb = Embeddings(*encode_in_chunks(encoder, m.events, as_of)[:2])
         if decision["refit"]:
             model = _refit(cfg, previous, encoder if decision["retrain"] else previous.encoder, m.events, emb, as_of)
         else:

@@ -42,6 +42,29 @@ def test_hnsw_recall():
     assert recall > 0.9
 
 
+def test_ivf_recall_and_its_search_setting_survive_a_reload(tmp_path):
+    X, _ = blobs((3000,), dim=32, spread=1.0)
+    ids = np.arange(len(X)).astype(str)
+    exact = VectorIndex("flat").fit(X, ids).search(X[:200], 10)[1]
+    ivf = VectorIndex("ivf").fit(X, ids)
+    approx = ivf.search(X[:200], 10)[1]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, approx, strict=True)])
+    assert recall > 0.9
+    ivf.save(tmp_path / "index")
+    again = VectorIndex.load(tmp_path / "index")
+    assert again.kind == "ivf" and again.search(X[:200], 10)[1].tolist() == approx.tolist()
+
+
+def test_auto_index_is_exact_up_to_flat_max(monkeypatch):
+    import embeddings.cohorts.index as index_mod
+
+    X, _ = blobs((500,), dim=16)
+    ids = np.arange(len(X)).astype(str)
+    assert VectorIndex().fit(X, ids).kind == "flat"
+    monkeypatch.setattr(index_mod, "FLAT_MAX", 100)
+    assert VectorIndex().fit(X, ids).kind == "ivf"
+
+
 def test_kmeans_finds_k_and_recovers_blobs():
     X, y = blobs()
     km = SphericalKMeans(k_min=2, k_max=9, min_cluster_frac=0.01).fit(X)

@@ -36,3 +36,22 @@ def test_event_place_says_where_in_a_session_each_cohort_buys():
     assert last.extra["event_place"]["purchase"] == {"cohort": 1.0, "population": 0.5, "n": 30}
     assert first.extra["event_place"]["purchase"]["cohort"] == 0.0
     assert first.extra["event_place"]["view"]["cohort"] == pytest.approx(0.5)
+
+
+def test_profiles_of_a_large_log_read_a_sample_but_count_everyone(synth_small):
+    """Above `max_users` users the shares come from a sample: sizes and shares stay exact, every
+    cohort keeps a profile (even one the sample misses), and what they do is close to the full read."""
+    ev, truth = synth_small.events, synth_small.truth
+    names = sorted(truth["archetype"].unique().to_list())
+    a = truth.select("user_id", cohort_id=pl.col("archetype").replace_strict({n: i for i, n in enumerate(names)}))
+    tiny = a.head(1).with_columns(cohort_id=pl.lit(len(names), dtype=a.schema["cohort_id"]))  # a cohort of one user
+    a = pl.concat([a.slice(1), tiny])
+    as_of = synth_small.as_of
+    full = compute_profiles(ev, a, as_of, n_exemplars=0)
+    part = compute_profiles(ev, a, as_of, n_exemplars=0, max_users=300)
+    assert [p.cohort_id for p in part] == [p.cohort_id for p in full] == list(range(len(names) + 1))
+    assert [(p.size, p.share) for p in part] == [(p.size, p.share) for p in full]
+    for f, p in zip(full[:-1], part[:-1], strict=True):
+        fs = {s.value: s.share for s in f.top_events}
+        for s in p.top_events[:2]:
+            assert abs(s.share - fs.get(s.value, 0.0)) < 0.1

@@ -339,3 +339,21 @@ def test_quiet_fit_silences_lightnings_noise_but_not_real_warnings():
                           UserWarning, stacklevel=1)
             warnings.warn("loss is NaN", RuntimeWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["loss is NaN"]
+
+
+def test_training_reads_a_sample_of_users_when_the_log_is_larger_than_max_users(tiny_events, tiny_cfg, tmp_path) -> None:
+    """trainer.max_users: whole users drawn, the same draw for any row order, the whole log's as_of kept."""
+    from training.sampling import sample_users
+    from training.train import train
+
+    users = tiny_events["user_id"].n_unique()
+    part = sample_users(tiny_events, 30, seed=0)
+    assert part["user_id"].n_unique() == 30
+    for u, n in part.group_by("user_id").len().iter_rows():
+        assert n == tiny_events.filter(pl.col("user_id") == u).height  # every event of a drawn user
+    shuffled = sample_users(tiny_events.sample(fraction=1.0, shuffle=True, seed=4), 30, seed=0)
+    assert set(shuffled["user_id"]) == set(part["user_id"])
+    assert sample_users(tiny_events, None).height == tiny_events.height == sample_users(tiny_events, users).height
+    cfg = tiny_cfg.model_copy(update={"trainer": tiny_cfg.trainer.model_copy(update={"max_users": 30, "max_steps": 5})})
+    res = train(cfg, tiny_events, tmp_path / "b")
+    assert res.bundle.manifest["n_users"] == 30

@@ -61,6 +61,7 @@ from training.core import Distributed, contrastive_args, fit, post_fit, start
 from training.datamodule import SequenceDataModule, ViewCollator, worker_id
 from training.head_fit import fit_head
 from training.module import ContrastiveModule
+from training.sampling import sample_users
 from training.train import TrainResult, build_encoder, fit_featurizer
 
 log = logging.getLogger(__name__)
@@ -279,6 +280,8 @@ def train_goal_aware(
     # The propensity needs what RFM knows (how many events, how recent, how much spend): the
     # summary token gets aggregates of the events it sees (per view, so no contrastive shortcut).
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"context": True})})
+    as_of = as_of or events.get_column("ts").max()  # the whole log's, not the sample's
+    events = sample_users(events, tc.max_users, tc.seed)  # whole users: their labels stay intact
     labels = label_cutoffs(events, goal, as_of, n_cutoffs, stride)
     featurizer = fit_featurizer(cfg, events)
     gid = goal_event_id(featurizer, goal)

@@ -17,6 +17,7 @@ needs the order of events, which nothing else in the contrastive task asks for.
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 
 # Fields the featurizer derives from timestamps alone (embeddings/features/featurizer.py): they belong to the
 # time slot, so a shuffled copy keeps them in place while the events' own fields move.
@@ -158,3 +159,16 @@ def prev_from(view: np.ndarray) -> np.ndarray:
     out = np.zeros(len(view), dtype=bool)
     out[1:] = view[1:] == view[:-1] + 1
     return out
+
+
+def sample_users(events: pl.DataFrame, max_users: int | None, seed: int = 0) -> pl.DataFrame:
+    """The events of at most `max_users` users drawn at random (all of each drawn user's events); None = all.
+
+    Training draws `max_steps x batch_size` users; on a log of millions the rest would only cost
+    memory to featurise. The draw depends on the seed and the set of ids, not on the row order.
+    """
+    ids = events.get_column("user_id").unique().sort()
+    if max_users is None or len(ids) <= max_users:
+        return events
+    keep = ids.gather(np.sort(np.random.default_rng(seed).choice(len(ids), max_users, replace=False)))
+    return events.filter(pl.col("user_id").is_in(keep))

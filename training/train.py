@@ -31,6 +31,7 @@ from training.core import Distributed, contrastive_args, fit, post_fit, start
 from training.datamodule import SequenceDataModule
 from training.module import ContrastiveModule
 from training.profile_select import fit_profile
+from training.sampling import sample_users
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ def train(cfg: Config, events: pl.DataFrame, bundle_dir: str | Path, *, as_of=No
     `distributed` (e.g. `training.ray_train.RayTrain(workers=4)`) runs the fit on its workers.
     """
     started = start(cfg)
+    as_of = as_of or events.get_column("ts").max()  # the whole log's, not the sample's
+    events = sample_users(events, cfg.trainer.max_users, cfg.trainer.seed)
     featurizer = fit_featurizer(cfg, events)
     data = featurizer.transform(events, as_of=as_of)
     encoder = build_encoder(cfg, featurizer, data)

@@ -69,8 +69,8 @@ def calibrate_confidence(cfg: Config, enc: UserEncoder, events: pl.DataFrame, as
 
 def user_counts(events: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
     """user_id (string), n (events up to as_of), last (the last one's ts)."""
-    return (events.filter(pl.col("ts") <= as_of).group_by("user_id")
-            .agg(n=pl.len(), last=pl.col("ts").max()).with_columns(pl.col("user_id").cast(pl.String)))
+    return (events.lazy().filter(pl.col("ts") <= as_of).group_by("user_id")
+            .agg(n=pl.len(), last=pl.col("ts").max()).with_columns(pl.col("user_id").cast(pl.String)).collect())
 
 
 def history_lengths(counts: pl.DataFrame, user_ids: np.ndarray) -> np.ndarray:

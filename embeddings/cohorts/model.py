@@ -35,6 +35,7 @@ from embeddings.cohorts.tiers import IntentTiers, TieredNamer
 from embeddings.config import Config
 from embeddings.errors import NotFittedError, WorkspaceError
 from embeddings.model.bundle import read_propensity_meta
+from embeddings.model.chunked import encode_in_chunks
 from embeddings.model.embed import Embeddings, UserEncoder, read_embeddings, write_embeddings
 from embeddings.model.intent import (
     IntentConfig,
@@ -143,9 +144,7 @@ class CohortModel:
         as_of = as_of or resolve_as_of(cfg, events)
         counts = None
         if embeddings is None:
-            data = encoder.featurize(events, as_of)
-            user_ids, X = encoder.encode(data)
-            lengths = data.lengths
+            user_ids, X, lengths = encode_in_chunks(encoder, events, as_of)
         else:
             user_ids, X = embeddings
             counts = user_counts(events, as_of)
@@ -301,7 +300,8 @@ class CohortModel:
         Returns user_id, cohort_id, cohort_name, confidence, [propensity for a goal-aware model],
         neighbors (nearest stored users), model_version; users sorted by id.
         """
-        return self.assign_embeddings(self.encoder.encode(events, as_of=as_of))
+        got = encode_in_chunks(self.encoder, events, as_of or events.get_column("ts").max())
+        return self.assign_embeddings(Embeddings(got.user_ids, got.vectors))
 
     def assign_embeddings(self, embeddings: Embeddings) -> pl.DataFrame:
         """`assign` for embeddings made with this model's encoder: (user_ids, vectors)."""

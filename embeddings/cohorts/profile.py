@@ -11,6 +11,7 @@ from embeddings.cohorts.index import l2_normalize
 from embeddings.naming.profile_types import CohortProfile, Exemplar, ExemplarEvent, Share
 
 SESSION_GAP = "30m"  # a new session starts after 30 minutes without events
+PROFILE_USERS = 100_000  # users a profile's shares are read from (docs/decisions.md#profiles-from-a-sample-of-users)
 DAYPARTS = {"night": range(0, 6), "morning": range(6, 12), "afternoon": range(12, 18), "evening": range(18, 24)}
 
 
@@ -139,14 +140,23 @@ def compute_profiles(
     n_exemplars: int = 4,
     exemplar_events: int = 12,
     top: int = 5,
+    max_users: int | None = PROFILE_USERS,
 ) -> list[CohortProfile]:
-    """One profile per cohort in `assignments` (user_id, cohort_id), sorted by cohort id."""
+    """One profile per cohort in `assignments` (user_id, cohort_id), sorted by cohort id.
+
+    Sizes and shares count every user; above `max_users` users, what they do (shares, medians,
+    exemplars) is read from a uniform sample of `max_users` of them, so memory stays bounded.
+    """
+    assignments = assignments.join(events.select(pl.col("user_id").unique()), on="user_id", how="semi")
+    sizes = dict(assignments.group_by("cohort_id").len().iter_rows())
+    n_all = assignments.height
+    if max_users is not None and assignments.height > max_users:
+        assignments = assignments.sample(max_users, seed=0)
     ev = _session_edges(events.join(assignments.select("user_id", "cohort_id"), on="user_id", how="inner"))
     ev = _event_positions(ev)
     pop_places = _mean_places(ev)
     stats = user_stats(ev, as_of).join(assignments.select("user_id", "cohort_id"), on="user_id")
     pop = _summary(stats)
-    n_users = stats.height
     items_col = "text" if ev.get_column("text").null_count() < ev.height else "item"
     pops = {c: _pop_shares(ev, c) for c in ("event", "category", items_col)}
     pop_open = _pop_shares(ev.filter(pl.col("opener")), "event")
@@ -154,7 +164,7 @@ def compute_profiles(
     row_of = {u: i for i, u in enumerate(user_ids)} if user_ids is not None else {}
     Xn = l2_normalize(X) if X is not None else None
     profiles = []
-    for cid in sorted(assignments.get_column("cohort_id").unique().to_list()):
+    for cid in sorted(sizes):
         cev = ev.filter(pl.col("cohort_id") == cid)
         cst = stats.filter(pl.col("cohort_id") == cid)
         s = _summary(cst)
@@ -172,8 +182,8 @@ def compute_profiles(
         profiles.append(
             CohortProfile(
                 cohort_id=int(cid),
-                size=cst.height,
-                share=round(cst.height / max(n_users, 1), 4),
+                size=sizes[cid],
+                share=round(sizes[cid] / max(n_all, 1), 4),
                 as_of=as_of.isoformat(),
                 recency_days=round(s["recency"], 2),
                 frequency=round(s["frequency"], 2),

@@ -106,7 +106,8 @@ def embed(events: str, out: str, bundle: str | None, as_of: str | None, batch_si
     With --engine ray, EVENTS may be a URI (s3://bucket/events/) and Ray Data reads, partitions by
     user and encodes on an actor pool: the same embeddings as one process (docs/scaling.md).
     """
-    from embeddings.model.embed import UserEncoder, embed_events
+    from embeddings.model.chunked import embed_events
+    from embeddings.model.embed import UserEncoder
     from embeddings.workspace import Workspace
     from seqcohort import pipeline
 

@@ -19,9 +19,9 @@ from seqcohort.cli.options import console, handle_errors
 @handle_errors
 def synth(users: int, out: str, seed: int, short_share: float) -> None:
     """Write synthetic events with planted archetypes (events.parquet, truth.parquet, archetypes.json)."""
-    from embeddings.synthetic import synth as sy
-
     import pyarrow.parquet as pq
+
+    from embeddings.synthetic import synth as sy
 
     t0 = time.perf_counter()
     paths = sy.write_parts(users, Path(out), seed=seed, short_share=short_share)  # bounded memory at any size
