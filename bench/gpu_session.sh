@@ -37,8 +37,8 @@ if has throughput; then
   cp bench/RESULTS.md "$OUT/RESULTS.md"
 fi
 if has embed; then  # issue 27: batch embedding on the GPU, 128 events a user, bf16 and float32, vs the CPU's vectors
-  step "embedding throughput on the GPU, ${EMBED_USERS:-200000} users"
-  timeout 480 python3 bench/embed_throughput.py --users "${EMBED_USERS:-200000}" --devices cuda --no-train \
+  step "embedding throughput on the GPU, ${EMBED_USERS:-100000} users"
+  timeout 500 python3 bench/embed_throughput.py --users "${EMBED_USERS:-100000}" --devices cuda --no-train \
     --repeat 3 --record 2>&1 | tee "$OUT/embed.log" | tail -20
   cp bench/LOG.md "$OUT/LOG.md"
 fi

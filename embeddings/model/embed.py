@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -175,7 +177,13 @@ class UserEncoder:
         order = np.argsort(lengths, kind="stable")
         batches = [order[s : s + bs] for s in range(0, n, bs)]
         progress = _progress(len(batches)) if show_progress else None
-        autocast = torch.autocast(dev.type, dtype=AUTOCAST[dtype], enabled=dtype != "float32")
+        cast = AUTOCAST[dtype]
+
+        def autocast() -> AbstractContextManager[Any]:
+            # a new context each time (autocast keeps its previous state on the object, and CPU
+            # batches enter it from several threads); float32 enters none
+            return nullcontext() if cast == torch.float32 else torch.autocast(dev.type, dtype=cast)
+
         try:
             if dev.type != "cpu":
                 X = self._encode_on_device(data, batches, lengths, autocast, progress)
@@ -186,12 +194,12 @@ class UserEncoder:
                 progress.stop()
         return Embeddings(data.user_ids, X)
 
-    def _encode_on_cpu(self, data: SequenceData, batches: list[np.ndarray], autocast: torch.autocast,
+    def _encode_on_cpu(self, data: SequenceData, batches: list[np.ndarray], autocast: Callable[[], Any],
                        progress: Any, workers: int) -> np.ndarray:
         out = np.empty((len(data), self.dim), dtype=np.float32)
 
         def run(rows: np.ndarray) -> None:
-            with torch.inference_mode(), autocast:  # both are per thread
+            with torch.inference_mode(), autocast():  # both are per thread
                 batch = self.featurizer.collate_users(data, rows, self.max_len)
                 out[rows] = self.encoder(batch).float().numpy()
             if progress is not None:
@@ -215,12 +223,12 @@ class UserEncoder:
         return out
 
     def _encode_on_device(self, data: SequenceData, batches: list[np.ndarray], lengths: np.ndarray,
-                          autocast: torch.autocast, progress: Any) -> np.ndarray:
+                          autocast: Callable[[], Any], progress: Any) -> np.ndarray:
         """Features copied to the device once; each batch gathered there (embeddings/features/device_batch.py)."""
         ds = DeviceSequences.from_data(self.featurizer, data, self.device)
         out = torch.empty(len(data), self.dim, dtype=torch.float32, device=self.device)
         context = bool(self.bundle.config.n_context)
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast():
             for rows in batches:
                 rows_t = torch.from_numpy(rows).to(self.device, non_blocking=True)
                 width = max(int(lengths[rows].max(initial=1)), 1)
