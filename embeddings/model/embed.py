@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -261,23 +260,3 @@ def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     df = pl.read_parquet(path, columns=["user_id", "embedding"])
     X = np.ascontiguousarray(df.get_column("embedding").to_numpy(), dtype=np.float32)
     return df.get_column("user_id").to_numpy().astype(object), X
-
-
-def embed_events(
-    encoder: UserEncoder,
-    events: pl.DataFrame,
-    out: str | Path | None = None,
-    *,
-    as_of: datetime | None = None,
-    batch_size: int = 512,
-    show_progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Featurise + encode all users; optionally write `embeddings.parquet`. Returns (user_ids, X)."""
-    t0 = time.perf_counter()
-    data = encoder.featurize(events, as_of)
-    X = encoder.encode(data, batch_size=batch_size, show_progress=show_progress).vectors
-    dt = time.perf_counter() - t0
-    log.info("embedded %d users in %.1fs (%.0f users/s)", len(data), dt, len(data) / max(dt, 1e-9))
-    if out is not None:
-        write_embeddings(out, data.user_ids, X, data.as_of)
-    return data.user_ids, X
