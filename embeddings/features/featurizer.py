@@ -217,15 +217,19 @@ class Featurizer:
         """The per-event title coordinates (`text_0` ...), empty without fitted titles."""
         return [] if self.item_text_ is None else [f"text_{j}" for j in range(self.item_text_.dim)]
 
-    def text_columns(self, titles: list[str | None]) -> dict[str, np.ndarray]:
+    def text_columns(self, titles: list[str | None] | pl.Series) -> dict[str, np.ndarray]:
         """`text_j` arrays (n,) float32 of each event's title; missing titles -> zeros."""
         if self.item_text_ is None:
             return {}
-        uniq = list(dict.fromkeys(titles))
-        V = self.item_text_.vectors(uniq)  # (n_distinct, dim), each distinct title looked up once
-        row = {t: i for i, t in enumerate(uniq)}
-        G = V[np.fromiter((row[t] for t in titles), dtype=np.int64, count=len(titles))]
-        return {name: np.ascontiguousarray(G[:, j]) for j, name in enumerate(self.text_fields)}
+        s = (titles if isinstance(titles, pl.Series) else pl.Series(titles, dtype=pl.String)).cast(pl.String)
+        uniq = s.unique(maintain_order=True)
+        V = self.item_text_.vectors(uniq.to_list())  # (n_distinct, dim), each distinct title looked up once
+        # each event's row of V, matched in polars: a Python list of millions of titles would cost GBs
+        idx = (pl.DataFrame({"t": s})
+               .join(pl.DataFrame({"t": uniq, "i": np.arange(len(uniq))}), on="t", how="left", nulls_equal=True,
+                     maintain_order="left")
+               .get_column("i").to_numpy())
+        return {name: np.ascontiguousarray(V[idx, j]) for j, name in enumerate(self.text_fields)}
 
     # ----------------------------------------------------------------- transform
     def transform(self, events: pl.DataFrame, as_of: datetime | None = None) -> SequenceData:
@@ -308,7 +312,7 @@ class Featurizer:
             v = df.get_column(col).cast(pl.Float64).to_numpy()
             cols[col] = standardise_extra(v, mu, sd)
         if self.item_text_ is not None:
-            text = df.get_column("text").cast(pl.String).to_list() if "text" in df.columns else [None] * len(uid)
+            text = df.get_column("text") if "text" in df.columns else pl.Series([None] * len(uid), dtype=pl.String)
             cols.update(self.text_columns(text))
         starts = np.flatnonzero(new_user)
         offsets = np.concatenate([starts, [len(uid)]]).astype(np.int64)
