@@ -156,14 +156,15 @@ CARRIED: tuple[Carried, ...] = (
     Carried(
         "`POST /v1/assign` at the URL `seqcohort serve` prints (direct ingress, models in the ingress replica), "
         "1–20-event live sessions, client on the same cores",
-        "under load average 9–13 from other sessions' jobs: p50 / p99 18.3 / 68.4 ms at concurrency 8, "
-        "587 requests/s at 32, 0 errors (targets p99 ≤ 50 ms, ≥ 300 requests/s: the p99 not met under that "
-        "load); in-process one request at a time p50 7.4 ms. Same run: Serve's proxy 111 / 134 requests/s at "
-        "8 / 32; separate Encoder and Assigner deployments p99 83.7 ms at 8, 340 requests/s at 32. `--chaos`: "
-        "the Encoder replica killed (separate deployments) 0 requests failed, back under 200 ms in 9.1 s; the "
-        "Ingress replica killed (models in it) requests failed until it was back on its port, 12.0 s",
-        "`python bench/serve_latency.py --workspace DIR --events 1-20 --layout both --chaos` on a demo workspace",
-        f"709b385, {CPU2}, load average 9.2 → 12.6",
+        "p50 / p99 16.5 / 36.5 ms at concurrency 8, 558 requests/s at 32, 0 errors (targets p99 ≤ 50 ms, "
+        "≥ 300 requests/s: met); in-process one request at a time p50 2.7 ms. Same run: Serve's proxy (the old "
+        "printed URL) 97 / 118 requests/s at 8 / 32; separate Encoder and Assigner deployments p99 65.2 ms at 8, "
+        "392 requests/s at 32. `--chaos`: the Encoder replica killed (separate deployments) 0 requests failed, "
+        "back under 200 ms in 4.5 s; the Ingress replica killed (models in it) requests failed until it was back "
+        "on its port, 12.0 s",
+        "`python bench/serve_latency.py --workspace DIR --requests 2000 --events 1-20 --layout both --chaos` "
+        "on a demo workspace",
+        f"761896b, {CPU2}, load average 1.9 → 4.1 (other sessions' jobs)",
         "Serving latency",
     ),
     Carried(

@@ -52,7 +52,7 @@ def app_args(workspace: str | Path, config_path: str | Path | None = None) -> tu
             overrides[d.pop("name")] = d
     args["workspace"] = str(Path(workspace).resolve())
     # one machine, no say in the YAML: the models run inside the ingress replica (no actor hop per
-    # request; on 2 cores a third of the CPU per request of separate deployments, bench/serve_latency.py)
+    # request; on 2 cores half or less of the CPU per request of separate deployments, bench/serve_latency.py)
     args.setdefault("models_in_ingress", not ({"Encoder", "Assigner"} & overrides.keys()))
     for key, name in (("ingress_options", "Ingress"), ("encoder_options", "Encoder"), ("assigner_options", "Assigner")):
         if name in overrides:
