@@ -90,19 +90,24 @@ def encode_titles(texts: Sequence[str], model: str | None = None, batch_size: in
     path = resolve_model_dir(model)
     mkey = str(path)
     keys = [text_key(t) for t in texts]
-    todo = {k: t[:MAX_CHARS] for k, t in zip(keys, texts, strict=True) if (mkey, k) not in _RAW}
+    with _LOCK:
+        got = {k: _RAW[(mkey, k)] for k in keys if (mkey, k) in _RAW}
+    todo = {k: t[:MAX_CHARS] for k, t in zip(keys, texts, strict=True) if k not in got}
     if todo:
         enc = _load_model(path)
+        if len(todo) > 1000:
+            log.info("item titles: encoding %d distinct titles with %s", len(todo), path.name)
         X = enc.encode(list(todo.values()), batch_size=batch_size, normalize_embeddings=True,
                        convert_to_numpy=True, show_progress_bar=False)
+        new = dict(zip(todo, np.asarray(X, dtype=np.float32), strict=True))
+        got.update(new)
         with _LOCK:
-            if len(_RAW) + len(todo) > _RAW_MAX:
+            if len(_RAW) + len(new) > _RAW_MAX:
                 _RAW.clear()
-            for k, v in zip(todo, np.asarray(X, dtype=np.float32), strict=True):
-                _RAW[(mkey, k)] = v
+            _RAW.update({(mkey, k): v for k, v in new.items()})
     if not keys:
         return np.zeros((0, 0), dtype=np.float32)
-    return np.stack([_RAW[(mkey, k)] for k in keys])
+    return np.stack([got[k] for k in keys])
 
 
 def clean_titles(titles: Sequence[str | None]) -> tuple[list[str | None], dict[str, int]]:
