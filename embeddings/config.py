@@ -150,7 +150,7 @@ class TrainerConfig(_Section):
     progress: bool = True
     # train on at most this many users, drawn at random (everyone is still embedded); null = all.
     # max_steps x batch_size draws fewer than this (docs/decisions.md#training-on-a-sample-of-users)
-    max_users: int | None = Field(100_000, ge=1)
+    max_users: int | None = Field(50_000, ge=1)
 
 
 class ClusterConfig(_Section):

@@ -11,7 +11,7 @@ from embeddings.cohorts.index import l2_normalize
 from embeddings.naming.profile_types import CohortProfile, Exemplar, ExemplarEvent, Share
 
 SESSION_GAP = "30m"  # a new session starts after 30 minutes without events
-PROFILE_USERS = 100_000  # users a profile's shares are read from (docs/decisions.md#profiles-from-a-sample-of-users)
+PROFILE_USERS = 50_000  # users a profile's shares are read from (docs/decisions.md#profiles-from-a-sample-of-users)
 DAYPARTS = {"night": range(0, 6), "morning": range(6, 12), "afternoon": range(12, 18), "evening": range(18, 24)}
 
 
