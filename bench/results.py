@@ -56,6 +56,14 @@ PROBES = ("Linear probes as anyone might write them: noise directions dropped, s
 
 CARRIED: tuple[Carried, ...] = (
     Carried(
+        "`seqcohort run` by number of users: 20,000 / 200,000 / 1,000,000 synthetic users (1.6 / 16.3 / 81.5 M events)",
+        "302 s / 272 s / 575 s wall; peak RSS 3.2 / 6.9 / 21.3 GiB; ARI vs planted 0.967 at every size "
+        "(the 20,000 run shared the cores with another job during training)",
+        "`python bench/scale_curve.py --users 20000 200000 1000000`",
+        f"aa0ed3c, {CPU2}",
+        "seqcohort run by number of users (2026-12-07)",
+    ),
+    Carried(
         "Item titles (sentence-transformers) on a catalogue migration: app generator, 2,000 users, category "
         "removed, new users' item ids renamed",
         "1–3-event users in their archetype's cohort 0.557 ± 0.017 with titles vs 0.485 ± 0.027 without "
