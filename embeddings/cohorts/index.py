@@ -111,7 +111,8 @@ class VectorIndex:
         self = cls(kind=meta["kind"], nprobe=meta.get("nprobe", 32))
         self.index_ = faiss.read_index(str(f))
         if self.kind == "ivf":  # nprobe is a search setting, not stored in the FAISS file
-            faiss.extract_index_ivf(self.index_).nprobe = min(self.nprobe, faiss.extract_index_ivf(self.index_).nlist)
+            ivf = faiss.extract_index_ivf(self.index_)
+            ivf.nprobe = min(self.nprobe, ivf.nlist)
         self.ids_ = np.asarray(meta["ids"], dtype=object)
         if len(self.ids_) != self.index_.ntotal:
             raise WorkspaceError(f"Index {f} holds {self.index_.ntotal} vectors but {len(self.ids_)} ids.")

@@ -32,7 +32,7 @@ import polars as pl
 import pyarrow as pa
 
 from embeddings.config import Config
-from embeddings.data.schema import SUPPORTED_FORMATS
+from embeddings.data.files import SUPPORTED_FORMATS
 from embeddings.errors import ClusterError, ConfigError, SchemaError, SeqcohortError
 from embeddings.features.featurizer import SequenceData, stable_hash_bucket
 from embeddings.fsutil import atomic_path
