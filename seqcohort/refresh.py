@@ -165,6 +165,9 @@ def _refresh(ws: Workspace, events_path: str | Path, cfg: Config, maps: list[str
     t0 = time.perf_counter()
     emb, moved_only = updated_embeddings(previous, engine.encoder(previous.encoder) if engine else previous.encoder,
                                          m.events, changed, as_of)
+    titles = previous.encoder.featurizer.item_text_
+    if engine is not None and titles is not None and "text" in m.fresh.columns:
+        titles.vectors(m.fresh.get_column("text").unique().to_list())  # Ray's actors encoded them; the bundle keeps them
     t["embed"] = time.perf_counter() - t0
     C = previous.cohorts_.centroids
     fit_before, fit_after = fit_quality(previous.embeddings_, C), fit_quality(emb.vectors, C)

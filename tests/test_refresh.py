@@ -410,3 +410,30 @@ def test_every_version_says_what_changed(ws):
     drift = json.loads((v2 / "drift.json").read_text())
     assert drift["previous"] == v1.name
     assert sum(c["size_after"] for c in drift["cohorts"]) == a2.height
+
+
+def test_refresh_publishes_the_titles_it_encoded(tmp_path, monkeypatch):
+    """A refresh that keeps the encoder writes the titles it encoded into the new version's bundle, under the
+    same encoder version, so the next refresh, re-embed or serving replica never encodes them again."""
+    from embeddings.features import item_text
+    from embeddings.model.embed import UserEncoder
+    from seqcohort import pipeline
+    from seqcohort.refresh import refresh
+    from tests.living_data import make_periods
+
+    paths = make_periods(tmp_path / "data", n_users=60)
+    cfg = fast_cfg("features.item_text=auto", "features.item_text_dim=4", "trainer.max_steps=2")  # cache, not quality
+    ws = tmp_path / "ws"
+    pipeline.run(paths["p1"], ws, cfg)
+    v1 = Workspace(ws).current()
+    p2 = pl.read_parquet(paths["p2"]).with_columns(pl.col("text") + " (2026 edition)")  # titles nobody has seen
+    p2.write_parquet(tmp_path / "p2.parquet")
+    refresh(ws, tmp_path / "p2.parquet", cfg, retrain="never")
+    v2 = Workspace(ws).current()
+    monkeypatch.setattr(item_text, "encode_titles", lambda *a, **k: pytest.fail("a published title was re-encoded"))
+    enc = UserEncoder.load(v2 / "encoder", device="cpu")
+    new_keys = {item_text.text_key(t) for t in p2["text"].drop_nulls().unique()}
+    assert new_keys and new_keys <= enc.featurizer.item_text_.cache_.keys()
+    assert enc.version == UserEncoder.load(v1 / "encoder", device="cpu").version  # the same encoder, a bigger cache
+    assert json.loads((v2 / "cohorts.json").read_text())["model_version"] == enc.version
+    enc.encode(p2, as_of=p2.get_column("ts").max())  # every title a lookup

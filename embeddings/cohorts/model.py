@@ -34,7 +34,7 @@ from embeddings.cohorts.projection import compute_map, save_map
 from embeddings.cohorts.tiers import IntentTiers, TieredNamer
 from embeddings.config import Config
 from embeddings.errors import NotFittedError, WorkspaceError
-from embeddings.model.bundle import read_propensity_meta
+from embeddings.model.bundle import read_propensity_meta, save_text_cache
 from embeddings.model.chunked import encode_in_chunks
 from embeddings.model.embed import Embeddings, UserEncoder, read_embeddings, write_embeddings
 from embeddings.model.intent import (
@@ -342,6 +342,8 @@ class CohortModel:
                                  "UserEncoder.load(dir) (or train it with seqcohort.Encoder.train) before fitting.")
         if Path(src).resolve() != (out / ENCODER_DIR).resolve():
             shutil.copytree(src, out / ENCODER_DIR, dirs_exist_ok=True)
+        if self._encoder is not None:  # titles encoded since the bundle was loaded (a refresh's new ones)
+            save_text_cache(out / ENCODER_DIR, self._encoder.featurizer)
         assert self.assignments_ is not None and self.index_ is not None
         write_embeddings(out / EMBEDDINGS, self.user_ids_, self.embeddings_, datetime.fromisoformat(cs.as_of))
         a = self.assignments_

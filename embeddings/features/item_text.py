@@ -223,8 +223,10 @@ class ItemText:
 
     def cache_arrays(self) -> dict[str, np.ndarray]:
         """{"keys": (n,) int64, "vectors": (n, dim) float32}: the cache, for the bundle."""
-        keys = np.fromiter(self.cache_, dtype=np.int64, count=len(self.cache_))
-        vecs = np.stack(list(self.cache_.values())) if self.cache_ else np.zeros((0, self.dim), np.float32)
+        with _ADD:  # a snapshot: featurising threads may be adding titles
+            items = list(self.cache_.items())
+        keys = np.fromiter((k for k, _ in items), dtype=np.int64, count=len(items))
+        vecs = np.stack([v for _, v in items]) if items else np.zeros((0, self.dim), np.float32)
         return {"keys": keys, "vectors": np.ascontiguousarray(vecs, dtype=np.float32)}
 
     def load_cache(self, arrays: dict[str, np.ndarray], source: str | Path = "item_text cache") -> None:

@@ -12,7 +12,9 @@ A goal-aware bundle also holds `propensity.safetensors` (the head) and `propensi
 calibration, intent scaling); it loads as an `embeddings.model.intent.IntentEncoder`.
 
 A bundle whose featurizer reads item titles also holds `item_text.safetensors`: the reduced title
-vectors by text hash (embeddings/features/item_text.py), so known titles are never re-encoded.
+vectors by text hash (embeddings/features/item_text.py), so known titles are never re-encoded. The
+cache only remembers a fixed function of each title (the PCA is in featurizer.json), so it is left
+out of the version hash and `save_text_cache` grows it in place: the same encoder, more titles known.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
 from embeddings.errors import BundleError
 from embeddings.features.featurizer import Featurizer
-from embeddings.fsutil import atomic_dir, atomic_write_json
+from embeddings.fsutil import atomic_dir, atomic_path, atomic_write_json
 from embeddings.model.encoder import EncoderConfig, EventEncoder
 from embeddings.model.intent import IntentConfig, IntentEncoder
 
@@ -108,9 +111,8 @@ def save_bundle(
         atomic_write_json(tmp / "featurizer.json", feat)
         save_file(_state(base), str(tmp / "model.safetensors"))
         weights = [tmp / "model.safetensors"]
-        if featurizer.item_text_ is not None:
+        if featurizer.item_text_ is not None:  # not in `weights`: a bigger cache is the same encoder
             save_numpy(featurizer.item_text_.cache_arrays(), str(tmp / TEXT_FILE))
-            weights.append(tmp / TEXT_FILE)
         if isinstance(encoder, IntentEncoder):
             propensity = {**(propensity or {}), "format": PROPENSITY_FORMAT, "embedding": encoder.intent.to_dict()}
             save_file(_state(encoder.head), str(tmp / HEAD_FILE))
@@ -128,6 +130,24 @@ def save_bundle(
         }
         atomic_write_json(tmp / "manifest.json", manifest)
     return Bundle(encoder, featurizer, manifest)
+
+
+def save_text_cache(path: str | Path, featurizer: Featurizer) -> bool:
+    """Write `featurizer`'s title cache into bundle `path` if it knows titles the bundle's file lacks.
+
+    The cache only grows from the file it was loaded from, so more keys means new titles. The file is
+    replaced atomically; the manifest and version stay. Returns whether the file was written.
+    """
+    it, file = featurizer.item_text_, Path(path) / TEXT_FILE
+    if it is None:
+        return False
+    if file.is_file():
+        with safe_open(str(file), "numpy") as f:
+            if f.get_slice("keys").get_shape()[0] >= len(it.cache_):
+                return False
+    with atomic_path(file) as tmp:
+        save_numpy(it.cache_arrays(), str(tmp))
+    return True
 
 
 def load_bundle(path: str | Path, device: str = "cpu") -> Bundle:
