@@ -116,6 +116,17 @@ def test_unknown_config_key_exit_2(tmp_path):
     assert r.exit_code == 2 and "Valid keys" in r.output
 
 
+def test_help_loads_no_heavy_library():
+    """`seqcohort --help` answers in a fraction of a second: the training, evaluation and Ray stacks load
+    when a command runs (the evaluation's scipy and statsmodels once made --help take ~1.5 s)."""
+    heavy = ("scipy", "statsmodels", "torch", "lightning", "ray", "sentence_transformers")
+    code = ("import sys\nfrom seqcohort.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)")
+    p = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "Usage: " in p.stdout, p.stderr[-2000:]
+    assert p.stderr.strip().splitlines()[-1] == "[]"
+
+
 @pytest.mark.slow
 def test_real_subprocess_run_and_cohorts(tmp_path, synth_files):
     """The installed entry point, as a user runs it: run -> cohorts, and a bad file -> exit 2."""

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import click
-import polars as pl
 
 from seqcohort.cli.options import config_options, console, handle_errors, load_cfg, workspace_option
 from seqcohort.cli.serve import serve_workspace
@@ -40,6 +39,8 @@ def demo(workspace: str, users: int, seed: int, do_serve: bool, port: int, confi
     res = pipeline.run(paths["events"], workspace, cfg)
     print_run_summary(console, res)
     print_cohorts(console, res.cohorts)
+    import polars as pl
+
     from seqcohort.report import archetype_agreement, twin_summary
 
     agree = archetype_agreement(pl.read_parquet(res.version_dir / "assignments.parquet"), data.truth)

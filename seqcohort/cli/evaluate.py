@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import polars as pl
 
 from embeddings.errors import SchemaError, SeqcohortError
 from seqcohort.cli.options import (
@@ -20,7 +19,9 @@ from seqcohort.cli.options import (
     map_option,
     parse_ts,
 )
-from seqcohort.evaluation import PipelineProducer
+
+if TYPE_CHECKING:  # polars and the evaluation stack (scipy, statsmodels) load when a command runs, not for --help
+    import polars as pl
 
 
 def write_report(report: Any, out: str | Path) -> tuple[Path, Path]:
@@ -58,6 +59,7 @@ def evaluate(events: str, cutoff: str, goal: str, horizon: str, budget: float, a
     from embeddings.evaluation.backtest import run_backtest
     from embeddings.evaluation.goals import parse_goal, warn_unlisted_variants
     from seqcohort import pipeline
+    from seqcohort.evaluation import PipelineProducer
 
     cfg = load_cfg(config_path, sets)
     g = parse_goal(goal, horizon, aliases)
@@ -89,6 +91,8 @@ def _write_table(df: pl.DataFrame, out: str | Path) -> Path:
 
 
 def _read_table(path: str | Path, what: str) -> pl.DataFrame:
+    import polars as pl
+
     p = Path(path)
     if not p.is_file():
         raise SeqcohortError(f"{what} file {p} does not exist.")

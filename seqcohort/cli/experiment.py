@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
-import polars as pl
 
 from embeddings.errors import ConfigError, SchemaError
 from seqcohort.cli.evaluate import _read_table, _write_table
@@ -43,6 +42,8 @@ def experiment() -> None:
 @handle_errors
 def experiment_assign(users: str, name: str, arms: str, salt: str, out: str) -> None:
     """Deterministic hashed arms: user_id, arm, is_holdout (+ the input's other columns)."""
+    import polars as pl
+
     from embeddings.evaluation.experiments import assign_arms
 
     u = _read_table(users, "--users")
@@ -77,6 +78,8 @@ def experiment_analyze(assignments: str, outcomes: str, cohorts_path: str | None
                        alpha: float, min_users: int, expected: str | None, planned_n: int | None, out: str | None,
                        as_json: bool) -> None:
     """Per-arm conversion, lift vs control with CI and z-test, per cohort and overall; SRM and peeking checks."""
+    import polars as pl
+
     from embeddings.evaluation.experiments import analyze
     from embeddings.fsutil import atomic_write_json, atomic_write_text
 
@@ -125,7 +128,7 @@ def experiment_power(baseline: float, mde: float, relative: bool, alpha: float, 
     kw: dict[str, Any] = {"mde_rel": mde} if relative else {"mde_abs": mde}
     n_c = sample_size(baseline, **kw, alpha=alpha, power=power_, ratio=ratio)
     delta = baseline * mde if relative else mde
-    n_t = int(np.ceil(ratio * n_c))
+    n_t = math.ceil(ratio * n_c)
     console.print(f"baseline {baseline:.2%} -> {baseline + delta:.2%} (effect {delta:+.2%}), alpha {alpha}, "
                   f"power {power_:.0%}: {n_c:,} control and {n_t:,} treatment users ({n_c + n_t:,} in all)")
     if n_per_arm is not None:
