@@ -1,9 +1,11 @@
 """Embedding users/s of the default encoder, end to end and by stage, beside the baselines; training sequences/s.
 
 On the CPU: featurising alone; encoding as it was before (batches in turn, torch's threads inside
-each op) and single-threaded; encoding now (batches on threads of one torch thread each); bf16; the
-`seqcohort embed` path in process and as a process. On a GPU when present: encoding with batches
-gathered on the device, float32 and bf16, with the difference from the CPU's vectors.
+each op) and single-threaded; encoding on threads of one torch thread each, through the encoder's
+modules and through the fused path (embeddings/model/fused.py, the default), on one thread too; bf16;
+the `seqcohort embed` path in process and as a process, fused and `--no-fused`, interleaved. On a GPU
+when present: encoding with batches gathered on the device, float32 and bf16, with the difference
+from the CPU's vectors.
 
     python bench/embed_throughput.py [--users 4000] [--events 128] [--repeat 3] [--no-train] [--record]
 """
@@ -97,16 +99,16 @@ def single_thread(fn):
 
 
 def embed_path(enc: UserEncoder, events_path: Path, out: Path, cfg) -> None:
-    """What `seqcohort embed` runs after reading: featurise, encode, write embeddings.parquet."""
+    """What `seqcohort embed` runs: read, featurise, encode, write embeddings.parquet."""
     data = enc.featurize(pipeline.load_events(events_path, cfg))
     write_embeddings(out, data.user_ids, enc.encode(data).vectors, data.as_of)
 
 
-def cli_rate(events_path: Path, bundle: Path, out: Path, device: str) -> tuple[float, float]:
+def cli_rate(events_path: Path, bundle: Path, out: Path, device: str, *flags: str) -> tuple[float, float]:
     """(users/s `seqcohort embed` prints: featurise + encode + write; users/s over the whole process)."""
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "seqcohort", "embed", "--events", str(events_path), "--bundle",
-                          str(bundle), "--out", str(out), "--device", device], capture_output=True, text=True,
+                          str(bundle), "--out", str(out), "--device", device, *flags], capture_output=True, text=True,
                          cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
     wall = time.perf_counter() - t0
     m = re.search(r"embedded ([\d,]+) users in [\d.]+s \(([\d,]+) users/s", res.stdout)
@@ -114,6 +116,18 @@ def cli_rate(events_path: Path, bundle: Path, out: Path, device: str) -> tuple[f
         raise SystemExit(f"seqcohort embed failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
     n = int(m.group(1).replace(",", ""))
     return float(m.group(2).replace(",", "")), n / wall
+
+
+def best_cli_rates(events_path: Path, bundle: Path, tmp: Path, device: str, repeat: int,
+                   variants: dict[str, tuple[str, ...]]) -> dict[str, tuple[float, float]]:
+    """The best of `repeat` runs of each `seqcohort embed` variant (name -> flags), run in turn
+    (A B A B ...) so that a change in the machine's load falls on every variant alike."""
+    best = {name: (0.0, 0.0) for name in variants}
+    for _ in range(repeat):
+        for name, flags in variants.items():
+            printed, whole = cli_rate(events_path, bundle, tmp / f"cli_{name}.parquet", device, *flags)
+            best[name] = (max(best[name][0], printed), max(best[name][1], whole))
+    return best
 
 
 def _to(buckets: list[dict], device: str) -> list[dict]:
@@ -159,14 +173,22 @@ def device_rows(dev: str, module, featurizer, data, ref: np.ndarray, tmp: Path, 
     enc.encode(data.subset(np.arange(min(n, 512))))  # warm-up
     if dev == "cpu":
         threads = torch.get_num_threads()
+        modules = UserEncoder(Bundle(module, featurizer, {"version": "bench"}), device=dev, fused=False)
+        bs = BATCH_SIZE["cpu"]
         rows += [
             (dev, "encode users/s, single thread (1 torch thread, batches of 256 in turn)",
              f"{best_rate(single_thread(lambda: before_encode(enc, data)), n, r):,.0f}"),
             (dev, f"encode users/s, before: batches of 256 in turn, {threads} torch threads each op",
              f"{best_rate(lambda: before_encode(enc, data), n, r):,.0f}"),
-            (dev, f"encode users/s, now: batches of {BATCH_SIZE['cpu']} on {threads} threads of 1 torch thread",
+            (dev, f"encode users/s, modules (--no-fused): batches of {bs} on {threads} threads of 1 torch thread",
+             f"{best_rate(lambda: modules.encode(data), n, r):,.0f}"),
+            (dev, f"encode users/s, fused (default): batches of {bs} on {threads} threads of 1 torch thread",
              f"{best_rate(lambda: enc.encode(data), n, r):,.0f}"),
-            (dev, f"max abs difference, now vs before ({len(ref):,} users)",
+            (dev, f"encode users/s, fused, single thread (batches of {bs}, 1 torch thread)",
+             f"{best_rate(single_thread(lambda: enc.encode(data, workers=1)), n, r):,.0f}"),
+            (dev, f"max abs difference, modules vs before ({len(ref):,} users)",
+             f"{float(np.abs(modules.encode(head).vectors - ref).max()):.1e}"),
+            (dev, f"max abs difference, fused vs before ({len(ref):,} users)",
              f"{float(np.abs(enc.encode(head).vectors - ref).max()):.1e}"),
         ]
     else:
@@ -185,10 +207,13 @@ def device_rows(dev: str, module, featurizer, data, ref: np.ndarray, tmp: Path, 
     enc_path = UserEncoder.load(tmp / "bundle", device=dev)
     rows.append((dev, "embed users/s in process: read + featurize + encode + write (the `seqcohort embed` path)",
                  f"{best_rate(lambda: embed_path(enc_path, events_path, tmp / 'out.parquet', cfg), n, r, dev):,.0f}"))
-    printed, whole = cli_rate(events_path, tmp / "bundle", tmp / "cli.parquet", dev)
-    rows.append((dev, "`seqcohort embed` users/s as it prints (featurize + encode + write)", f"{printed:,.0f}"))
-    rows.append((dev, "`seqcohort embed` users/s over the whole process (start, read, featurize, encode, write)",
-                 f"{whole:,.0f}"))
+    variants = {"default": ()} if dev != "cpu" else {"fused (default)": (), "--no-fused": ("--no-fused",)}
+    cli = best_cli_rates(events_path, tmp / "bundle", tmp, dev, r, variants)
+    for name, (printed, whole) in cli.items():
+        label = "" if dev != "cpu" else f", {name}"
+        rows.append((dev, f"`seqcohort embed` users/s as it prints (featurize + encode + write){label}", f"{printed:,.0f}"))
+        rows.append((dev, f"`seqcohort embed` users/s over the whole process (start, read, featurize, encode, write){label}",
+                     f"{whole:,.0f}"))
     if not args.no_train:
         copies = " + shuffled-order copies" if cfg.trainer.order_weight > 0 else ""
         rows.append((dev, f"train sequences/s (batch {cfg.trainer.batch_size} users x {cfg.trainer.views} views{copies})",

@@ -21,6 +21,10 @@ MAX_LEN = 16  # below the longest tiny history, so cropping is exercised
 
 @pytest.fixture(scope="module")
 def setup(tiny_events):
+    return tiny_encoder(tiny_events)
+
+
+def tiny_encoder(tiny_events):
     """A tiny encoder with every optional part on (context, state coordinates, habit profile,
     learned basis), its featurizer and the tiny log's users."""
     f = Featurizer().fit(tiny_events)

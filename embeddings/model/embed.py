@@ -20,6 +20,7 @@ from embeddings.features.featurizer import SequenceData
 from embeddings.features.small import SMALL_MAX_EVENTS, Columns, SmallFeaturizer, columns_frame
 from embeddings.fsutil import atomic_path
 from embeddings.model.bundle import Bundle, load_bundle
+from embeddings.model.fused import FusedEncoder
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,14 @@ class UserEncoder:
     """
 
     def __init__(self, bundle: Bundle, device: str | None = "auto", path: str | Path | None = None,
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", fused: bool = True) -> None:
         if dtype not in AUTOCAST:
             raise ValueError(f"dtype={dtype!r}: use one of {sorted(AUTOCAST)}.")
         self.bundle = bundle
         self.dtype = dtype  # what `encode` runs the encoder in unless told otherwise
+        # float32 on the CPU through embeddings/model/fused.py: same vectors within ~1e-6, ~1.4x the
+        # users per core (docs/decisions.md#fused-cpu-inference); False: the modules' own forward
+        self.fused = fused
         self.path = Path(path) if path is not None else None  # the bundle directory, when loaded from one
         self.device = resolve_device(device)
         # a copy on another device: moving the caller's module in place would leave the bundle on the
@@ -94,11 +98,13 @@ class UserEncoder:
         self.featurizer = bundle.featurizer
         self.max_len = bundle.config.max_len
         self._small: SmallFeaturizer | None = None
+        self._fused = FusedEncoder(self.encoder)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = "auto", dtype: str = "float32") -> UserEncoder:
+    def load(cls, path: str | Path, device: str | None = "auto", dtype: str = "float32",
+             fused: bool = True) -> UserEncoder:
         device = resolve_device(device)
-        return cls(load_bundle(path, device=device), device, path, dtype)
+        return cls(load_bundle(path, device=device), device, path, dtype, fused)
 
     @property
     def dim(self) -> int:
@@ -187,20 +193,22 @@ class UserEncoder:
             if dev.type != "cpu":
                 X = self._encode_on_device(data, batches, lengths, autocast, progress)
             else:
-                X = self._encode_on_cpu(data, batches, autocast, progress, workers or torch.get_num_threads())
+                model = self._fused if self.fused and cast == torch.float32 else self.encoder
+                X = self._encode_on_cpu(data, batches, model, autocast, progress, workers or torch.get_num_threads())
         finally:
             if progress is not None:
                 progress.stop()
         return Embeddings(data.user_ids, X)
 
-    def _encode_on_cpu(self, data: SequenceData, batches: list[np.ndarray], autocast: Callable[[], Any],
+    def _encode_on_cpu(self, data: SequenceData, batches: list[np.ndarray],
+                       model: Callable[[dict[str, torch.Tensor]], torch.Tensor], autocast: Callable[[], Any],
                        progress: Any, workers: int) -> np.ndarray:
         out = np.empty((len(data), self.dim), dtype=np.float32)
 
         def run(rows: np.ndarray) -> None:
             with torch.inference_mode(), autocast():  # both are per thread
                 batch = self.featurizer.collate_users(data, rows, self.max_len)
-                out[rows] = self.encoder(batch).float().numpy()
+                out[rows] = model(batch).float().numpy()
             if progress is not None:
                 progress.advance(progress.task_ids[0])
 

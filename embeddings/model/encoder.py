@@ -261,7 +261,12 @@ class EventEncoder(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, dim) L2-normalised embeddings: the learned part, state coordinates, habit profile."""
-        z = self.denoise(self.learned(batch))
+        return self.from_learned(self.learned(batch), batch)
+
+    def from_learned(self, z: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, dim) embeddings from `learned(batch)` (B, learned_dim): denoised, then the state
+        coordinates and habit profile joined (embeddings/model/fused.py computes `z` its own way)."""
+        z = self.denoise(z)
         c, lengths = self.cfg, batch["lengths"]
         state = []
         if c.recency > 0:

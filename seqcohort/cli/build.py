@@ -93,13 +93,16 @@ def train(events: str, out: str, maps: tuple[str, ...], engine: str, address: st
                    "within about 6e-3 / 7e-4 of float32.")
 @click.option("--device", default="auto", show_default=True,
               help="Torch device to embed on: auto (the GPU when torch sees one), cpu, cuda, cuda:1, ...")
+@click.option("--fused/--no-fused", default=True, show_default=True,
+              help="float32 on the CPU: the encoder in fused ops (same vectors within ~1e-6, faster); "
+                   "--no-fused runs the PyTorch modules as they are.")
 @workspace_option
 @map_option
 @engine_options
 @config_options
 @handle_errors
 def embed(events: str, out: str, bundle: str | None, as_of: str | None, batch_size: int | None, dtype: str, device: str,
-          workspace: str, maps: tuple[str, ...], engine: str, address: str | None, workers: int,
+          fused: bool, workspace: str, maps: tuple[str, ...], engine: str, address: str | None, workers: int,
           storage: str | None, config_path: str | None, sets: tuple[str, ...]) -> None:
     """Embed every user of an event log with a bundle (batch re-embedding).
 
@@ -128,7 +131,7 @@ def embed(events: str, out: str, bundle: str | None, as_of: str | None, batch_si
         dt = time.perf_counter() - t0
         console.print(f"embedded {n:,} users in {dt:.1f}s ({n / dt:,.0f} users/s on Ray, {workers} actors) -> {out}")
         return
-    enc = UserEncoder.load(bundle_dir, device=device, dtype=dtype)
+    enc = UserEncoder.load(bundle_dir, device=device, dtype=dtype, fused=fused)
     ev = pipeline.load_events(events, cfg, maps)
     t0 = time.perf_counter()
     ids, _ = embed_events(enc, ev, out, as_of=parse_ts(as_of), batch_size=batch_size, show_progress=True)
