@@ -201,7 +201,7 @@ def _buyers(family: str) -> frozenset[str]:
     cut = ac.REAL[family][0]
     full = load_dataset(family, ac.DATASETS).with_columns(pl.col("user_id").cast(pl.String))
     return frozenset(full.filter((pl.col("ts") > cut) & (pl.col("ts") <= cut + ac.HORIZON)
-                                 & pl.col("event").str.starts_with("purchase"))["user_id"].to_list())
+                                 & pl.col("event").cast(pl.String).str.starts_with("purchase"))["user_id"].to_list())
 
 
 def labels(family: str, user_ids: np.ndarray) -> np.ndarray:

@@ -86,7 +86,7 @@ def main() -> None:
         emb = pl.read_parquet(ws / "current" / "embeddings.parquet")
     users = emb["user_id"].cast(pl.String).to_numpy()
     X = np.stack(emb["embedding"].to_numpy()).astype(np.float64)
-    buyers = post.filter(pl.col("event").str.starts_with(args.goal_prefix))["user_id"].unique().to_numpy()
+    buyers = post.filter(pl.col("event").cast(pl.String).str.starts_with(args.goal_prefix))["user_id"].unique().to_numpy()
     y = np.isin(users, buyers).astype(int)
     f = pl.DataFrame({"user_id": users}).join(rfm_features(pre, cut, log=True), on="user_id", how="left",
                                               maintain_order="left")

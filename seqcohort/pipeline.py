@@ -22,6 +22,7 @@ from embeddings.data.columns import CANONICAL
 from embeddings.data.schema import ColumnMap, read_events
 from embeddings.errors import WorkspaceError
 from embeddings.living.lock import holds_lock
+from embeddings.memory import release_memory
 from embeddings.model.chunked import encode_in_chunks
 from embeddings.model.embed import UserEncoder
 from embeddings.workspace import Workspace
@@ -121,16 +122,19 @@ def run(
         events = load_events(events_path, cfg, maps)
     as_of = resolve_as_of(cfg, events)
     t["load"] = time.perf_counter() - t0
+    release_memory()
     with ws.new_version({"events": str(events_path), "as_of": as_of.isoformat(), "config": with_maps(cfg, maps).model_dump(),
                          "steps": ["train", "embed", "cluster", "name"]}) as out:
         t0 = time.perf_counter()
         trained = train_bundle(cfg, events, out / "encoder", as_of=as_of, goal=goal, engine=engine)
         encoder = UserEncoder(trained.bundle, cfg.trainer.accelerator, trained.bundle_dir)
         t["train"] = time.perf_counter() - t0
+        release_memory()
         t0 = time.perf_counter()
         embedded = (engine.embed(encoder, events, as_of) if engine is not None
                     else encode_in_chunks(encoder, events, as_of))  # memory of one chunk's features, not the log's
         t["embed"] = time.perf_counter() - t0
+        release_memory()
         t0 = time.perf_counter()
         model = CohortModel(cfg, namer=build_namer(cfg, ws.root / "naming_cache"))
         model.fit(events, encoder, as_of=as_of, embeddings=(embedded.user_ids, embedded.vectors))

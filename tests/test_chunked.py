@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from embeddings.data.schema import sort_by_user_time
 from embeddings.model.chunked import encode_in_chunks, user_chunks
 from embeddings.model.embed import UserEncoder
 
@@ -25,6 +26,14 @@ def test_chunks_keep_each_users_events_together_and_lose_none(synth_small) -> No
     assert all(len(u) <= 70 for u in users) and sum(len(u) for u in users) == events["user_id"].n_unique()
     with pytest.raises(ValueError, match="chunk_users"):
         next(user_chunks(events, 0))
+
+
+def test_a_sorted_log_is_cut_into_slices_of_whole_users(synth_small) -> None:
+    events = sort_by_user_time(synth_small.events)
+    parts = list(user_chunks(events, 70))
+    assert pl.concat(parts).equals(events)  # in order, nothing lost or repeated
+    shuffled = user_chunks(events.sample(fraction=1.0, shuffle=True, seed=1), 70)
+    assert [sorted(p["user_id"].unique()) for p in parts] == [sorted(p["user_id"].unique()) for p in shuffled]
 
 
 def test_chunked_embeddings_equal_one_pass(encoder: UserEncoder, synth_small) -> None:

@@ -375,7 +375,7 @@ def test_extra_columns_types_and_absent_optionals() -> None:
         pl.Series("store", [1, 2, 3, 4]), pl.Series("qty", ["1", "2", "3", "4"])
     )
     df, _ = validate_events(frame, ColumnMap(extra_categorical=["store"], extra_numeric=["qty"]))
-    assert df.schema["store"] == pl.String and df.schema["qty"] == pl.Float64
+    assert df.schema["store"] == pl.Categorical and df.schema["qty"] == pl.Float64
     assert df["item"].null_count() == df["text"].null_count() == 4
     with pytest.raises(SchemaError, match="clashes"):
         validate_events(frame, ColumnMap(extra_numeric=["amount"]))
@@ -628,3 +628,25 @@ def test_amount_product_errors_name_the_factor_and_the_rows(tmp_path: Path) -> N
     assert "row 2: 'six * 3.39'" in msg
     df, report = read_events(path, cmap, mode="lenient", event_default="purchase")
     assert df.height == 1 and report.n_rejected == 1 and report.reasons == {"non_numeric_amount": 1}
+
+
+def test_labels_are_categorical_cleaned_like_ids_and_a_shared_column_stays_text(tmp_path: Path) -> None:
+    frame = pl.DataFrame({
+        "user_id": ["u1", "u1", "u2", "u2"],
+        "ts": ["2024-03-05 10:00", "2024-03-05 11:00", "2024-03-05 09:00", "2024-03-06"],
+        "event": [" view", "view ", "buy", "buy"],
+        "item": ["P1 ", "P1", None, "7.0"],
+        "text": [" A title ", "A title", None, "Other"],
+    }).with_columns(shop=pl.col("user_id"))  # read both as an id and as an extra label
+    path = tmp_path / "events.parquet"
+    frame.write_parquet(path)
+    df, _ = read_events(path, ColumnMap(extra_categorical=["shop"]))
+    for name in ("event", "item", "text", "shop"):
+        assert df.schema[name] == pl.Categorical, name
+    assert df.schema["user_id"] == pl.String
+    assert df["event"].to_list() == ["view", "view", "buy", "buy"]
+    assert df["item"].to_list() == ["P1", "P1", None, "7"]
+    assert df["text"].to_list() == [" A title ", "A title", None, "Other"]  # text is kept as written
+    assert df["shop"].to_list() == df["user_id"].to_list() == ["u1", "u1", "u2", "u2"]
+    same, _ = validate_events(frame, ColumnMap(extra_categorical=["shop"]))
+    assert same.equals(df)

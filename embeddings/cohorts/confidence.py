@@ -25,6 +25,7 @@ import polars as pl
 
 from embeddings.cohorts.coldstart import ShortHistoryHead
 from embeddings.cohorts.layout import log_events
+from embeddings.data.schema import sort_by_user_time
 
 CROP_LENGTHS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 
@@ -48,13 +49,13 @@ def crop_histories(events: pl.DataFrame, as_of: datetime, n_users: int, seed: in
     """
     rng = np.random.default_rng(seed)
     ev = events if events.get_column("ts").max() <= as_of else events.filter(pl.col("ts") <= as_of)  # no copy of a whole log
-    counts = (ev.group_by("user_id").agg(len=pl.len(), _last=pl.col("ts").max())
-              .filter(pl.col("len") >= max(2, min_events)).sort("user_id"))
+    counts = (ev.lazy().group_by("user_id").agg(len=pl.len(), _last=pl.col("ts").max())  # lazy: an eager
+              .filter(pl.col("len") >= max(2, min_events)).sort("user_id").collect())  # group_by holds the log twice
     if counts.is_empty():
         return ev.clear()
     pick = rng.choice(counts.height, size=min(n_users, counts.height), replace=False)
     users = counts[np.sort(pick)]
-    ev = ev.filter(pl.col("user_id").is_in(users["user_id"].implode())).sort("user_id", "ts", maintain_order=True)
+    ev = sort_by_user_time(ev.filter(pl.col("user_id").is_in(users["user_id"].implode())))
     n = users["len"].to_numpy()
     k = np.array([rng.choice([c for c in lengths if c < m] or [1]) for m in n])
     start = (rng.random(len(n)) * (n - k + 1)).astype(np.int64)

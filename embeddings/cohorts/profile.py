@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 
 from embeddings.cohorts.index import l2_normalize
+from embeddings.data.schema import sort_by_user_time
 from embeddings.naming.profile_types import CohortProfile, Exemplar, ExemplarEvent, Share
 
 SESSION_GAP = "30m"  # a new session starts after 30 minutes without events
@@ -68,7 +69,7 @@ def _session_edges(events: pl.DataFrame) -> pl.DataFrame:
     prev_gap_big = gap.is_null() | (gap > pl.duration(minutes=30))
     next_gap = pl.col("ts").shift(-1).over("user_id") - pl.col("ts")
     next_gap_big = next_gap.is_null() | (next_gap > pl.duration(minutes=30))
-    return events.sort(["user_id", "ts"], maintain_order=True).with_columns(
+    return sort_by_user_time(events).with_columns(
         opener=prev_gap_big, closer=next_gap_big
     )
 
@@ -152,7 +153,8 @@ def compute_profiles(
     n_all = assignments.height
     if max_users is not None and assignments.height > max_users:
         assignments = assignments.sample(max_users, seed=0)
-    ev = _session_edges(events.join(assignments.select("user_id", "cohort_id"), on="user_id", how="inner"))
+    ev = _session_edges(events.join(assignments.select("user_id", "cohort_id"), on="user_id", how="inner",
+                                    maintain_order="left"))  # a sorted log stays sorted: no copy to sort
     ev = _event_positions(ev)
     pop_places = _mean_places(ev)
     stats = user_stats(ev, as_of).join(assignments.select("user_id", "cohort_id"), on="user_id")

@@ -14,14 +14,16 @@ import polars as pl
 
 from embeddings.errors import SchemaError
 
+# Labels (event, item, category, text, extra categorical columns) are Categorical: 4 bytes an event
+# instead of a string each, which is most of a large log's memory (docs/decisions.md#labels-held-as-categoricals).
 CANONICAL: dict[str, pl.DataType] = {
     "user_id": pl.String(),
     "ts": pl.Datetime("us"),
-    "event": pl.String(),
-    "item": pl.String(),
-    "category": pl.String(),
+    "event": pl.Categorical(),
+    "item": pl.Categorical(),
+    "category": pl.Categorical(),
     "amount": pl.Float64(),
-    "text": pl.String(),
+    "text": pl.Categorical(),
 }
 REQUIRED = ("user_id", "ts", "event")
 OPTIONAL = ("item", "category", "amount", "text")
@@ -137,6 +139,11 @@ class FieldSpec:
     source: str | None  # input column name; None = not in the data (filled with nulls/constant)
     kind: Literal["id", "ts", "event", "text", "num"]
     factors: tuple[str, ...] = ()  # amount as a product of columns ("Quantity*UnitPrice"); else empty
+
+    @property
+    def is_label(self) -> bool:
+        """Read into a Categorical column: everything but user ids, times and numbers."""
+        return self.kind in ("id", "event", "text") and self.canonical != "user_id"
 
     @property
     def inputs(self) -> tuple[str, ...]:

@@ -121,7 +121,7 @@ def read_events(
     try:
         found = [c for c in lf.collect_schema().names() if c != _ROW]
         spec = resolve_fields(found, columns, str(path), event_default)
-        needed = list(dict.fromkeys(c for f in spec for c in f.inputs))
+        needed = _read_exprs(spec, lf.collect_schema())
         try:
             df = lf.select(_ROW, *needed).collect()
         except pl.exceptions.ComputeError:
@@ -129,7 +129,7 @@ def read_events(
                 raise
             # A JSON field whose type changes after the first rows: infer from the whole file.
             lf = _scan(path, fmt, lossy=False, full_inference=True)
-            df = lf.select(_ROW, *needed).collect()
+            df = lf.select(_ROW, *_read_exprs(spec, lf.collect_schema())).collect()
     except pl.exceptions.NoDataError as exc:
         raise _empty_error(path) from exc
     except pl.exceptions.PolarsError as exc:
@@ -210,13 +210,31 @@ def validate_events(
 # ---------------------------------------------------------------------------------------------
 
 
+def _read_exprs(spec: list[FieldSpec], schema: pl.Schema) -> list[pl.Expr]:
+    """The source columns to read; text read only as labels becomes Categorical as it is read, so a
+    large log never holds its labels as strings (docs/decisions.md#labels-held-as-categoricals)."""
+    other = {c for f in spec if not f.is_label for c in f.inputs}
+    cols = dict.fromkeys(c for f in spec for c in f.inputs)
+    return [pl.col(c).cast(pl.Categorical) if schema[c] == pl.String and c not in other else pl.col(c) for c in cols]
+
+
+def is_user_time_sorted(df: pl.DataFrame) -> bool:
+    """Whether `df` is in canonical order already: by user_id, then ts (what `read_events` returns)."""
+    u, ts = pl.col("user_id"), pl.col("ts")
+    return bool(df.select(((u > u.shift(1)) | ((u == u.shift(1)) & (ts >= ts.shift(1)))).fill_null(True).all()).item())
+
+
+def sort_by_user_time(df: pl.DataFrame) -> pl.DataFrame:
+    """`df` sorted by user_id then ts, ties kept in order; a frame in that order already is not copied."""
+    return df if is_user_time_sorted(df) else df.sort(["user_id", "ts"], maintain_order=True)
+
+
 def _sorted_by_user(df: pl.DataFrame) -> pl.DataFrame:
     """`df` sorted by user_id, then ts, ties in file order (`_ROW`); a frame already in that order is
     returned as is. Sorting by the user's rank, not the id string, needs a fraction of the memory."""
-    u, ts = pl.col("user_id"), pl.col("ts")
-    ordered = df.select(((u > u.shift(1)) | ((u == u.shift(1)) & (ts >= ts.shift(1)))).fill_null(True).all()).item()
-    if ordered:
+    if is_user_time_sorted(df):
         return df
+    u, ts = pl.col("user_id"), pl.col("ts")
     return df[df.select(pl.arg_sort_by([u.rank("dense"), ts, pl.col(_ROW)])).to_series()]
 
 
@@ -264,17 +282,14 @@ def _validate(
             exprs.append(pl.lit(parsed).alias(f.canonical))
         elif f.kind == "ts":
             exprs.append(_ts_expr(col, dtype, ts_unit, source, f.source).alias(f.canonical))
-        elif f.kind == "text":
-            exprs.append(_text_expr(col, dtype, source, f.source).alias(f.canonical))
-        else:
-            float_text = dtype == pl.String and bool(
-                df.select(pl.col(f.source).str.contains(r"\d\.0+\s*$").any()).item()
-            )
-            expr = _id_expr(col, dtype, source, f.source, float_text=float_text)
+        elif f.is_label:
+            labels = _label_expr(df.get_column(f.source), dtype, f.kind == "text", source, f.source)
             if f.kind == "event" and event_default is not None:
-                exprs.append(expr.is_null().alias(_DEFAULTED))
-                expr = expr.fill_null(pl.lit(event_default))
-            exprs.append(expr.alias(f.canonical))
+                exprs.append(labels.is_null().alias(_DEFAULTED))
+                labels = labels.fill_null(pl.lit(event_default, dtype=pl.Categorical))
+            exprs.append(labels.alias(f.canonical))
+        else:  # user ids
+            exprs.append(_user_id_expr(df.get_column(f.source), dtype, source, f.source).alias(f.canonical))
         if f.canonical in REQUIRED:
             reason = {"user_id": "missing_user_id", "ts": "bad_timestamp"}.get(
                 f.canonical, "missing_event"
@@ -345,7 +360,7 @@ def _split_returns(converted: pl.DataFrame, return_event: str | None, source: st
         n = int(converted.select(is_return.sum()).item())
         if n:
             converted = converted.with_columns(
-                event=pl.when(is_return).then(pl.lit(return_event)).otherwise(pl.col("event"))
+                event=pl.when(is_return).then(pl.lit(return_event)).otherwise(pl.col("event")).cast(pl.Categorical)
             )
             logger.info("%s: %d rows without an event type have a negative amount: event %r "
                         "(returns; data.return_event=null keeps them the default event)",
@@ -356,7 +371,38 @@ def _split_returns(converted: pl.DataFrame, return_event: str | None, source: st
 def _dtype(f: FieldSpec) -> pl.DataType:
     if f.kind == "ts":
         return pl.Datetime("us")
-    return pl.Float64() if f.kind == "num" else pl.String()
+    return pl.Float64() if f.kind == "num" else pl.Categorical() if f.is_label else pl.String()
+
+
+def _user_id_expr(s: pl.Series, dtype: pl.DataType, source: str, name: str) -> pl.Expr:
+    """User ids cleaned by `_id_expr`; text ids that cleaning leaves as they are (the usual case) are
+    kept as read, so a large log's ids are not copied. Both are decided on the distinct ids."""
+    if dtype != pl.String:
+        return _id_expr(pl.col(name), dtype, source, name)
+    k = pl.col("k")
+    ids = s.unique().to_frame("k")
+    if ids.select(_id_expr(k, dtype, source, name).eq_missing(k).all()).item():
+        return pl.col(name)
+    float_text = bool(ids.select(k.str.contains(r"\d\.0+\s*$").any()).item())
+    return _id_expr(pl.col(name), dtype, source, name, float_text=float_text)
+
+
+def _label_expr(s: pl.Series, dtype: pl.DataType, text: bool, source: str, name: str) -> pl.Expr:
+    """A label column as Categorical, cleaned like ids (`_id_expr`; text only cast). Cleaning is
+    worked out once per distinct value: labels it leaves as they are (the usual case) are kept as
+    read, others are mapped to their clean value; no string per event is made either way."""
+    if text and (dtype.is_nested() or dtype == pl.Object):
+        raise _type_error(source, name, dtype, "text")
+    if dtype not in (pl.String, pl.Categorical, pl.Enum):  # numbers and flags: few bytes each already
+        return (pl.col(name).cast(pl.String) if text else _id_expr(pl.col(name), dtype, source, name)).cast(pl.Categorical)
+    k = pl.col("k")
+    clean = (k.cast(pl.String) if text else _id_expr(k, dtype, source, name)).cast(pl.Categorical)
+    labels = s.cast(pl.Categorical)
+    m = labels.unique().to_frame("k").with_columns(v=clean)
+    if m.select(pl.col("v").eq_missing(k).all()).item():
+        return pl.col(name).cast(pl.Categorical)
+    return pl.lit(labels.to_frame("k").join(m, on="k", how="left", maintain_order="left", nulls_equal=True)
+                  .get_column("v"))
 
 
 def _id_expr(
@@ -382,12 +428,6 @@ def _id_expr(
             s = s.str.replace(r"^(-?\d+)\.0+$", "${1}")
         return pl.when(s != "").then(s)
     raise _type_error(source, name, dtype, "identifiers or labels")
-
-
-def _text_expr(col: pl.Expr, dtype: pl.DataType, source: str, name: str) -> pl.Expr:
-    if dtype.is_nested() or dtype == pl.Object:
-        raise _type_error(source, name, dtype, "text")
-    return col.cast(pl.String)
 
 
 def _given(col: pl.Expr, dtype: pl.DataType) -> pl.Expr:

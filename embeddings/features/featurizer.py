@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from embeddings.data.schema import sort_by_user_time
 from embeddings.errors import BundleError, SchemaError
 from embeddings.features.item_text import MAX_CHARS, ItemText
 
@@ -243,7 +244,7 @@ class Featurizer:
         assert self.vocabs_ is not None and self.numeric_stats_ is not None
         if events.height == 0:
             raise SchemaError("No events to featurise: the event table is empty.")
-        df = events.sort(["user_id", "ts"], maintain_order=True)
+        df = sort_by_user_time(events)
         ts_max = df.get_column("ts").max()
         if as_of is None:
             as_of = ts_max  # type: ignore[assignment]
@@ -267,9 +268,8 @@ class Featurizer:
             )
             ids = pl.when(s.is_null()).then(MISSING).otherwise(ids.fill_null(OOV))
             cols[col] = pl.select(ids).to_series().to_numpy().astype(np.int64)
-        uid = df.get_column("user_id").to_numpy()
-        new_user = np.ones(len(uid), dtype=bool)
-        new_user[1:] = uid[1:] != uid[:-1]
+        uid_col = df.get_column("user_id")
+        new_user = (uid_col != uid_col.shift(1)).fill_null(True).to_numpy()  # not a Python string per event
         # the previous event's type within the user: local order (search -> cart vs cart -> search)
         cols["prev_event"] = np.where(new_user, MISSING, np.roll(cols["event"], 1))
         if self.config.transitions:
@@ -296,8 +296,8 @@ class Featurizer:
         gap_b = np.clip(np.floor(np.log2(np.maximum(gap_s, 0) + 1.0)), 0, GAP_BUCKETS - 2)
         cols["gap"] = np.where(new_user, FIRST_GAP, gap_b).astype(np.int64)
         new_session = new_user | (gap_s > SESSION_GAP_S)
-        session_start = np.maximum.accumulate(np.where(new_session, np.arange(len(uid)), 0))
-        cols["session_pos"] = np.minimum(np.arange(len(uid)) - session_start, SESSION_POS - 1) + 1
+        session_start = np.maximum.accumulate(np.where(new_session, np.arange(len(new_user)), 0))
+        cols["session_pos"] = np.minimum(np.arange(len(new_user)) - session_start, SESSION_POS - 1) + 1
         as_of_us = int(pl.Series([as_of]).cast(pl.Datetime("us")).cast(pl.Int64)[0])
         rec_s = np.maximum(as_of_us - ts_us, 0) / 1e6
         cols["recency"] = np.clip(
@@ -312,11 +312,11 @@ class Featurizer:
             v = df.get_column(col).cast(pl.Float64).to_numpy()
             cols[col] = standardise_extra(v, mu, sd)
         if self.item_text_ is not None:
-            text = df.get_column("text") if "text" in df.columns else pl.Series([None] * len(uid), dtype=pl.String)
+            text = df.get_column("text") if "text" in df.columns else pl.Series([None] * len(new_user), dtype=pl.String)
             cols.update(self.text_columns(text))
         starts = np.flatnonzero(new_user)
-        offsets = np.concatenate([starts, [len(uid)]]).astype(np.int64)
-        return SequenceData(uid[starts].astype(object), offsets, cols, as_of)
+        offsets = np.concatenate([starts, [len(new_user)]]).astype(np.int64)
+        return SequenceData(uid_col.gather(starts).to_numpy().astype(object), offsets, cols, as_of)
 
     # ----------------------------------------------------------------- batching
     def collate(

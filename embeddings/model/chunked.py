@@ -21,6 +21,8 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
+from embeddings.data.schema import is_user_time_sorted
+from embeddings.memory import release_memory
 from embeddings.model.embed import UserEncoder, write_embeddings
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,12 @@ def user_chunks(events: pl.DataFrame, chunk_users: int = CHUNK_USERS) -> Iterato
     if chunk_users < 1:
         raise ValueError(f"chunk_users must be at least 1, got {chunk_users}")
     uid = pl.col("user_id").cast(pl.String)
+    if is_user_time_sorted(events):  # read_events' order: each chunk is a slice, not a copy
+        first = np.flatnonzero(events.select((uid != uid.shift(1)).fill_null(True)).to_series().to_numpy())
+        bounds = [*first[::chunk_users], events.height]
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
+            yield events.slice(int(lo), int(hi - lo))
+        return
     ids = events.select(uid.unique().sort()).to_series()
     if len(ids) <= chunk_users:
         yield events
@@ -61,7 +69,8 @@ def encode_in_chunks(encoder: UserEncoder, events: pl.DataFrame, as_of: datetime
         ids.append(np.asarray(data.user_ids).astype(str))
         vecs.append(encoder.encode(data, batch_size=batch_size, show_progress=show_progress).vectors)
         lens.append(np.asarray(data.lengths))
-        del data
+        del data, part
+        release_memory()  # the chunk's features, before the next chunk's
     out = ChunkedEmbeddings(np.concatenate(ids), np.concatenate(vecs), np.concatenate(lens))
     dt = time.perf_counter() - t0
     log.info("embedded %d users in %d chunk(s) in %.1fs (%.0f users/s)", len(out.user_ids), len(ids), dt,
