@@ -29,8 +29,18 @@ sys.path.insert(0, str(ROOT))
 N_EVENTS = (20, 20)  # events per session, uniform in [low, high]
 
 
-def sessions(n: int, seed: int = 0, n_events: tuple[int, int] = N_EVENTS) -> list[list[dict]]:
-    """n live sessions of n_events events in the last hour (event types/items like the demo data, some unseen)."""
+def catalog_titles(seed: int = 0) -> list[str]:
+    """The demo catalogue's item titles, and 50 it has never seen (what a new product launch adds)."""
+    from embeddings.synthetic.synth import generate
+
+    known = generate(50, seed=seed).catalog["title"].to_list()
+    return known + [f"{t} (2027 edition)" for t in known[:50]]
+
+
+def sessions(n: int, seed: int = 0, n_events: tuple[int, int] = N_EVENTS,
+             titles: list[str] | None = None) -> list[list[dict]]:
+    """n live sessions of n_events events in the last hour (event types/items like the demo data, some unseen);
+    with `titles`, each event carries one of them as its `text`."""
     rng = np.random.default_rng(seed)
     now = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=61)
     evs, cats = ["view", "cart", "purchase", "search", "wishlist", "brand_new_event"], ["grocery", "books", "toys", "garden"]
@@ -39,7 +49,8 @@ def sessions(n: int, seed: int = 0, n_events: tuple[int, int] = N_EVENTS) -> lis
         secs = np.sort(rng.integers(0, 3600, int(rng.integers(n_events[0], n_events[1] + 1))))
         out.append([{"ts": (now + timedelta(seconds=int(s))).isoformat() + "Z", "event": str(rng.choice(evs)),
                      "item": f"sku-{int(rng.integers(500))}", "category": str(rng.choice(cats)),
-                     "amount": float(np.round(rng.lognormal(3, 1), 2)) if rng.random() < 0.2 else None}
+                     "amount": float(np.round(rng.lognormal(3, 1), 2)) if rng.random() < 0.2 else None,
+                     **({"text": str(rng.choice(titles))} if titles else {})}
                     for s in secs])
     return out
 
@@ -213,6 +224,8 @@ def main() -> None:
                     help="export RAY_SERVE_THROUGHPUT_OPTIMIZED=0 (no direct ingress: the printed URL is the proxy)")
     ap.add_argument("--chaos", action="store_true",
                     help="also kill the replica holding the model (the Encoder, or the Ingress with the models in it) under load")
+    ap.add_argument("--titles", action="store_true",
+                    help="events carry item titles: the demo catalogue's, 1 in 7 of them new (issue 28's serving cost)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "serve_latency.md"))
     a = ap.parse_args()
     lo, _, hi = a.events.partition("-")
@@ -224,7 +237,7 @@ def main() -> None:
     from serving.ports import free_port
 
     load0 = os.getloadavg()
-    raw = sessions(256, n_events=n_events)
+    raw = sessions(256, n_events=n_events, titles=catalog_titles() if a.titles else None)
     bodies = [{"events": ev} for ev in raw]
     rows: list[tuple] = []
     cpu: list[tuple[str, int, dict[str, float]]] = []
@@ -256,7 +269,7 @@ def main() -> None:
     load1 = os.getloadavg()
     mode = "off" if a.no_throughput_optimized else "on"
     ev = f"{n_events[0]}" if n_events[0] == n_events[1] else f"{n_events[0]}-{n_events[1]}"
-    lines = [f"POST /v1/assign, {ev}-event sessions, {a.requests} requests per level, "
+    lines = [f"POST /v1/assign, {ev}-event sessions{' with item titles' if a.titles else ''}, {a.requests} requests per level, "
              f"{os.cpu_count()} CPU cores, RAY_SERVE_THROUGHPUT_OPTIMIZED {mode}, client on the same machine, "
              f"load average {load0[0]:.1f} before / {load1[0]:.1f} after ({datetime.now():%Y-%m-%d %H:%M})", "",
              "| path | concurrency | p50 ms | p95 ms | p99 ms | requests/s | errors |",
