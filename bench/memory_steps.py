@@ -24,8 +24,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import embeddings  # noqa: E402,F401  (the allocator settings, before anything loads Polars)
-
 CALLS = [
     ("seqcohort.pipeline", None, ["load_events", "train_bundle", "encode_in_chunks"]),
     ("embeddings.data.schema", None, ["_validate", "_sorted_by_user"]),

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import embeddings  # noqa: F401  (sets the allocators up before anything loads Polars)
-
 __all__ = ["CohortModel", "Config", "Embeddings", "Encoder", "Goal", "SynthData", "Workspace", "load_config",
            "make_namer", "parse_goal", "read_events", "synthetic"]
 
