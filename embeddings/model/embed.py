@@ -20,6 +20,7 @@ from embeddings.features.featurizer import SequenceData
 from embeddings.features.small import SMALL_MAX_EVENTS, Columns, SmallFeaturizer, columns_frame
 from embeddings.fsutil import atomic_path
 from embeddings.model.bundle import Bundle, load_bundle
+from embeddings.model.encoder import EventEncoder
 from embeddings.model.fused import FusedEncoder
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ class UserEncoder:
         self.featurizer = bundle.featurizer
         self.max_len = bundle.config.max_len
         self._small: SmallFeaturizer | None = None
-        self._fused = FusedEncoder(self.encoder)
+        # a goal-aware encoder (IntentEncoder) runs its own forward: the fused view covers EventEncoder only
+        self._fused = FusedEncoder(self.encoder) if isinstance(self.encoder, EventEncoder) else None
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = "auto", dtype: str = "float32",
@@ -193,7 +195,7 @@ class UserEncoder:
             if dev.type != "cpu":
                 X = self._encode_on_device(data, batches, lengths, autocast, progress)
             else:
-                model = self._fused if self.fused and cast == torch.float32 else self.encoder
+                model = self._fused if self._fused is not None and self.fused and cast == torch.float32 else self.encoder
                 X = self._encode_on_cpu(data, batches, model, autocast, progress, workers or torch.get_num_threads())
         finally:
             if progress is not None:
