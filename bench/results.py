@@ -57,17 +57,19 @@ PROBES = ("Linear probes as anyone might write them: noise directions dropped, s
 CARRIED: tuple[Carried, ...] = (
     Carried(
         "`seqcohort run` by number of users: 20,000 / 200,000 / 1,000,000 synthetic users (1.6 / 16.3 / 81.5 M events)",
-        "302 s / 272 s / 575 s wall; peak RSS 3.2 / 6.9 / 21.3 GiB; ARI vs planted 0.967 at every size "
-        "(the 20,000 run shared the cores with another job during training)",
+        "177 s / 266 s (1.50x, back to back) / 432 s wall; peak RSS 2.2 / 3.6 / 8.2 GiB; ARI vs planted 0.965 / 0.967 / "
+        "0.967 (the million in an earlier call of the same command)",
         "`python bench/scale_curve.py --users 20000 200000 1000000`",
-        f"aa0ed3c, {CPU2}",
-        "seqcohort run by number of users (2026-12-07)",
+        f"0e8e7af, {CPU2}",
+        "seqcohort run by number of users, memory bounded (2026-12-08)",
     ),
     Carried(
         "Item titles (sentence-transformers) on a catalogue migration: app generator, 2,000 users, category "
         "removed, new users' item ids renamed",
         "1–3-event users in their archetype's cohort 0.557 ± 0.017 with titles vs 0.485 ± 0.027 without "
-        "(+0.073 ± 0.042, seeds 1–3); ARI 0.781 ± 0.005 vs 0.742 ± 0.010; titles encoded 24/s on 2 cores at load 10",
+        "(+0.073 ± 0.042, seeds 1–3); ARI 0.781 ± 0.005 vs 0.742 ± 0.010; titles encoded 24/s on 2 cores at load 10; "
+        "`/v1/assign` with titles p99 21.2 vs 11.5 ms at 8 clients, 766 vs 930 requests/s at 32 (2026-12-08, "
+        "`python bench/serve_latency.py --titles`, bench/LOG.md)",
         "`python bench/item_text.py quality --generator app --users 2000 --seeds 1 2 3`; "
         "`OMP_NUM_THREADS=2 python bench/item_text.py cost`",
         f"e75395e, {CPU2}",
