@@ -85,8 +85,8 @@ class UserEncoder:
             raise ValueError(f"dtype={dtype!r}: use one of {sorted(AUTOCAST)}.")
         self.bundle = bundle
         self.dtype = dtype  # what `encode` runs the encoder in unless told otherwise
-        # float32 on the CPU through embeddings/model/fused.py: same vectors within ~1e-6, ~1.4x the
-        # users per core (docs/decisions.md#fused-cpu-inference); False: the modules' own forward
+        # float32 on the CPU through embeddings/model/fused.py: the same vectors, more users per core
+        # (docs/decisions.md#fused-cpu-inference); False: the modules' own forward
         self.fused = fused
         self.path = Path(path) if path is not None else None  # the bundle directory, when loaded from one
         self.device = resolve_device(device)

@@ -36,8 +36,8 @@ def _has_onednn_linear() -> bool:
 
 
 ONEDNN = _has_onednn_linear()
-# below this many rows (events in the batch) oneDNN's setup per call (~25 us) costs more than it saves:
-# one 12-event session 1.21 ms with it, 0.96 without (docs/decisions.md#fused-cpu-inference)
+# below this many rows (events in the batch) oneDNN's setup per call costs more than it saves, e.g. on a
+# live session (docs/decisions.md#fused-cpu-inference)
 ONEDNN_MIN_ROWS = 1024
 
 
